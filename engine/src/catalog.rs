@@ -1,0 +1,386 @@
+//! The one schema DataFusion sees: every `<name>.lance` directory in the data directory is a table, opened at its
+//! latest commit on each lookup, plus persisted views and session-lifetime external tables.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, Session as CatalogSession, TableProvider};
+use datafusion::common::{Constraint, Constraints, DFSchema};
+use datafusion::datasource::{TableType, ViewTable};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::Statement;
+use lance::dataset::builder::DatasetBuilder;
+use lance::datafusion::LanceTableProvider;
+use lance::Dataset;
+
+use crate::error::{Error, Result};
+
+/// Schema metadata keys under which Marrow keeps table properties inside the Lance schema, so a table carries its
+/// own constraints and defaults wherever it is opened.
+pub const META_PRIMARY_KEY: &str = "marrow.primary_key";
+pub const META_DEFAULTS: &str = "marrow.defaults";
+
+const VIEWS_FILE: &str = "_marrow_views.json";
+
+/// Check a table name before it becomes a directory name.
+pub fn validate_table_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && !name.starts_with("__marrow");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid table name '{name}': use letters, digits and underscores, not starting with a digit"
+        )))
+    }
+}
+
+/// Types as Lance stores them: view types become their plain equivalents, so a schema reads back unchanged.
+pub fn storage_type(dt: &DataType) -> DataType {
+    match dt {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        DataType::List(f) => DataType::List(Arc::new(storage_field(f))),
+        DataType::LargeList(f) => DataType::LargeList(Arc::new(storage_field(f))),
+        DataType::ListView(f) => DataType::List(Arc::new(storage_field(f))),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(Arc::new(storage_field(f)), *n),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(|f| Arc::new(storage_field(f))).collect()),
+        other => other.clone(),
+    }
+}
+
+pub fn storage_field(f: &Field) -> Field {
+    f.clone().with_data_type(storage_type(f.data_type()))
+}
+
+pub fn storage_schema(schema: &Schema) -> Schema {
+    Schema::new_with_metadata(
+        schema.fields().iter().map(|f| storage_field(f)).collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    )
+}
+
+/// Builds a SessionState configured like every Marrow session (functions, options), used to plan views and parse
+/// column defaults.
+pub type StateFactory = Box<dyn Fn() -> SessionState + Send + Sync>;
+
+pub struct MarrowSchema {
+    data_dir: PathBuf,
+    lance_session: Arc<lance::session::Session>,
+    views: RwLock<BTreeMap<String, String>>,
+    external: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+    state_factory: OnceLock<StateFactory>,
+}
+
+impl std::fmt::Debug for MarrowSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MarrowSchema").field("data_dir", &self.data_dir).finish()
+    }
+}
+
+impl MarrowSchema {
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let views_path = data_dir.join(VIEWS_FILE);
+        let views = match std::fs::read(&views_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::internal(format!("corrupt {}: {e}", views_path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Self {
+            data_dir: data_dir.to_path_buf(),
+            lance_session: Arc::new(lance::session::Session::default()),
+            views: RwLock::new(views),
+            external: RwLock::new(HashMap::new()),
+            state_factory: OnceLock::new(),
+        })
+    }
+
+    pub fn set_state_factory(&self, f: StateFactory) {
+        let _ = self.state_factory.set(f);
+    }
+
+    fn new_state(&self) -> DFResult<SessionState> {
+        self.state_factory
+            .get()
+            .map(|f| f())
+            .ok_or_else(|| DataFusionError::Internal("Marrow schema used before its database was set up".into()))
+    }
+
+    pub fn table_path(&self, name: &str) -> PathBuf {
+        self.data_dir.join(format!("{name}.lance"))
+    }
+
+    pub fn lance_session(&self) -> Arc<lance::session::Session> {
+        self.lance_session.clone()
+    }
+
+    /// A table exists once its first commit is written (a crash during CREATE leaves no manifest and no table).
+    pub fn lance_table_exists(&self, name: &str) -> bool {
+        self.table_path(name).join("_versions").is_dir()
+    }
+
+    fn lance_table_names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
+            return vec![];
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let file_name = e.file_name().into_string().ok()?;
+                let name = file_name.strip_suffix(".lance")?.to_string();
+                self.lance_table_exists(&name).then_some(name)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Open the latest committed version of a table.
+    pub async fn open_dataset(&self, name: &str) -> Result<Arc<Dataset>> {
+        if !self.lance_table_exists(name) {
+            return Err(Error::not_found(format!("table '{name}' not found")));
+        }
+        let uri = self.table_path(name);
+        let ds = DatasetBuilder::from_uri(uri.to_string_lossy())
+            .with_session(self.lance_session.clone())
+            .load()
+            .await?;
+        Ok(Arc::new(ds))
+    }
+
+    pub async fn open_table(&self, name: &str, with_row_addr: bool) -> Result<Arc<MarrowTable>> {
+        let ds = self.open_dataset(name).await?;
+        // Building a session state costs more than opening a table: only tables with defaults need one.
+        let state = if ds.schema().metadata.contains_key(META_DEFAULTS) {
+            self.new_state().ok()
+        } else {
+            None
+        };
+        Ok(Arc::new(MarrowTable::new(ds, with_row_addr, state.as_ref())?))
+    }
+
+    fn persist_views(&self, views: &BTreeMap<String, String>) -> DFResult<()> {
+        let path = self.data_dir.join(VIEWS_FILE);
+        let tmp = self.data_dir.join(format!("{VIEWS_FILE}.tmp"));
+        let bytes = serde_json::to_vec_pretty(views).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        std::fs::write(&tmp, bytes)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    async fn plan_view(&self, name: &str, definition: &str) -> DFResult<Arc<dyn TableProvider>> {
+        let mut statements = DFParser::parse_sql(definition)?;
+        let query = match statements.pop_front() {
+            Some(DFStatement::Statement(stmt)) => match *stmt {
+                Statement::CreateView(cv) => cv.query,
+                Statement::Query(q) => q,
+                _ => return Err(DataFusionError::Plan(format!("view '{name}' has an unreadable definition"))),
+            },
+            _ => return Err(DataFusionError::Plan(format!("view '{name}' has an unreadable definition"))),
+        };
+        let state = self.new_state()?;
+        let plan = state
+            .statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query))))
+            .await
+            .map_err(|e| DataFusionError::Plan(format!("view '{name}' no longer plans: {e}")))?;
+        Ok(Arc::new(ViewTable::new(plan, Some(definition.to_string()))))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for MarrowSchema {
+
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.lance_table_names();
+        names.extend(self.views.read().expect("views lock").keys().cloned());
+        names.extend(self.external.read().expect("external lock").keys().cloned());
+        names
+    }
+
+    async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        let view = self.views.read().expect("views lock").get(name).cloned();
+        if let Some(definition) = view {
+            return self.plan_view(name, &definition).await.map(Some);
+        }
+        if let Some(t) = self.external.read().expect("external lock").get(name) {
+            return Ok(Some(t.clone()));
+        }
+        if !self.lance_table_exists(name) {
+            return Ok(None);
+        }
+        Ok(Some(self.open_table(name, false).await? as Arc<dyn TableProvider>))
+    }
+
+    fn register_table(&self, name: String, table: Arc<dyn TableProvider>) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        if self.lance_table_exists(&name) {
+            return Err(DataFusionError::Plan(format!("table '{name}' already exists")));
+        }
+        if let Some(view) = table.downcast_ref::<ViewTable>() {
+            let definition = view
+                .definition()
+                .cloned()
+                .ok_or_else(|| DataFusionError::Plan("a view needs its SQL definition".into()))?;
+            let mut views = self.views.write().expect("views lock");
+            let mut next = views.clone();
+            next.insert(name.clone(), definition);
+            self.persist_views(&next)?;
+            *views = next;
+            return Ok(None);
+        }
+        Ok(self.external.write().expect("external lock").insert(name, table))
+    }
+
+    fn deregister_table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        {
+            let mut views = self.views.write().expect("views lock");
+            if views.contains_key(name) {
+                let mut next = views.clone();
+                let definition = next.remove(name);
+                self.persist_views(&next)?;
+                *views = next;
+                let plan = datafusion::logical_expr::LogicalPlanBuilder::empty(false).build()?;
+                return Ok(Some(Arc::new(ViewTable::new(plan, definition))));
+            }
+        }
+        if let Some(t) = self.external.write().expect("external lock").remove(name) {
+            return Ok(Some(t));
+        }
+        if self.lance_table_exists(name) {
+            // Rename first so the table disappears atomically, then delete the files.
+            let path = self.table_path(name);
+            let trash = self.data_dir.join(format!(".dropped-{name}-{}.lance", uuid_like()));
+            std::fs::rename(&path, &trash)?;
+            if let Err(e) = std::fs::remove_dir_all(&trash) {
+                tracing::warn!("could not remove dropped table files {}: {e}", trash.display());
+            }
+            let plan = datafusion::logical_expr::LogicalPlanBuilder::empty(false).build()?;
+            return Ok(Some(Arc::new(ViewTable::new(plan, None))));
+        }
+        Ok(None)
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.views.read().expect("views lock").contains_key(name)
+            || self.external.read().expect("external lock").contains_key(name)
+            || self.lance_table_exists(name)
+    }
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{nanos:x}")
+}
+
+/// A Lance table as DataFusion sees it: Lance's scan with filter/projection pushdown, plus Marrow's constraints
+/// and column defaults read from the schema metadata.
+#[derive(Debug)]
+pub struct MarrowTable {
+    inner: LanceTableProvider,
+    dataset: Arc<Dataset>,
+    primary_key: Vec<String>,
+    constraints: Constraints,
+    defaults: HashMap<String, Expr>,
+    default_sql: BTreeMap<String, String>,
+}
+
+impl MarrowTable {
+    pub fn new(dataset: Arc<Dataset>, with_row_addr: bool, state: Option<&SessionState>) -> Result<Self> {
+        let inner = LanceTableProvider::new(dataset.clone(), false, with_row_addr);
+        let meta = &dataset.schema().metadata;
+        let primary_key: Vec<String> = meta
+            .get(META_PRIMARY_KEY)
+            .map(|s| s.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default();
+        let schema = inner.schema();
+        let pk_indices: Vec<usize> = primary_key.iter().filter_map(|c| schema.index_of(c).ok()).collect();
+        let constraints = if pk_indices.is_empty() {
+            Constraints::default()
+        } else {
+            Constraints::new_unverified(vec![Constraint::PrimaryKey(pk_indices)])
+        };
+        let default_sql: BTreeMap<String, String> = meta
+            .get(META_DEFAULTS)
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        let mut defaults = HashMap::new();
+        if let Some(state) = state {
+            let empty = DFSchema::empty();
+            for (col, sql) in &default_sql {
+                match state.create_logical_expr(sql, &empty) {
+                    Ok(expr) => {
+                        defaults.insert(col.clone(), expr);
+                    }
+                    Err(e) => tracing::warn!("ignoring unreadable default for column {col}: {e}"),
+                }
+            }
+        }
+        Ok(Self {
+            inner,
+            dataset,
+            primary_key,
+            constraints,
+            defaults,
+            default_sql,
+        })
+    }
+
+    pub fn dataset(&self) -> &Arc<Dataset> {
+        &self.dataset
+    }
+
+    pub fn primary_key(&self) -> &[String] {
+        &self.primary_key
+    }
+
+    pub fn default_sql(&self) -> &BTreeMap<String, String> {
+        &self.default_sql
+    }
+
+    /// The table's columns as stored (without Lance's system columns).
+    pub fn storage_schema(&self) -> SchemaRef {
+        Arc::new(Schema::from(self.dataset.schema()))
+    }
+}
+
+#[async_trait]
+impl TableProvider for MarrowTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+    fn constraints(&self) -> Option<&Constraints> {
+        Some(&self.constraints)
+    }
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults.get(column)
+    }
+    async fn scan(
+        &self,
+        state: &dyn CatalogSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        self.inner.scan(state, projection, filters, limit).await
+    }
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DFResult<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+}

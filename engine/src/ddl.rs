@@ -1,0 +1,168 @@
+//! Table DDL that must create Lance datasets: `CREATE TABLE` (with constraints and defaults) and
+//! `CREATE TABLE … AS SELECT`. DataFusion plans the column list or query; Marrow writes the dataset.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, RecordBatchIterator};
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::SchemaProvider;
+use datafusion::common::{Constraint, ParamValues};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::physical_plan::collect;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    ArrayElemTypeDef, ColumnOption, CreateTable, DataType as SqlType, ExactNumberInfo, Statement,
+};
+use datafusion::sql::sqlparser::ast::{visit_expressions_mut, Expr as SqlExpr};
+use lance::dataset::{WriteMode, WriteParams};
+use lance::Dataset;
+
+use crate::catalog::{storage_schema, validate_table_name, META_DEFAULTS, META_PRIMARY_KEY};
+use crate::database::Database;
+use crate::error::{Error, ErrorKind, Result};
+use crate::session::{QueryOutput, Session};
+use crate::write::coerce_batches;
+
+/// `VECTOR(n)` is an alias for `FLOAT[n]`, a fixed-size list of n float32 values.
+fn rewrite_vector_types(ct: &mut CreateTable) -> Result<()> {
+    for col in &mut ct.columns {
+        if let SqlType::Custom(name, args) = &col.data_type {
+            if name.to_string().eq_ignore_ascii_case("vector") {
+                let dim: u64 = match args.as_slice() {
+                    [n] => n.parse().map_err(|_| Error::invalid(format!("VECTOR({n}): dimension must be a number")))?,
+                    _ => return Err(Error::invalid("VECTOR needs one dimension, as in VECTOR(384)")),
+                };
+                if dim == 0 || dim > 65536 {
+                    return Err(Error::invalid(format!("VECTOR({dim}): dimension must be between 1 and 65536")));
+                }
+                col.data_type = SqlType::Array(ArrayElemTypeDef::SquareBracket(
+                    Box::new(SqlType::Float(ExactNumberInfo::None)),
+                    Some(dim),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn create_table(
+    session: &Session,
+    mut ct: CreateTable,
+    params: Option<ParamValues>,
+) -> Result<QueryOutput> {
+    let name = crate::dml::table_name(&ct.name)?;
+    validate_table_name(&name)?;
+    if ct.external || ct.temporary {
+        return Err(Error::unsupported("CREATE TEMPORARY/EXTERNAL TABLE through CREATE TABLE is not supported"));
+    }
+    rewrite_vector_types(&mut ct)?;
+    // Defaults are stored as SQL text so that they are re-planned (now(), uuid()) on every insert.
+    let mut defaults = BTreeMap::new();
+    for col in &ct.columns {
+        for opt in &col.options {
+            if let ColumnOption::Default(expr) = &opt.option {
+                defaults.insert(col.name.value.to_lowercase(), expr.to_string());
+            }
+        }
+    }
+    let if_not_exists = ct.if_not_exists;
+    let or_replace = ct.or_replace;
+    let db = session.database();
+    if db.schema_provider().lance_table_exists(&name) || db.schema_provider().table_names().contains(&name) {
+        if if_not_exists {
+            return Ok(QueryOutput::Count(0));
+        }
+        if !or_replace {
+            return Err(Error::new(ErrorKind::AlreadyExists, format!("table '{name}' already exists")));
+        }
+    }
+    // Plan under a scratch name so that DataFusion's own "table exists" check does not fire for OR REPLACE.
+    let mut plan_ct = ct.clone();
+    plan_ct.if_not_exists = false;
+    plan_ct.or_replace = false;
+    let plan = session.plan(DFStatement::Statement(Box::new(Statement::CreateTable(plan_ct))), params).await?;
+    let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(cmt)) = plan else {
+        return Err(Error::unsupported("this form of CREATE TABLE is not supported"));
+    };
+    let input_schema = Arc::new(cmt.input.schema().as_arrow().clone());
+    let mut pk: Vec<String> = vec![];
+    for c in cmt.constraints.iter() {
+        match c {
+            Constraint::PrimaryKey(idx) => {
+                pk = idx.iter().map(|i| input_schema.field(*i).name().clone()).collect();
+            }
+            Constraint::Unique(_) => {
+                return Err(Error::unsupported("UNIQUE constraints other than the PRIMARY KEY are not supported"))
+            }
+        }
+    }
+    let mut fields: Vec<_> = storage_schema(&input_schema).fields().iter().map(|f| f.as_ref().clone()).collect();
+    for f in &mut fields {
+        if pk.contains(f.name()) {
+            *f = f.clone().with_nullable(false);
+        }
+    }
+    let mut metadata = std::collections::HashMap::new();
+    if !pk.is_empty() {
+        metadata.insert(META_PRIMARY_KEY.to_string(), pk.join(","));
+    }
+    if !defaults.is_empty() {
+        metadata.insert(META_DEFAULTS.to_string(), serde_json::to_string(&defaults).expect("defaults serialize"));
+    }
+    let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
+    let batches = if ct.query.is_some() {
+        let state = session.state();
+        let physical = state.create_physical_plan(&cmt.input).await?;
+        collect(physical, state.task_ctx()).await?
+    } else {
+        vec![]
+    };
+    let batches = coerce_batches(&batches, &schema)?;
+    if !pk.is_empty() {
+        crate::dml::check_unique_batches(session, &name, &pk, &batches).await?;
+    }
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let lock = db.write_lock(&name);
+    let _guard = lock.lock().await;
+    create_lance_table(db, &name, schema, batches, or_replace).await?;
+    Ok(QueryOutput::Count(rows as u64))
+}
+
+/// Write a new dataset (or a new version replacing an existing one) in one commit.
+pub(crate) async fn create_lance_table(
+    db: &Database,
+    name: &str,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    replace: bool,
+) -> Result<()> {
+    let path = db.schema_provider().table_path(name);
+    let exists = db.schema_provider().lance_table_exists(name);
+    if !exists && path.exists() {
+        // Leftovers of a create that crashed before its first commit: nothing readable is lost.
+        std::fs::remove_dir_all(&path)?;
+    }
+    let params = WriteParams {
+        mode: if exists && replace { WriteMode::Overwrite } else { WriteMode::Create },
+        session: Some(db.schema_provider().lance_session()),
+        auto_cleanup: None,
+        ..Default::default()
+    };
+    let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema);
+    Dataset::write(reader, path.to_string_lossy().as_ref(), Some(params)).await?;
+    Ok(())
+}
+
+/// Qualify bare column names in an expression with `alias` (used where two relations share column names).
+pub(crate) fn qualify_columns(expr: &mut SqlExpr, alias: &str) {
+    let _ = visit_expressions_mut(expr, |e| {
+        if let SqlExpr::Identifier(ident) = e {
+            *e = SqlExpr::CompoundIdentifier(vec![
+                datafusion::sql::sqlparser::ast::Ident::with_quote('"', alias),
+                ident.clone(),
+            ]);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}

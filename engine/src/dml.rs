@@ -1,0 +1,531 @@
+//! INSERT, UPDATE, DELETE and upsert with the full query engine: DataFusion computes which rows change and their
+//! new values (any WHERE clause, subqueries, joins, Marrow functions); Marrow commits the result to Lance as one
+//! transaction. DataFusion 54's `TableProvider::delete_from/update` hooks are never used: they lose IN/EXISTS
+//! subqueries from the filter.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList, SchemaProvider};
+use datafusion::catalog::TableProvider;
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::datasource::MemTable;
+use datafusion::error::Result as DFResult;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
+use datafusion::physical_plan::collect;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    AssignmentTarget, ConflictTarget, Delete, FromTable, Ident, Insert, ObjectName, OnConflictAction, OnInsert,
+    Statement, TableFactor, TableObject, Update, UpdateTableFromKind,
+};
+
+use crate::catalog::{MarrowSchema, MarrowTable};
+use crate::database::{CATALOG, SCHEMA};
+use crate::ddl::qualify_columns;
+use crate::error::{Error, Result};
+use crate::session::{QueryOutput, Session};
+use crate::write::{self, coerce_batches};
+
+const TARGET: &str = "__marrow_target";
+const ROWADDR: &str = "__marrow_rowaddr";
+
+/// The table a statement names, normalized as DataFusion does (unquoted identifiers are lower-cased).
+pub(crate) fn table_name(name: &ObjectName) -> Result<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| {
+            let ident = p.as_ident().ok_or_else(|| Error::invalid(format!("unsupported table name {name}")))?;
+            Ok(match ident.quote_style {
+                Some(_) => ident.value.clone(),
+                None => ident.value.to_lowercase(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    match parts.as_slice() {
+        [t] => Ok(t.clone()),
+        [s, t] if s == SCHEMA => Ok(t.clone()),
+        [c, s, t] if c == CATALOG && s == SCHEMA => Ok(t.clone()),
+        _ => Err(Error::not_found(format!("table '{name}' not found: Marrow's tables live in {CATALOG}.{SCHEMA}"))),
+    }
+}
+
+fn quote(s: &str) -> String {
+    Ident::with_quote('"', s).to_string()
+}
+
+/// The session's catalog with some names bound to fixed providers: the statement's snapshot of its target table
+/// (with row addresses), and in-memory relations such as `excluded`.
+#[derive(Debug)]
+struct Overlay {
+    base: Arc<MarrowSchema>,
+    tables: HashMap<String, Arc<dyn TableProvider>>,
+}
+
+#[async_trait]
+impl SchemaProvider for Overlay {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.base.table_names();
+        names.extend(self.tables.keys().cloned());
+        names
+    }
+    async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        match self.tables.get(name) {
+            Some(t) => Ok(Some(t.clone())),
+            None => self.base.table(name).await,
+        }
+    }
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.contains_key(name) || self.base.table_exist(name)
+    }
+}
+
+struct Statement2 {
+    state: SessionState,
+}
+
+impl Statement2 {
+    fn new(session: &Session, tables: HashMap<String, Arc<dyn TableProvider>>) -> Self {
+        let catalog = MemoryCatalogProvider::new();
+        catalog
+            .register_schema(
+                SCHEMA,
+                Arc::new(Overlay {
+                    base: session.database().schema_provider().clone(),
+                    tables,
+                }),
+            )
+            .expect("memory catalog accepts schemas");
+        let list = MemoryCatalogProviderList::new();
+        datafusion::catalog::CatalogProviderList::register_catalog(&list, CATALOG.to_string(), Arc::new(catalog));
+        let state = SessionStateBuilder::new_from_existing(session.state()).with_catalog_list(Arc::new(list)).build();
+        Self { state }
+    }
+
+    async fn plan(&self, statement: DFStatement, params: &Option<ParamValues>) -> Result<LogicalPlan> {
+        let plan = self.state.statement_to_plan(statement).await?;
+        Ok(match params {
+            Some(p) => plan.with_param_values(p.clone())?,
+            None => plan,
+        })
+    }
+
+    async fn run_plan(&self, plan: &LogicalPlan) -> Result<Vec<RecordBatch>> {
+        let physical = self.state.create_physical_plan(plan).await?;
+        Ok(collect(physical, self.state.task_ctx()).await?)
+    }
+
+    async fn query(&self, sql: &str, params: &Option<ParamValues>) -> Result<Vec<RecordBatch>> {
+        let mut statements = crate::session::parse(sql)?;
+        let statement = statements.pop().ok_or_else(|| Error::internal("empty internal query"))?;
+        let plan = self.plan(statement, params).await?;
+        self.run_plan(&plan).await
+    }
+}
+
+/// Split `__marrow_rowaddr, <columns…>` results into unique row addresses and the new rows.
+fn split_rowaddr(batches: &[RecordBatch], schema: &SchemaRef) -> Result<(Vec<u64>, Vec<RecordBatch>)> {
+    let mut seen = HashSet::new();
+    let mut addrs = vec![];
+    let mut rows = vec![];
+    for batch in batches {
+        let col = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or_else(|| Error::internal("row address column has an unexpected type"))?;
+        // A joined UPDATE can match a row more than once; the first match wins.
+        let keep: Vec<bool> = (0..batch.num_rows()).map(|i| seen.insert(col.value(i))).collect();
+        let mask = arrow::array::BooleanArray::from(keep);
+        let filtered = arrow::compute::filter_record_batch(batch, &mask)?;
+        let c = filtered.column(0).as_any().downcast_ref::<UInt64Array>().expect("checked above");
+        addrs.extend(c.values().iter().copied());
+        let projected = filtered.project(&(1..filtered.num_columns()).collect::<Vec<_>>())?;
+        rows.push(projected);
+    }
+    Ok((addrs, coerce_batches(&rows, schema)?))
+}
+
+fn render_key(batch: &RecordBatch, columns: &[String], row: usize) -> String {
+    columns
+        .iter()
+        .map(|c| {
+            let value = batch
+                .column_by_name(c)
+                .and_then(|a| ScalarValue::try_from_array(a, row).ok())
+                .map(|v| match v.data_type() {
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => format!("'{v}'"),
+                    _ => v.to_string(),
+                })
+                .unwrap_or_else(|| "?".into());
+            format!("{c} = {value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn key_join(pk: &[String], left: &str, right: &str) -> String {
+    pk.iter()
+        .map(|c| format!("{}.{} = {}.{}", quote(left), quote(c), quote(right), quote(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+fn key_list(pk: &[String], alias: &str) -> String {
+    pk.iter().map(|c| format!("{}.{}", quote(alias), quote(c))).collect::<Vec<_>>().join(", ")
+}
+
+/// Reject rows whose primary key repeats inside the new rows themselves.
+pub(crate) async fn check_unique_batches(session: &Session, table: &str, pk: &[String], rows: &[RecordBatch]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mem = Arc::new(MemTable::try_new(rows[0].schema(), vec![rows.to_vec()])?);
+    let stmt = Statement2::new(session, [("excluded".to_string(), mem as Arc<dyn TableProvider>)].into());
+    let sql = format!(
+        "SELECT {keys} FROM \"excluded\" GROUP BY {keys} HAVING count(*) > 1 LIMIT 1",
+        keys = key_list(pk, "excluded")
+    );
+    let dups = stmt.query(&sql, &None).await?;
+    if let Some(b) = dups.iter().find(|b| b.num_rows() > 0) {
+        return Err(Error::constraint(format!(
+            "duplicate key in table {table}: {} appears more than once in the new rows",
+            render_key(b, pk, 0)
+        )));
+    }
+    Ok(())
+}
+
+/// Rows of the target whose key matches a new row: (target row address, rendered key).
+async fn find_conflicts(stmt: &Statement2, pk: &[String], alias: &str) -> Result<Vec<(u64, String)>> {
+    let sql = format!(
+        "SELECT {a}.\"_rowaddr\", {keys} FROM \"excluded\" JOIN {target} AS {a} ON {on}",
+        a = quote(alias),
+        keys = key_list(pk, "excluded"),
+        target = quote(TARGET),
+        on = key_join(pk, "excluded", alias)
+    );
+    let batches = stmt.query(&sql, &None).await?;
+    let mut out = vec![];
+    for b in &batches {
+        let addrs = b.column(0).as_any().downcast_ref::<UInt64Array>().expect("row address is UInt64");
+        for i in 0..b.num_rows() {
+            out.push((addrs.value(i), render_key(b, pk, i)));
+        }
+    }
+    Ok(out)
+}
+
+struct Target {
+    name: String,
+    table: Arc<MarrowTable>,
+    schema: SchemaRef,
+}
+
+async fn open_target(session: &Session, name: &str) -> Result<Target> {
+    let provider = session.database().schema_provider();
+    if !provider.lance_table_exists(name) {
+        if provider.table_exist(name) {
+            return Err(Error::invalid(format!("'{name}' is a view or external table and cannot be written")));
+        }
+        return Err(Error::not_found(format!("table '{name}' not found")));
+    }
+    let table = provider.open_table(name, true).await?;
+    let schema = table.storage_schema();
+    Ok(Target {
+        name: name.to_string(),
+        table,
+        schema,
+    })
+}
+
+impl Target {
+    /// Providers for one statement: the snapshot with row addresses under the internal name, and the same snapshot
+    /// under the table's own name so that subqueries read what the statement changes.
+    fn providers(&self, state: &SessionState) -> Result<HashMap<String, Arc<dyn TableProvider>>> {
+        let plain = MarrowTable::new(self.table.dataset().clone(), false, Some(state))?;
+        Ok([
+            (TARGET.to_string(), self.table.clone() as Arc<dyn TableProvider>),
+            (self.name.clone(), Arc::new(plain) as Arc<dyn TableProvider>),
+        ]
+        .into())
+    }
+}
+
+pub(crate) async fn insert(session: &Session, mut insert: Insert, params: Option<ParamValues>) -> Result<QueryOutput> {
+    if insert.returning.is_some() {
+        return Err(Error::unsupported("INSERT … RETURNING is not supported"));
+    }
+    if insert.overwrite || insert.replace_into || insert.or.is_some() || insert.ignore {
+        return Err(Error::unsupported("only INSERT INTO … [ON CONFLICT …] is supported"));
+    }
+    let TableObject::TableName(name) = &insert.table else {
+        return Err(Error::unsupported("INSERT INTO a table function is not supported"));
+    };
+    let name = table_name(name)?;
+    let alias = insert.table_alias.take().map(|a| a.alias.value).unwrap_or_else(|| name.clone());
+    let on = insert.on.take();
+    let insert_columns: Vec<String> = insert.columns.iter().map(|c| c.to_string().to_lowercase()).collect();
+    let lock = session.database().write_lock(&name);
+    let _guard = lock.lock().await;
+    let target = open_target(session, &name).await?;
+    let stmt = Statement2::new(session, target.providers(&session.state())?);
+    let plan = stmt.plan(DFStatement::Statement(Box::new(Statement::Insert(insert))), &params).await?;
+    let input = match plan {
+        LogicalPlan::Dml(DmlStatement {
+            op: WriteOp::Insert(InsertOp::Append),
+            input,
+            ..
+        }) => input,
+        _ => return Err(Error::unsupported("this form of INSERT is not supported")),
+    };
+    let batches = stmt.run_plan(&input).await.map_err(|e| not_null_error(e, &insert_columns, &target.schema))?;
+    let rows = coerce_batches(&batches, &target.schema)?;
+    let pk = target.table.primary_key().to_vec();
+    let ds = target.table.dataset().clone();
+    if pk.is_empty() {
+        if on.is_some() {
+            return Err(Error::invalid(format!("ON CONFLICT needs a primary key, and table {name} has none")));
+        }
+        let n = rows.iter().map(|b| b.num_rows()).sum::<usize>();
+        write::append(&ds, rows).await?;
+        return Ok(QueryOutput::Count(n as u64));
+    }
+    check_unique_batches(session, &name, &pk, &rows).await?;
+    if rows.is_empty() {
+        return Ok(QueryOutput::Count(0));
+    }
+    let mem = Arc::new(MemTable::try_new(target.schema.clone(), vec![rows.clone()])?);
+    let mut tables = target.providers(&session.state())?;
+    tables.insert("excluded".into(), mem);
+    let stmt = Statement2::new(session, tables);
+
+    let action = match on {
+        None => None,
+        Some(OnInsert::OnConflict(c)) => {
+            if let Some(ConflictTarget::Columns(cols)) = &c.conflict_target {
+                let cols: Vec<String> = cols.iter().map(|i| i.value.to_lowercase()).collect();
+                if cols != pk {
+                    return Err(Error::invalid(format!(
+                        "ON CONFLICT ({}) must name the primary key of {name}: ({})",
+                        cols.join(", "),
+                        pk.join(", ")
+                    )));
+                }
+            }
+            Some(c.action)
+        }
+        Some(OnInsert::DuplicateKeyUpdate(_)) => {
+            return Err(Error::unsupported("ON DUPLICATE KEY UPDATE is not supported; use ON CONFLICT"))
+        }
+        Some(_) => return Err(Error::unsupported("this ON clause is not supported")),
+    };
+    match action {
+        None => {
+            if let Some((_, key)) = find_conflicts(&stmt, &pk, &alias).await?.first() {
+                return Err(Error::constraint(format!("duplicate key: {key} already exists in table {name}")));
+            }
+            let n = rows.iter().map(|b| b.num_rows()).sum::<usize>();
+            write::append(&ds, rows).await?;
+            Ok(QueryOutput::Count(n as u64))
+        }
+        Some(action) => {
+            let fresh_sql = format!(
+                "SELECT \"excluded\".* FROM \"excluded\" LEFT ANTI JOIN {target} AS {a} ON {on}",
+                target = quote(TARGET),
+                a = quote(&alias),
+                on = key_join(&pk, "excluded", &alias)
+            );
+            let fresh = coerce_batches(&stmt.query(&fresh_sql, &None).await?, &target.schema)?;
+            let (addrs, updated) = match action {
+                OnConflictAction::DoNothing => (vec![], vec![]),
+                OnConflictAction::DoUpdate(du) => {
+                    let mut assigned: HashMap<String, String> = HashMap::new();
+                    for a in du.assignments {
+                        let col = assignment_column(&a.target, &target.schema)?;
+                        if pk.contains(&col) {
+                            return Err(Error::invalid(format!(
+                                "ON CONFLICT DO UPDATE cannot change the primary key column '{col}'"
+                            )));
+                        }
+                        let mut value = a.value;
+                        qualify_columns(&mut value, &alias);
+                        assigned.insert(col, value.to_string());
+                    }
+                    let selection = du.selection.map(|mut e| {
+                        qualify_columns(&mut e, &alias);
+                        format!(" WHERE {e}")
+                    });
+                    let sql = format!(
+                        "SELECT {a}.\"_rowaddr\" AS {rowaddr}, {proj} FROM \"excluded\" JOIN {target} AS {a} ON {on}{sel}",
+                        a = quote(&alias),
+                        rowaddr = quote(ROWADDR),
+                        proj = projection(&target.schema, &assigned, &alias),
+                        target = quote(TARGET),
+                        on = key_join(&pk, "excluded", &alias),
+                        sel = selection.unwrap_or_default()
+                    );
+                    split_rowaddr(&stmt.query(&sql, &None).await?, &target.schema)?
+                }
+            };
+            let n = addrs.len() + fresh.iter().map(|b| b.num_rows()).sum::<usize>();
+            let mut inserted = updated;
+            inserted.extend(fresh);
+            write::commit(&ds, addrs, inserted).await?;
+            Ok(QueryOutput::Count(n as u64))
+        }
+    }
+}
+
+/// DataFusion checks NOT NULL inside VALUES and names the column `columnN`; name the table's column instead.
+fn not_null_error(e: Error, insert_columns: &[String], schema: &SchemaRef) -> Error {
+    let msg = e.message();
+    let Some(rest) = msg.split("Column 'column").nth(1) else { return e };
+    if !msg.contains("non-nullable but contains null") {
+        return e;
+    }
+    let n: usize = rest.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap_or(0);
+    let column = match insert_columns.get(n.wrapping_sub(1)) {
+        Some(c) => c.clone(),
+        None => schema.fields().get(n.wrapping_sub(1)).map(|f| f.name().clone()).unwrap_or_else(|| "?".into()),
+    };
+    Error::constraint(format!("column '{column}' is NOT NULL and got a NULL"))
+}
+
+fn assignment_column(target: &AssignmentTarget, schema: &SchemaRef) -> Result<String> {
+    let AssignmentTarget::ColumnName(name) = target else {
+        return Err(Error::unsupported("tuple assignments are not supported; assign columns one by one"));
+    };
+    let ident = name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .ok_or_else(|| Error::invalid(format!("bad assignment target {name}")))?;
+    let col = match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    };
+    if schema.field_with_name(&col).is_err() {
+        return Err(Error::not_found(format!("column '{col}' not found")));
+    }
+    Ok(col)
+}
+
+/// The new value of every column: the assigned expression, or the row's current value.
+fn projection(schema: &SchemaRef, assigned: &HashMap<String, String>, alias: &str) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| match assigned.get(f.name()) {
+            Some(expr) => format!("({expr}) AS {}", quote(f.name())),
+            None => format!("{}.{} AS {}", quote(alias), quote(f.name()), quote(f.name())),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn relation(factor: &TableFactor) -> Result<(String, String)> {
+    match factor {
+        TableFactor::Table { name, alias, args: None, .. } => {
+            let table = table_name(name)?;
+            let alias = alias.as_ref().map(|a| a.name.value.clone()).unwrap_or_else(|| table.clone());
+            Ok((table, alias))
+        }
+        _ => Err(Error::unsupported("the target of UPDATE/DELETE must be a table")),
+    }
+}
+
+pub(crate) async fn update(session: &Session, update: Update, params: Option<ParamValues>) -> Result<QueryOutput> {
+    if update.returning.is_some() || update.limit.is_some() || !update.order_by.is_empty() {
+        return Err(Error::unsupported("UPDATE with RETURNING, ORDER BY or LIMIT is not supported"));
+    }
+    if !update.table.joins.is_empty() {
+        return Err(Error::unsupported("UPDATE … JOIN is not supported; use UPDATE t SET … FROM other WHERE …"));
+    }
+    let (name, alias) = relation(&update.table.relation)?;
+    let lock = session.database().write_lock(&name);
+    let _guard = lock.lock().await;
+    let target = open_target(session, &name).await?;
+    let mut assigned = HashMap::new();
+    for a in &update.assignments {
+        let col = assignment_column(&a.target, &target.schema)?;
+        if assigned.insert(col.clone(), a.value.to_string()).is_some() {
+            return Err(Error::invalid(format!("column '{col}' is assigned more than once")));
+        }
+    }
+    let from = match &update.from {
+        None => String::new(),
+        Some(UpdateTableFromKind::AfterSet(t)) | Some(UpdateTableFromKind::BeforeSet(t)) => {
+            format!(", {}", t.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "))
+        }
+    };
+    let selection = update.selection.as_ref().map(|e| format!(" WHERE {e}")).unwrap_or_default();
+    let sql = format!(
+        "SELECT {a}.\"_rowaddr\" AS {rowaddr}, {proj} FROM {target} AS {a}{from}{selection}",
+        a = quote(&alias),
+        rowaddr = quote(ROWADDR),
+        proj = projection(&target.schema, &assigned, &alias),
+        target = quote(TARGET),
+    );
+    let stmt = Statement2::new(session, target.providers(&session.state())?);
+    let (addrs, rows) = split_rowaddr(&stmt.query(&sql, &params).await?, &target.schema)?;
+    let pk = target.table.primary_key().to_vec();
+    if pk.iter().any(|c| assigned.contains_key(c)) && !rows.is_empty() {
+        check_unique_batches(session, &name, &pk, &rows).await?;
+        let mem = Arc::new(MemTable::try_new(target.schema.clone(), vec![rows.clone()])?);
+        let mut tables = target.providers(&session.state())?;
+        tables.insert("excluded".into(), mem);
+        let check = Statement2::new(session, tables);
+        let changing: HashSet<u64> = addrs.iter().copied().collect();
+        if let Some((_, key)) = find_conflicts(&check, &pk, &alias).await?.into_iter().find(|(a, _)| !changing.contains(a)) {
+            return Err(Error::constraint(format!("duplicate key: {key} already exists in table {name}")));
+        }
+    }
+    let n = addrs.len();
+    write::commit(target.table.dataset(), addrs, rows).await?;
+    Ok(QueryOutput::Count(n as u64))
+}
+
+pub(crate) async fn delete(session: &Session, delete: Delete, params: Option<ParamValues>) -> Result<QueryOutput> {
+    if delete.returning.is_some() || delete.limit.is_some() || !delete.order_by.is_empty() || !delete.tables.is_empty() {
+        return Err(Error::unsupported("DELETE with RETURNING, ORDER BY, LIMIT or several tables is not supported"));
+    }
+    let from = match &delete.from {
+        FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+    };
+    let [twj] = from.as_slice() else {
+        return Err(Error::unsupported("DELETE from several tables is not supported"));
+    };
+    if !twj.joins.is_empty() {
+        return Err(Error::unsupported("DELETE … JOIN is not supported; use DELETE FROM t USING other WHERE …"));
+    }
+    let (name, alias) = relation(&twj.relation)?;
+    let lock = session.database().write_lock(&name);
+    let _guard = lock.lock().await;
+    let target = open_target(session, &name).await?;
+    let using = match &delete.using {
+        None => String::new(),
+        Some(t) => format!(", {}", t.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let selection = delete.selection.as_ref().map(|e| format!(" WHERE {e}")).unwrap_or_default();
+    let sql = format!(
+        "SELECT DISTINCT {a}.\"_rowaddr\" FROM {target} AS {a}{using}{selection}",
+        a = quote(&alias),
+        target = quote(TARGET),
+    );
+    let stmt = Statement2::new(session, target.providers(&session.state())?);
+    let mut addrs = vec![];
+    for b in stmt.query(&sql, &params).await? {
+        let col = b.column(0).as_any().downcast_ref::<UInt64Array>().expect("row address is UInt64");
+        addrs.extend(col.values().iter().copied());
+    }
+    let n = addrs.len();
+    write::commit(target.table.dataset(), addrs, vec![]).await?;
+    Ok(QueryOutput::Count(n as u64))
+}

@@ -1,0 +1,161 @@
+//! The engine's one error type. Every error carries a [`ErrorKind`] so that the Flight layer can map it to a gRPC
+//! status in one place without parsing messages.
+
+use datafusion::error::DataFusionError;
+
+/// What kind of failure this is, independent of where it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Malformed SQL, a plan error, a type mismatch, a bad value (wrong vector length, NaN …).
+    InvalidInput,
+    /// A table, view or column that does not exist.
+    NotFound,
+    /// Creating something that exists already.
+    AlreadyExists,
+    /// A primary-key (uniqueness) or NOT NULL violation.
+    Constraint,
+    /// A path outside the configured import/export roots, or file access that is switched off.
+    PermissionDenied,
+    /// A feature Marrow does not implement.
+    Unsupported,
+    /// The data directory is held by another process.
+    Locked,
+    /// A memory limit was hit.
+    ResourcesExhausted,
+    /// Anything else: a bug or an I/O failure.
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidInput, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+    pub fn constraint(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Constraint, message)
+    }
+    pub fn denied(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::PermissionDenied, message)
+    }
+}
+
+fn classify_datafusion(e: &DataFusionError) -> ErrorKind {
+    match e {
+        DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
+            let msg = e.to_string();
+            if msg.contains("not found") || msg.contains("No field named") || msg.contains("does not exist") {
+                ErrorKind::NotFound
+            } else {
+                ErrorKind::InvalidInput
+            }
+        }
+        DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => ErrorKind::InvalidInput,
+        DataFusionError::NotImplemented(_) => ErrorKind::Unsupported,
+        DataFusionError::ResourcesExhausted(_) => ErrorKind::ResourcesExhausted,
+        DataFusionError::Context(_, inner) => classify_datafusion(inner),
+        DataFusionError::Shared(inner) => classify_datafusion(inner),
+        DataFusionError::Diagnostic(_, inner) => classify_datafusion(inner),
+        DataFusionError::Collection(errs) => errs.first().map(classify_datafusion).unwrap_or(ErrorKind::Internal),
+        DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
+            Some(marrow) => marrow.kind,
+            None => match inner.downcast_ref::<lance::Error>() {
+                Some(l) => classify_lance(l),
+                None => ErrorKind::Internal,
+            },
+        },
+        _ => ErrorKind::Internal,
+    }
+}
+
+fn classify_lance(e: &lance::Error) -> ErrorKind {
+    let msg = e.to_string();
+    if msg.contains("not found") || msg.contains("NotFound") || msg.contains("does not exist") {
+        ErrorKind::NotFound
+    } else if msg.contains("already exists") {
+        ErrorKind::AlreadyExists
+    } else if msg.contains("Invalid user input") || msg.contains("invalid") || msg.contains("Schema") {
+        ErrorKind::InvalidInput
+    } else {
+        ErrorKind::Internal
+    }
+}
+
+/// Strip DataFusion's nested "Error during planning: " style prefixes down to one readable line.
+fn df_message(e: &DataFusionError) -> String {
+    match e {
+        DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
+            Some(marrow) => marrow.message.clone(),
+            None => inner.to_string(),
+        },
+        DataFusionError::Context(ctx, inner) => format!("{ctx}: {}", df_message(inner)),
+        DataFusionError::Shared(inner) => df_message(inner),
+        DataFusionError::Diagnostic(_, inner) => df_message(inner),
+        DataFusionError::SQL(e, _) => format!("SQL syntax: {}", e.to_string().trim_start_matches("sql parser error: ")),
+        other => other.to_string(),
+    }
+}
+
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        Self::new(classify_datafusion(&e), df_message(&e))
+    }
+}
+
+impl From<lance::Error> for Error {
+    fn from(e: lance::Error) -> Self {
+        Self::new(classify_lance(&e), format!("storage: {e}"))
+    }
+}
+
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Self::invalid(e.to_string())
+    }
+}
+
+impl From<datafusion::sql::sqlparser::parser::ParserError> for Error {
+    fn from(e: datafusion::sql::sqlparser::parser::ParserError) -> Self {
+        Self::invalid(format!("SQL syntax: {e}"))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Self::internal(format!("I/O: {e}"))
+    }
+}
+
+impl From<Error> for DataFusionError {
+    fn from(e: Error) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}

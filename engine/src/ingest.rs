@@ -1,0 +1,175 @@
+//! Bulk ingest (Flight SQL's `CommandStatementIngest`, ADBC's `adbc_ingest`): Arrow batches into a table in one
+//! commit. Creating or replacing writes a new Lance dataset (or a new version of it); appending goes through the
+//! same INSERT machinery as SQL, so column defaults, type coercion, NOT NULL and primary keys behave exactly as for
+//! `INSERT INTO t SELECT …`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::SchemaProvider;
+use datafusion::datasource::MemTable;
+use datafusion::sql::sqlparser::ast::Ident;
+
+use crate::catalog::{storage_schema, validate_table_name};
+use crate::error::{Error, ErrorKind, Result};
+use crate::session::{QueryOutput, Session};
+use crate::write::coerce_batches;
+
+/// What to do when the target table exists or does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestMode {
+    /// Create the table from the batches' schema; fail if it exists.
+    Create,
+    /// Append to an existing table; fail if it does not exist.
+    Append,
+    /// Create the table, or replace an existing one (schema and rows) in one new version.
+    Replace,
+    /// Create the table if it does not exist, append otherwise.
+    CreateAppend,
+}
+
+/// Schema-level metadata a client may set through ingest: Marrow's own table properties (primary key, defaults).
+/// Anything else (pandas metadata …) is dropped so that it does not end up in the table definition.
+fn ingest_schema(schema: &Schema) -> SchemaRef {
+    let metadata: HashMap<String, String> = schema
+        .metadata()
+        .iter()
+        .filter(|(k, _)| k.starts_with("marrow."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let storage = storage_schema(schema);
+    Arc::new(Schema::new_with_metadata(storage.fields().clone(), metadata))
+}
+
+fn quote(s: &str) -> String {
+    Ident::with_quote('"', s).to_string()
+}
+
+/// Removes the temporary registration of the rows being appended, whatever happens to the statement.
+struct Registration<'a> {
+    session: &'a Session,
+    name: String,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.session.context().deregister_table(self.name.as_str()) {
+            tracing::warn!("could not remove the temporary ingest relation {}: {e}", self.name);
+        }
+    }
+}
+
+impl Session {
+    /// Load `batches` (with `schema`, which is needed when there are no batches) into `table` as one commit and
+    /// return the number of rows written.
+    pub async fn ingest(
+        &self,
+        table: &str,
+        mode: IngestMode,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<u64> {
+        validate_table_name(table)?;
+        for b in &batches {
+            if b.schema().fields() != schema.fields() {
+                return Err(Error::invalid("every ingested batch must have the schema of the stream"));
+            }
+        }
+        let db = self.database().clone();
+        let provider = db.schema_provider().clone();
+        if !provider.lance_table_exists(table) && provider.table_exist(table) {
+            return Err(Error::invalid(format!("'{table}' is a view or external table and cannot be ingested into")));
+        }
+        match mode {
+            IngestMode::Append => self.ingest_append(table, &schema, batches).await,
+            IngestMode::Create | IngestMode::Replace | IngestMode::CreateAppend => {
+                let lock = db.write_lock(table);
+                let guard = lock.lock().await;
+                let exists = provider.lance_table_exists(table);
+                match (mode, exists) {
+                    (IngestMode::Create, true) => {
+                        Err(Error::new(ErrorKind::AlreadyExists, format!("table '{table}' already exists")))
+                    }
+                    (IngestMode::CreateAppend, true) => {
+                        // The INSERT path takes the table's write lock itself.
+                        drop(guard);
+                        self.ingest_append(table, &schema, batches).await
+                    }
+                    _ => {
+                        let target = ingest_schema(&schema);
+                        let rows = coerce_batches(&batches, &target)?;
+                        let pk: Vec<String> = target
+                            .metadata()
+                            .get(crate::catalog::META_PRIMARY_KEY)
+                            .map(|s| s.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect())
+                            .unwrap_or_default();
+                        for c in &pk {
+                            if target.field_with_name(c).is_err() {
+                                return Err(Error::invalid(format!("primary key column '{c}' is not in the data")));
+                            }
+                        }
+                        if !pk.is_empty() {
+                            crate::dml::check_unique_batches(self, table, &pk, &rows).await?;
+                        }
+                        let n = rows.iter().map(|b| b.num_rows() as u64).sum();
+                        crate::ddl::create_lance_table(&db, table, target, rows, mode == IngestMode::Replace).await?;
+                        Ok(n)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn ingest_append(&self, table: &str, schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<u64> {
+        let provider = self.database().schema_provider().clone();
+        if !provider.lance_table_exists(table) {
+            return Err(Error::not_found(format!("table '{table}' not found")));
+        }
+        let stored = provider.open_table(table, false).await?.storage_schema();
+        let mut missing = vec![];
+        for f in schema.fields() {
+            if stored.field_with_name(f.name()).is_err() {
+                missing.push(f.name().clone());
+            }
+        }
+        if !missing.is_empty() {
+            let have: Vec<&str> = stored.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(Error::invalid(format!(
+                "ingested data does not match table '{table}': it has no column {} (the table has {})",
+                missing.iter().map(|m| format!("'{m}'")).collect::<Vec<_>>().join(", "),
+                have.join(", ")
+            )));
+        }
+        if schema.fields().is_empty() || batches.iter().all(|b| b.num_rows() == 0) {
+            return Ok(0);
+        }
+        let name = format!("__marrow_ingest_{}", unique_suffix());
+        let mem = MemTable::try_new(schema.clone(), vec![batches])?;
+        self.context().register_table(name.as_str(), Arc::new(mem))?;
+        let _registration = Registration {
+            session: self,
+            name: name.clone(),
+        };
+        let columns = schema.fields().iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
+        let sql = format!("INSERT INTO {} ({columns}) SELECT {columns} FROM {}", quote(table), quote(&name));
+        let result = self.execute(&sql).await;
+        match result {
+            Ok(QueryOutput::Count(n)) => Ok(n),
+            Ok(other) => Err(Error::internal(format!("INSERT for ingest returned {other:?}"))),
+            // The statement is generated: a missing relation or column here means the data did not fit the table.
+            Err(e) if e.kind() == ErrorKind::NotFound && provider.lance_table_exists(table) => {
+                Err(Error::invalid(format!("ingested data does not match table '{table}': {}", e.message())))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A name for the temporary relation that no concurrent ingest in this process shares.
+fn unique_suffix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}

@@ -1,0 +1,274 @@
+//! One session: the single place where Marrow's SQL is handled. Statements Marrow owns (table DDL that must create
+//! Lance datasets, DML, file access) are taken from the syntax tree; everything else goes to DataFusion unchanged.
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ParamValues;
+use datafusion::execution::context::{SessionContext, SessionState};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use futures::TryStreamExt;
+
+use crate::database::Database;
+use crate::error::{Error, Result};
+use crate::{ddl, dml, fence};
+
+/// What a statement produced.
+pub enum QueryOutput {
+    /// A query's rows, streamed.
+    Rows(SendableRecordBatchStream),
+    /// The number of rows a write statement affected (its one commit).
+    Count(u64),
+    /// A statement without a result (SET, CREATE VIEW …).
+    Done,
+}
+
+impl std::fmt::Debug for QueryOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryOutput::Rows(s) => write!(f, "Rows({:?})", s.schema()),
+            QueryOutput::Count(n) => write!(f, "Count({n})"),
+            QueryOutput::Done => write!(f, "Done"),
+        }
+    }
+}
+
+impl QueryOutput {
+    /// The schema of a row-count result: one UInt64 column named `count`, as DataFusion's own DML returns.
+    pub fn count_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]))
+    }
+
+    /// Every output as a stream of batches (a count becomes a one-row `count` table, `Done` an empty one).
+    pub fn into_stream(self) -> SendableRecordBatchStream {
+        match self {
+            QueryOutput::Rows(s) => s,
+            QueryOutput::Count(n) => {
+                let schema = Self::count_schema();
+                let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt64Array::from(vec![n]))])
+                    .map_err(Into::into);
+                Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(vec![batch])))
+            }
+            QueryOutput::Done => {
+                let schema = Arc::new(Schema::empty());
+                Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::empty()))
+            }
+        }
+    }
+
+    pub async fn collect(self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let stream = self.into_stream();
+        let schema = stream.schema();
+        let batches = stream.try_collect().await?;
+        Ok((schema, batches))
+    }
+}
+
+/// A prepared statement's shapes, as Flight SQL reports them.
+#[derive(Debug, Clone)]
+pub struct PreparedInfo {
+    /// The result schema of a query; empty for statements that return a row count.
+    pub dataset_schema: SchemaRef,
+    /// One field per `$n` placeholder, typed where the plan determines it.
+    pub parameter_schema: SchemaRef,
+    pub is_query: bool,
+}
+
+/// A session: its own `SET` options, sharing the database's tables with every other session.
+#[derive(Clone)]
+pub struct Session {
+    db: Database,
+    ctx: SessionContext,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("session_id", &self.ctx.session_id()).finish()
+    }
+}
+
+pub(crate) fn parse(sql: &str) -> Result<Vec<DFStatement>> {
+    let dialect = GenericDialect {};
+    let statements = DFParserBuilder::new(sql).with_dialect(&dialect).build()?.parse_statements()?;
+    Ok(statements.into_iter().collect())
+}
+
+fn parse_one(sql: &str) -> Result<DFStatement> {
+    let mut statements = parse(sql)?;
+    match statements.len() {
+        0 => Err(Error::invalid("empty statement")),
+        1 => Ok(statements.remove(0)),
+        n => Err(Error::invalid(format!("expected one statement, got {n}; send them one at a time"))),
+    }
+}
+
+impl Session {
+    pub(crate) fn new(db: Database, ctx: SessionContext) -> Self {
+        Self { db, ctx }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The DataFusion context (catalog queries, registered functions).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub(crate) fn state(&self) -> SessionState {
+        self.ctx.state()
+    }
+
+    /// Run one statement.
+    pub async fn execute(&self, sql: &str) -> Result<QueryOutput> {
+        self.execute_with_params(sql, None).await
+    }
+
+    /// Run one statement with values for its `$1, $2, …` placeholders.
+    pub async fn execute_with_params(&self, sql: &str, params: Option<ParamValues>) -> Result<QueryOutput> {
+        let statement = parse_one(sql)?;
+        self.execute_statement(statement, params).await
+    }
+
+    /// Run every statement of a script in order, collecting each result (the CLI's `-c` and REPL).
+    pub async fn execute_script(&self, sql: &str) -> Result<Vec<(SchemaRef, Vec<RecordBatch>, bool)>> {
+        let mut out = vec![];
+        for statement in parse(sql)? {
+            let output = self.execute_statement(statement, None).await?;
+            let is_count = matches!(output, QueryOutput::Count(_));
+            let (schema, batches) = output.collect().await?;
+            out.push((schema, batches, is_count));
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn execute_statement(
+        &self,
+        statement: DFStatement,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
+        match statement {
+            DFStatement::Statement(stmt) => match *stmt {
+                Statement::CreateTable(ct) => ddl::create_table(self, ct, params).await,
+                Statement::Insert(insert) => dml::insert(self, insert, params).await,
+                Statement::Update(update) => dml::update(self, update, params).await,
+                Statement::Delete(delete) => dml::delete(self, delete, params).await,
+                Statement::CreateIndex(_)
+                | Statement::Drop {
+                    object_type: ObjectType::Index,
+                    ..
+                } => Err(Error::unsupported(
+                    "indexes are not supported yet: vector and scalar index DDL comes with the vector-search work",
+                )),
+                Statement::Merge(_) => Err(Error::unsupported(
+                    "MERGE is not supported; use INSERT … ON CONFLICT (key) DO UPDATE SET …",
+                )),
+                Statement::AlterTable(_) => Err(Error::unsupported("ALTER TABLE is not supported yet")),
+                Statement::CreateSchema { .. } | Statement::CreateDatabase { .. } => Err(Error::unsupported(
+                    "Marrow has one schema (marrow.public); CREATE SCHEMA/DATABASE is not supported",
+                )),
+                Statement::Drop {
+                    object_type: ObjectType::Schema | ObjectType::Database,
+                    ..
+                } => Err(Error::unsupported("Marrow has one schema (marrow.public); it cannot be dropped")),
+                other => self.run_datafusion(DFStatement::Statement(Box::new(other)), params).await,
+            },
+            DFStatement::CreateExternalTable(mut cet) => {
+                cet.location = fence::check_import(self.db.config(), &cet.location)?.to_string_lossy().into_owned();
+                self.run_datafusion(DFStatement::CreateExternalTable(cet), params).await
+            }
+            DFStatement::CopyTo(mut copy) => {
+                copy.target = fence::check_export(self.db.config(), &copy.target)?.to_string_lossy().into_owned();
+                self.run_datafusion(DFStatement::CopyTo(copy), params).await
+            }
+            other => self.run_datafusion(other, params).await,
+        }
+    }
+
+    pub(crate) async fn plan(&self, statement: DFStatement, params: Option<ParamValues>) -> Result<LogicalPlan> {
+        let plan = self.state().statement_to_plan(statement).await?;
+        Ok(match params {
+            Some(p) => plan.with_param_values(p)?,
+            None => plan,
+        })
+    }
+
+    async fn run_datafusion(&self, statement: DFStatement, params: Option<ParamValues>) -> Result<QueryOutput> {
+        let plan = self.plan(statement, params).await?;
+        let returns_rows = !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        if returns_rows {
+            Ok(QueryOutput::Rows(df.execute_stream().await?))
+        } else {
+            df.collect().await?;
+            Ok(QueryOutput::Done)
+        }
+    }
+
+    /// Plan a statement without running it: its result and parameter schemas.
+    pub async fn prepare(&self, sql: &str) -> Result<PreparedInfo> {
+        let statement = parse_one(sql)?;
+        let empty: SchemaRef = Arc::new(Schema::empty());
+        let (planned, is_query) = match &statement {
+            DFStatement::Statement(stmt) => match stmt.as_ref() {
+                Statement::Query(_) | Statement::Explain { .. } | Statement::ShowTables { .. } => (true, true),
+                Statement::ShowColumns { .. } | Statement::ShowVariable { .. } => (true, true),
+                Statement::Insert(i) => {
+                    let mut i = i.clone();
+                    i.on = None;
+                    let plan = self.plan(DFStatement::Statement(Box::new(Statement::Insert(i))), None).await?;
+                    return Ok(PreparedInfo {
+                        dataset_schema: QueryOutput::count_schema(),
+                        parameter_schema: parameter_schema(&plan)?,
+                        is_query: false,
+                    });
+                }
+                Statement::Update(_) | Statement::Delete(_) => (true, false),
+                _ => (false, false),
+            },
+            DFStatement::Explain(_) => (true, true),
+            _ => (false, false),
+        };
+        if !planned {
+            return Ok(PreparedInfo {
+                dataset_schema: empty.clone(),
+                parameter_schema: empty,
+                is_query: false,
+            });
+        }
+        let plan = self.plan(statement, None).await?;
+        Ok(PreparedInfo {
+            dataset_schema: if is_query {
+                Arc::new(plan.schema().as_arrow().clone())
+            } else {
+                QueryOutput::count_schema()
+            },
+            parameter_schema: parameter_schema(&plan)?,
+            is_query,
+        })
+    }
+}
+
+fn parameter_schema(plan: &LogicalPlan) -> Result<SchemaRef> {
+    let fields = plan.get_parameter_fields()?;
+    let mut ids: Vec<(usize, String)> = fields
+        .keys()
+        .map(|k| (k.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX), k.clone()))
+        .collect();
+    ids.sort();
+    let fields: Vec<Field> = ids
+        .into_iter()
+        .map(|(_, name)| match fields.get(&name).cloned().flatten() {
+            Some(f) => f.as_ref().clone().with_name(name),
+            None => Field::new(name, DataType::Null, true),
+        })
+        .collect();
+    Ok(Arc::new(Schema::new(fields)))
+}

@@ -1,0 +1,162 @@
+//! Committing changes to a Lance dataset: every write statement becomes exactly one Lance transaction.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, Array, ArrayRef, RecordBatch};
+use arrow::compute::{cast_with_options, CastOptions};
+use arrow::datatypes::{DataType, SchemaRef};
+use lance::dataset::transaction::{Operation, Transaction, UpdateMode};
+use lance::dataset::{CommitBuilder, InsertBuilder, WriteMode, WriteParams};
+use lance::Dataset;
+
+use crate::error::{Error, Result};
+
+fn describe(dt: &DataType) -> String {
+    match dt {
+        DataType::FixedSizeList(f, n) => format!("{}[{n}]", describe(f.data_type())),
+        DataType::List(f) | DataType::LargeList(f) => format!("{}[]", describe(f.data_type())),
+        other => other.to_string(),
+    }
+}
+
+fn coerce_column(name: &str, array: &ArrayRef, target: &DataType) -> Result<ArrayRef> {
+    if array.data_type() == target {
+        return Ok(array.clone());
+    }
+    if let (DataType::FixedSizeList(_, want), Some(got)) = (target, list_len_mismatch(array, target)) {
+        return Err(Error::invalid(format!(
+            "column '{name}' expects vectors of length {want}, got a vector of length {got}"
+        )));
+    }
+    let options = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    cast_with_options(array, target, &options).map_err(|e| {
+        Error::invalid(format!(
+            "column '{name}' has type {} and cannot take a value of type {}: {e}",
+            describe(target),
+            describe(array.data_type())
+        ))
+    })
+}
+
+/// The first list length that differs from a fixed-size target, for a clear error message.
+fn list_len_mismatch(array: &ArrayRef, target: &DataType) -> Option<i64> {
+    let DataType::FixedSizeList(_, want) = target else {
+        return None;
+    };
+    let want = *want as i64;
+    match array.data_type() {
+        DataType::List(_) => {
+            let list = array.as_any().downcast_ref::<arrow::array::ListArray>()?;
+            (0..list.len()).filter(|i| list.is_valid(*i)).map(|i| list.value_length(i) as i64).find(|l| *l != want)
+        }
+        DataType::LargeList(_) => {
+            let list = array.as_any().downcast_ref::<arrow::array::LargeListArray>()?;
+            (0..list.len()).filter(|i| list.is_valid(*i)).map(|i| list.value_length(i)).find(|l| *l != want)
+        }
+        DataType::FixedSizeList(_, got) if *got as i64 != want => Some(*got as i64),
+        _ => None,
+    }
+}
+
+/// Shape batches to a table's stored schema: match columns by name, cast types, fill absent nullable columns with
+/// NULL, and reject NULLs in NOT NULL columns.
+pub fn coerce_batches(batches: &[RecordBatch], schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    batches
+        .iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|batch| {
+            let mut columns = Vec::with_capacity(schema.fields().len());
+            for field in schema.fields() {
+                let column = match batch.column_by_name(field.name()) {
+                    Some(c) => coerce_column(field.name(), c, field.data_type())?,
+                    None => new_null_array(field.data_type(), batch.num_rows()),
+                };
+                if !field.is_nullable() && column.null_count() > 0 {
+                    return Err(Error::constraint(format!("column '{}' is NOT NULL and got a NULL", field.name())));
+                }
+                columns.push(column);
+            }
+            for c in batch.schema().fields() {
+                if schema.field_with_name(c.name()).is_err() {
+                    return Err(Error::not_found(format!("table has no column named '{}'", c.name())));
+                }
+            }
+            Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        })
+        .collect()
+}
+
+/// Append rows as one commit. Returns the new dataset, or the old one if there was nothing to write.
+pub async fn append(ds: &Arc<Dataset>, batches: Vec<RecordBatch>) -> Result<Arc<Dataset>> {
+    commit(ds, vec![], batches).await
+}
+
+/// Replace the rows at `deleted` (row addresses from the same snapshot) with `inserted`, in one commit:
+/// a Delete, an Append or an Update transaction depending on which sides are present.
+pub async fn commit(ds: &Arc<Dataset>, deleted: Vec<u64>, inserted: Vec<RecordBatch>) -> Result<Arc<Dataset>> {
+    let inserted: Vec<RecordBatch> = inserted.into_iter().filter(|b| b.num_rows() > 0).collect();
+    if deleted.is_empty() && inserted.is_empty() {
+        return Ok(ds.clone());
+    }
+    let mut by_fragment: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    for addr in deleted {
+        by_fragment.entry(addr >> 32).or_default().push(addr as u32);
+    }
+    let mut updated_fragments = vec![];
+    let mut removed_fragment_ids = vec![];
+    for (fragment_id, offsets) in by_fragment {
+        let fragment = ds
+            .get_fragment(fragment_id as usize)
+            .ok_or_else(|| Error::internal(format!("fragment {fragment_id} vanished during the write")))?;
+        match fragment.extend_deletions(offsets).await? {
+            Some(f) => updated_fragments.push(f.metadata().clone()),
+            None => removed_fragment_ids.push(fragment_id),
+        }
+    }
+    let new_fragments = if inserted.is_empty() {
+        vec![]
+    } else {
+        let params = WriteParams {
+            mode: WriteMode::Append,
+            session: Some(ds.session()),
+            auto_cleanup: None,
+            ..Default::default()
+        };
+        let staged = InsertBuilder::new(ds.clone()).with_params(&params).execute_uncommitted(inserted).await?;
+        match staged.operation {
+            Operation::Append { fragments } => fragments,
+            Operation::Overwrite { fragments, .. } => fragments,
+            other => return Err(Error::internal(format!("unexpected staged write: {other:?}"))),
+        }
+    };
+    let operation = if new_fragments.is_empty() {
+        Operation::Delete {
+            updated_fragments,
+            deleted_fragment_ids: removed_fragment_ids,
+            predicate: "marrow: rows selected by the statement".to_string(),
+        }
+    } else if updated_fragments.is_empty() && removed_fragment_ids.is_empty() {
+        Operation::Append {
+            fragments: new_fragments,
+        }
+    } else {
+        Operation::Update {
+            removed_fragment_ids,
+            updated_fragments,
+            new_fragments,
+            fields_modified: vec![],
+            compacted_sstables: vec![],
+            fields_for_preserving_frag_bitmap: vec![],
+            update_mode: Some(UpdateMode::RewriteRows),
+            inserted_rows_filter: None,
+            updated_fragment_offsets: None,
+        }
+    };
+    let transaction = Transaction::new(ds.version().version, operation, None);
+    let new = CommitBuilder::new(ds.clone()).execute(transaction).await?;
+    Ok(Arc::new(new))
+}

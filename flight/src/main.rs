@@ -1,0 +1,328 @@
+//! The `marrow` command: run the Flight SQL server, or run SQL against a data directory or a server.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use clap::{Parser, Subcommand, ValueEnum};
+use marrow_engine::{Config, Database};
+
+const EXAMPLES: &str = "\
+Examples:
+  marrow serve                                   # Flight SQL on grpc://127.0.0.1:50051, data in ./marrow-data
+  marrow serve --port 0 --user admin --password s3cret
+  marrow sql -c \"INSERT INTO memories (id, content) VALUES ('m1', 'likes Rust')\"
+  marrow sql -c \"SELECT id, content FROM memories\" --format json
+  marrow sql --url grpc://127.0.0.1:50051 -c 'SHOW TABLES'
+  marrow sql                                     # interactive: end statements with ';'";
+
+#[derive(Parser)]
+#[command(
+    name = "marrow",
+    version,
+    about = "Marrow: a memory database for AI systems (Lance + DataFusion + Arrow Flight SQL)",
+    after_help = EXAMPLES
+)]
+struct Cli {
+    /// Log filter (tracing's env-filter syntax), e.g. `info` or `marrow_engine=debug`. Also RUST_LOG.
+    #[arg(long, global = true, env = "MARROW_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a data directory over Arrow Flight SQL (ADBC, pyarrow, JDBC, any Flight SQL client).
+    #[command(after_help = "Binding a non-loopback address requires --user/--password (or --allow-insecure-remote).\n\
+Sessions: each client login (or cookie, without auth) has its own SET options and prepared statements.")]
+    Serve(ServeArgs),
+    /// Run SQL statements against a local data directory (default) or a server (--url).
+    #[command(after_help = EXAMPLES)]
+    Sql(SqlArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Data directory: one `<table>.lance` dataset per table.
+    #[arg(long, env = "MARROW_DATA_DIR", default_value = "./marrow-data")]
+    data_dir: PathBuf,
+    /// Address to bind.
+    #[arg(long, env = "MARROW_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to bind (0 picks a free port and prints it).
+    #[arg(long, env = "MARROW_PORT", default_value_t = 50051)]
+    port: u16,
+    /// User name clients log in with (Basic auth in the Flight handshake).
+    #[arg(long, env = "MARROW_USER", requires = "password")]
+    user: Option<String>,
+    /// Password for --user.
+    #[arg(long, env = "MARROW_PASSWORD", requires = "user", hide_env_values = true)]
+    password: Option<String>,
+    /// PEM certificate chain for TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Memory limit per session's query, e.g. 512MiB or 2GiB.
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<usize>,
+    /// Directory whose files `CREATE EXTERNAL TABLE` may read (off when absent).
+    #[arg(long, env = "MARROW_IMPORT_ROOT")]
+    import_root: Option<PathBuf>,
+    /// Directory under which `COPY … TO` may write (off when absent).
+    #[arg(long, env = "MARROW_EXPORT_ROOT")]
+    export_root: Option<PathBuf>,
+    /// Allow binding a non-loopback address without authentication.
+    #[arg(long)]
+    allow_insecure_remote: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct SqlArgs {
+    /// Data directory to open (ignored with --url).
+    #[arg(long, env = "MARROW_DATA_DIR", default_value = "./marrow-data")]
+    data_dir: PathBuf,
+    /// Server to run against instead of a local directory, e.g. grpc://127.0.0.1:50051 or grpc+tls://host:port.
+    #[arg(long, env = "MARROW_URL")]
+    url: Option<String>,
+    /// User name for --url.
+    #[arg(long, env = "MARROW_USER")]
+    user: Option<String>,
+    /// Password for --url.
+    #[arg(long, env = "MARROW_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Statement(s) to run; repeatable. Without -c, statements are read from standard input.
+    #[arg(short = 'c', long = "command")]
+    commands: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Directory whose files `CREATE EXTERNAL TABLE` may read (local mode).
+    #[arg(long)]
+    import_root: Option<PathBuf>,
+    /// Directory under which `COPY … TO` may write (local mode).
+    #[arg(long)]
+    export_root: Option<PathBuf>,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("'{s}' is not a size such as 512MiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit '{other}'")),
+    };
+    Ok(n * mult)
+}
+
+fn print_result(schema: &SchemaRef, batches: &[RecordBatch], is_count: bool, format: Format) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if is_count {
+        let n = batches
+            .first()
+            .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::UInt64Array>().map(|a| a.value(0)))
+            .unwrap_or(0);
+        if let Format::Table = format {
+            writeln!(out, "{n} row(s) affected")?;
+            return Ok(());
+        }
+    }
+    if schema.fields().is_empty() {
+        return Ok(());
+    }
+    match format {
+        Format::Table => {
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            if batches.is_empty() {
+                let empty = RecordBatch::new_empty(schema.clone());
+                writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&[empty])?)?;
+            } else {
+                writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(batches)?)?;
+            }
+            writeln!(out, "({rows} row{})", if rows == 1 { "" } else { "s" })?;
+        }
+        Format::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            for b in batches {
+                w.write(b)?;
+            }
+        }
+        Format::Json => {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
+            for b in batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+    }
+    Ok(())
+}
+
+/// Split standard input into statements at `;` outside quotes.
+fn read_statements(mut on_statement: impl FnMut(&str) -> bool) -> Result<()> {
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    let mut buf = String::new();
+    let prompt = |cont: bool| {
+        if interactive {
+            eprint!("{}", if cont { "   ...> " } else { "marrow> " });
+            let _ = std::io::stderr().flush();
+        }
+    };
+    prompt(false);
+    for line in stdin.lock().lines() {
+        let line = line?;
+        buf.push_str(&line);
+        buf.push('\n');
+        let (mut in_single, mut in_double) = (false, false);
+        let mut last_end = 0;
+        let chars: Vec<(usize, char)> = buf.char_indices().collect();
+        for (i, c) in chars {
+            match c {
+                '\'' if !in_double => in_single = !in_single,
+                '"' if !in_single => in_double = !in_double,
+                ';' if !in_single && !in_double => {
+                    let stmt = buf[last_end..i].trim().to_string();
+                    last_end = i + 1;
+                    if !stmt.is_empty() && !on_statement(&stmt) {
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        buf = buf[last_end..].to_string();
+        prompt(!buf.trim().is_empty());
+    }
+    let rest = buf.trim();
+    if !rest.is_empty() {
+        on_statement(rest);
+    }
+    Ok(())
+}
+
+async fn run_sql(args: SqlArgs) -> Result<bool> {
+    let mut ok = true;
+    if let Some(url) = &args.url {
+        let mut client = marrow_flight::client::Client::connect(url, args.user.as_deref(), args.password.as_deref())
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        let run = |client: &mut marrow_flight::client::Client, sql: String| {
+            let fut = async move { client.execute(&sql).await };
+            fut
+        };
+        let statements = if args.commands.is_empty() {
+            let mut v = vec![];
+            read_statements(|s| {
+                v.push(s.to_string());
+                true
+            })?;
+            v
+        } else {
+            args.commands.clone()
+        };
+        for sql in statements {
+            match run(&mut client, sql).await {
+                Ok((schema, batches)) => print_result(&schema, &batches, false, args.format)?,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ok = false;
+                }
+            }
+        }
+        return Ok(ok);
+    }
+    let db = Database::open(Config {
+        data_dir: args.data_dir.clone(),
+        import_root: args.import_root.clone(),
+        export_root: args.export_root.clone(),
+        memory_limit: None,
+    })
+    .await?;
+    let session = db.session();
+    let rt = tokio::runtime::Handle::current();
+    let mut run_one = |sql: &str| -> bool {
+        let result = tokio::task::block_in_place(|| rt.block_on(session.execute_script(sql)));
+        match result {
+            Ok(outputs) => {
+                for (schema, batches, is_count) in outputs {
+                    if let Err(e) = print_result(&schema, &batches, is_count, args.format) {
+                        eprintln!("error: {e}");
+                        return false;
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                false
+            }
+        }
+    };
+    if args.commands.is_empty() {
+        read_statements(|s| {
+            ok &= run_one(s);
+            true
+        })?;
+    } else {
+        for c in &args.commands {
+            if !run_one(c) {
+                ok = false;
+                break;
+            }
+        }
+    }
+    Ok(ok)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match cli.command {
+        Command::Serve(a) => {
+            let opts = marrow_flight::server::ServeOptions {
+                data_dir: a.data_dir,
+                host: a.host,
+                port: a.port,
+                user: a.user,
+                password: a.password,
+                tls_cert: a.tls_cert,
+                tls_key: a.tls_key,
+                memory_limit: a.memory_limit,
+                import_root: a.import_root,
+                export_root: a.export_root,
+                allow_insecure_remote: a.allow_insecure_remote,
+            };
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            marrow_flight::server::serve(opts, shutdown).await?;
+            Ok(())
+        }
+        Command::Sql(a) => {
+            if !run_sql(a).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Runs every `sql/**/*.slt` file against a fresh data directory. Besides SQL, a record may contain the one
+//! pseudo-statement `RESTART`, which closes the database and opens it again (persistence tests).
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use marrow_engine::{Config, Database, Session};
+use sqllogictest::{DBOutput, DefaultColumnType};
+
+struct MarrowDb {
+    config: Config,
+    db: Option<Database>,
+    session: Option<Session>,
+}
+
+#[derive(Debug)]
+struct SltError(String);
+impl std::fmt::Display for SltError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for SltError {}
+
+impl MarrowDb {
+    async fn open(config: Config) -> Result<Self, SltError> {
+        let db = Database::open(config.clone()).await.map_err(|e| SltError(e.to_string()))?;
+        let session = db.session();
+        Ok(Self {
+            config,
+            db: Some(db),
+            session: Some(session),
+        })
+    }
+}
+
+fn column_type(dt: &DataType) -> DefaultColumnType {
+    match dt {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => DefaultColumnType::Integer,
+        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
+            DefaultColumnType::FloatingPoint
+        }
+        _ => DefaultColumnType::Text,
+    }
+}
+
+fn render(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, SltError> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = vec![];
+    for b in batches {
+        let formatters: Vec<ArrayFormatter> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<_, _>>()
+            .map_err(|e| SltError(e.to_string()))?;
+        for r in 0..b.num_rows() {
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|f| {
+                        let s = f.value(r).to_string();
+                        if s.is_empty() {
+                            "(empty)".to_string()
+                        } else {
+                            s
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Ok(rows)
+}
+
+#[async_trait::async_trait]
+impl sqllogictest::AsyncDB for MarrowDb {
+    type Error = SltError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
+        if sql.trim() == "RESTART" {
+            self.session = None;
+            self.db = None;
+            *self = MarrowDb::open(self.config.clone()).await?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        let session = self.session.as_ref().expect("open session");
+        let output = session.execute(sql).await.map_err(|e| SltError(e.to_string()))?;
+        let is_count = matches!(output, marrow_engine::QueryOutput::Count(_));
+        let is_done = matches!(output, marrow_engine::QueryOutput::Done);
+        let (schema, batches) = output.collect().await.map_err(|e| SltError(e.to_string()))?;
+        if is_done {
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        if is_count {
+            let n = batches
+                .first()
+                .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::UInt64Array>().map(|a| a.value(0)))
+                .unwrap_or(0);
+            return Ok(DBOutput::StatementComplete(n));
+        }
+        let types = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
+        Ok(DBOutput::Rows {
+            types,
+            rows: render(&batches)?,
+        })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "marrow"
+    }
+
+    async fn sleep(dur: std::time::Duration) {
+        tokio::time::sleep(dur).await;
+    }
+}
+
+fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).expect("sql/ exists").filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let p = e.path();
+        if p.is_dir() {
+            slt_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "slt") {
+            out.push(p);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqllogictest_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql");
+    let mut files = vec![];
+    slt_files(&root, &mut files);
+    assert!(!files.is_empty(), "no .slt files under {}", root.display());
+    let filter = std::env::var("SLT_FILTER").ok();
+    let mut failures = vec![];
+    for file in files {
+        if let Some(f) = &filter {
+            if !file.to_string_lossy().contains(f.as_str()) {
+                continue;
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            import_root: Some(dir.path().join("import")),
+            export_root: Some(dir.path().join("export")),
+            memory_limit: None,
+        };
+        std::fs::create_dir_all(dir.path().join("import")).unwrap();
+        std::fs::write(dir.path().join("import/people.csv"), "name,age\nada,36\nalan,41\n").unwrap();
+        let mut runner = sqllogictest::Runner::new(move || {
+            let config = config.clone();
+            async move { MarrowDb::open(config).await }
+        });
+        runner.with_column_validator(sqllogictest::default_column_validator);
+        if let Err(e) = runner.run_file_async(&file).await {
+            failures.push(format!("{}:\n{e}", file.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{} slt file(s) failed:\n{}", failures.len(), failures.join("\n\n"));
+}
