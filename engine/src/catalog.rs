@@ -16,8 +16,8 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement;
-use lance::dataset::builder::DatasetBuilder;
 use lance::datafusion::LanceTableProvider;
+use lance::dataset::builder::DatasetBuilder;
 use lance::Dataset;
 
 use crate::error::{Error, Result};
@@ -54,7 +54,9 @@ pub fn storage_type(dt: &DataType) -> DataType {
         DataType::LargeList(f) => DataType::LargeList(Arc::new(storage_field(f))),
         DataType::ListView(f) => DataType::List(Arc::new(storage_field(f))),
         DataType::FixedSizeList(f, n) => DataType::FixedSizeList(Arc::new(storage_field(f)), *n),
-        DataType::Struct(fields) => DataType::Struct(fields.iter().map(|f| Arc::new(storage_field(f))).collect()),
+        DataType::Struct(fields) => {
+            DataType::Struct(fields.iter().map(|f| Arc::new(storage_field(f))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -65,7 +67,11 @@ pub fn storage_field(f: &Field) -> Field {
 
 pub fn storage_schema(schema: &Schema) -> Schema {
     Schema::new_with_metadata(
-        schema.fields().iter().map(|f| storage_field(f)).collect::<Vec<_>>(),
+        schema
+            .fields()
+            .iter()
+            .map(|f| storage_field(f))
+            .collect::<Vec<_>>(),
         schema.metadata().clone(),
     )
 }
@@ -84,7 +90,9 @@ pub struct MarrowSchema {
 
 impl std::fmt::Debug for MarrowSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MarrowSchema").field("data_dir", &self.data_dir).finish()
+        f.debug_struct("MarrowSchema")
+            .field("data_dir", &self.data_dir)
+            .finish()
     }
 }
 
@@ -111,10 +119,9 @@ impl MarrowSchema {
     }
 
     fn new_state(&self) -> DFResult<SessionState> {
-        self.state_factory
-            .get()
-            .map(|f| f())
-            .ok_or_else(|| DataFusionError::Internal("Marrow schema used before its database was set up".into()))
+        self.state_factory.get().map(|f| f()).ok_or_else(|| {
+            DataFusionError::Internal("Marrow schema used before its database was set up".into())
+        })
     }
 
     pub fn table_path(&self, name: &str) -> PathBuf {
@@ -167,13 +174,18 @@ impl MarrowSchema {
         } else {
             None
         };
-        Ok(Arc::new(MarrowTable::new(ds, with_row_addr, state.as_ref())?))
+        Ok(Arc::new(MarrowTable::new(
+            ds,
+            with_row_addr,
+            state.as_ref(),
+        )?))
     }
 
     fn persist_views(&self, views: &BTreeMap<String, String>) -> DFResult<()> {
         let path = self.data_dir.join(VIEWS_FILE);
         let tmp = self.data_dir.join(format!("{VIEWS_FILE}.tmp"));
-        let bytes = serde_json::to_vec_pretty(views).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let bytes =
+            serde_json::to_vec_pretty(views).map_err(|e| DataFusionError::External(Box::new(e)))?;
         std::fs::write(&tmp, bytes)?;
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &path)?;
@@ -186,9 +198,17 @@ impl MarrowSchema {
             Some(DFStatement::Statement(stmt)) => match *stmt {
                 Statement::CreateView(cv) => cv.query,
                 Statement::Query(q) => q,
-                _ => return Err(DataFusionError::Plan(format!("view '{name}' has an unreadable definition"))),
+                _ => {
+                    return Err(DataFusionError::Plan(format!(
+                        "view '{name}' has an unreadable definition"
+                    )))
+                }
             },
-            _ => return Err(DataFusionError::Plan(format!("view '{name}' has an unreadable definition"))),
+            _ => {
+                return Err(DataFusionError::Plan(format!(
+                    "view '{name}' has an unreadable definition"
+                )))
+            }
         };
         let state = self.new_state()?;
         let plan = state
@@ -201,7 +221,6 @@ impl MarrowSchema {
 
 #[async_trait]
 impl SchemaProvider for MarrowSchema {
-
     fn table_names(&self) -> Vec<String> {
         let mut names = self.lance_table_names();
         names.extend(self.views.read().expect("views lock").keys().cloned());
@@ -220,12 +239,20 @@ impl SchemaProvider for MarrowSchema {
         if !self.lance_table_exists(name) {
             return Ok(None);
         }
-        Ok(Some(self.open_table(name, false).await? as Arc<dyn TableProvider>))
+        Ok(Some(
+            self.open_table(name, false).await? as Arc<dyn TableProvider>,
+        ))
     }
 
-    fn register_table(&self, name: String, table: Arc<dyn TableProvider>) -> DFResult<Option<Arc<dyn TableProvider>>> {
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> DFResult<Option<Arc<dyn TableProvider>>> {
         if self.lance_table_exists(&name) {
-            return Err(DataFusionError::Plan(format!("table '{name}' already exists")));
+            return Err(DataFusionError::Plan(format!(
+                "table '{name}' already exists"
+            )));
         }
         if let Some(view) = table.downcast_ref::<ViewTable>() {
             let definition = view
@@ -239,7 +266,11 @@ impl SchemaProvider for MarrowSchema {
             *views = next;
             return Ok(None);
         }
-        Ok(self.external.write().expect("external lock").insert(name, table))
+        Ok(self
+            .external
+            .write()
+            .expect("external lock")
+            .insert(name, table))
     }
 
     fn deregister_table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
@@ -260,10 +291,15 @@ impl SchemaProvider for MarrowSchema {
         if self.lance_table_exists(name) {
             // Rename first so the table disappears atomically, then delete the files.
             let path = self.table_path(name);
-            let trash = self.data_dir.join(format!(".dropped-{name}-{}.lance", uuid_like()));
+            let trash = self
+                .data_dir
+                .join(format!(".dropped-{name}-{}.lance", uuid_like()));
             std::fs::rename(&path, &trash)?;
             if let Err(e) = std::fs::remove_dir_all(&trash) {
-                tracing::warn!("could not remove dropped table files {}: {e}", trash.display());
+                tracing::warn!(
+                    "could not remove dropped table files {}: {e}",
+                    trash.display()
+                );
             }
             let plan = datafusion::logical_expr::LogicalPlanBuilder::empty(false).build()?;
             return Ok(Some(Arc::new(ViewTable::new(plan, None))));
@@ -273,7 +309,11 @@ impl SchemaProvider for MarrowSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.views.read().expect("views lock").contains_key(name)
-            || self.external.read().expect("external lock").contains_key(name)
+            || self
+                .external
+                .read()
+                .expect("external lock")
+                .contains_key(name)
             || self.lance_table_exists(name)
     }
 }
@@ -299,15 +339,27 @@ pub struct MarrowTable {
 }
 
 impl MarrowTable {
-    pub fn new(dataset: Arc<Dataset>, with_row_addr: bool, state: Option<&SessionState>) -> Result<Self> {
+    pub fn new(
+        dataset: Arc<Dataset>,
+        with_row_addr: bool,
+        state: Option<&SessionState>,
+    ) -> Result<Self> {
         let inner = LanceTableProvider::new(dataset.clone(), false, with_row_addr);
         let meta = &dataset.schema().metadata;
         let primary_key: Vec<String> = meta
             .get(META_PRIMARY_KEY)
-            .map(|s| s.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect())
+            .map(|s| {
+                s.split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         let schema = inner.schema();
-        let pk_indices: Vec<usize> = primary_key.iter().filter_map(|c| schema.index_of(c).ok()).collect();
+        let pk_indices: Vec<usize> = primary_key
+            .iter()
+            .filter_map(|c| schema.index_of(c).ok())
+            .collect();
         let constraints = if pk_indices.is_empty() {
             Constraints::default()
         } else {
@@ -380,7 +432,10 @@ impl TableProvider for MarrowTable {
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         self.inner.scan(state, projection, filters, limit).await
     }
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DFResult<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DFResult<Vec<TableProviderFilterPushDown>> {
         self.inner.supports_filters_pushdown(filters)
     }
 }

@@ -59,7 +59,9 @@ pub struct Database {
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database").field("data_dir", &self.inner.config.data_dir).finish()
+        f.debug_struct("Database")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish()
     }
 }
 
@@ -67,7 +69,12 @@ const LOCK_FILE: &str = ".marrow.lock";
 
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
-    let mut file = File::options().create(true).truncate(false).read(true).write(true).open(&path)?;
+    let mut file = File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -106,7 +113,10 @@ impl Database {
     /// Open (creating if needed) a data directory, take its lock and make sure the `memories` table exists.
     pub async fn open(config: Config) -> Result<Self> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            Error::invalid(format!("cannot create data directory {}: {e}", config.data_dir.display()))
+            Error::invalid(format!(
+                "cannot create data directory {}: {e}",
+                config.data_dir.display()
+            ))
         })?;
         let data_dir = config.data_dir.canonicalize()?;
         let lock = lock_dir(&data_dir)?;
@@ -148,7 +158,10 @@ impl Database {
 
     /// A new session: its own `SET` options and prepared state, sharing the tables.
     pub fn session(&self) -> Session {
-        Session::new(self.clone(), SessionContext::new_with_state(self.new_state()))
+        Session::new(
+            self.clone(),
+            SessionContext::new_with_state(self.new_state()),
+        )
     }
 
     pub(crate) fn session_config() -> SessionConfig {
@@ -169,7 +182,11 @@ impl Database {
             .register_schema(SCHEMA, self.inner.schema.clone())
             .expect("memory catalog accepts schemas");
         let list = MemoryCatalogProviderList::new();
-        datafusion::catalog::CatalogProviderList::register_catalog(&list, CATALOG.to_string(), Arc::new(catalog));
+        datafusion::catalog::CatalogProviderList::register_catalog(
+            &list,
+            CATALOG.to_string(),
+            Arc::new(catalog),
+        );
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(limit) = self.inner.config.memory_limit {
             runtime = runtime.with_memory_limit(limit, 1.0);
@@ -222,7 +239,10 @@ pub fn memories_schema() -> Schema {
     .collect();
     let metadata = [
         (META_PRIMARY_KEY.to_string(), "id".to_string()),
-        (META_DEFAULTS.to_string(), serde_json::to_string(&defaults).expect("defaults serialize")),
+        (
+            META_DEFAULTS.to_string(),
+            serde_json::to_string(&defaults).expect("defaults serialize"),
+        ),
     ]
     .into_iter()
     .collect();
@@ -234,7 +254,10 @@ pub fn memories_schema() -> Schema {
             Field::new("content", DataType::Utf8, false),
             Field::new(
                 "embedding",
-                DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), MEMORY_EMBEDDING_DIM),
+                DataType::FixedSizeList(
+                    Arc::new(Field::new("item", DataType::Float32, true)),
+                    MEMORY_EMBEDDING_DIM,
+                ),
                 true,
             ),
             Field::new("importance", DataType::Float32, false),

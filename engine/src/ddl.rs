@@ -11,10 +11,10 @@ use datafusion::common::{Constraint, ParamValues};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::physical_plan::collect;
 use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{visit_expressions_mut, Expr as SqlExpr};
 use datafusion::sql::sqlparser::ast::{
     ArrayElemTypeDef, ColumnOption, CreateTable, DataType as SqlType, ExactNumberInfo, Statement,
 };
-use datafusion::sql::sqlparser::ast::{visit_expressions_mut, Expr as SqlExpr};
 use lance::dataset::{WriteMode, WriteParams};
 use lance::Dataset;
 
@@ -30,11 +30,19 @@ fn rewrite_vector_types(ct: &mut CreateTable) -> Result<()> {
         if let SqlType::Custom(name, args) = &col.data_type {
             if name.to_string().eq_ignore_ascii_case("vector") {
                 let dim: u64 = match args.as_slice() {
-                    [n] => n.parse().map_err(|_| Error::invalid(format!("VECTOR({n}): dimension must be a number")))?,
-                    _ => return Err(Error::invalid("VECTOR needs one dimension, as in VECTOR(384)")),
+                    [n] => n.parse().map_err(|_| {
+                        Error::invalid(format!("VECTOR({n}): dimension must be a number"))
+                    })?,
+                    _ => {
+                        return Err(Error::invalid(
+                            "VECTOR needs one dimension, as in VECTOR(384)",
+                        ))
+                    }
                 };
                 if dim == 0 || dim > 65536 {
-                    return Err(Error::invalid(format!("VECTOR({dim}): dimension must be between 1 and 65536")));
+                    return Err(Error::invalid(format!(
+                        "VECTOR({dim}): dimension must be between 1 and 65536"
+                    )));
                 }
                 col.data_type = SqlType::Array(ArrayElemTypeDef::SquareBracket(
                     Box::new(SqlType::Float(ExactNumberInfo::None)),
@@ -54,7 +62,9 @@ pub(crate) async fn create_table(
     let name = crate::dml::table_name(&ct.name)?;
     validate_table_name(&name)?;
     if ct.external || ct.temporary {
-        return Err(Error::unsupported("CREATE TEMPORARY/EXTERNAL TABLE through CREATE TABLE is not supported"));
+        return Err(Error::unsupported(
+            "CREATE TEMPORARY/EXTERNAL TABLE through CREATE TABLE is not supported",
+        ));
     }
     rewrite_vector_types(&mut ct)?;
     // Defaults are stored as SQL text so that they are re-planned (now(), uuid()) on every insert.
@@ -69,35 +79,56 @@ pub(crate) async fn create_table(
     let if_not_exists = ct.if_not_exists;
     let or_replace = ct.or_replace;
     let db = session.database();
-    if db.schema_provider().lance_table_exists(&name) || db.schema_provider().table_names().contains(&name) {
+    if db.schema_provider().lance_table_exists(&name)
+        || db.schema_provider().table_names().contains(&name)
+    {
         if if_not_exists {
             return Ok(QueryOutput::Count(0));
         }
         if !or_replace {
-            return Err(Error::new(ErrorKind::AlreadyExists, format!("table '{name}' already exists")));
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("table '{name}' already exists"),
+            ));
         }
     }
     // Plan under a scratch name so that DataFusion's own "table exists" check does not fire for OR REPLACE.
     let mut plan_ct = ct.clone();
     plan_ct.if_not_exists = false;
     plan_ct.or_replace = false;
-    let plan = session.plan(DFStatement::Statement(Box::new(Statement::CreateTable(plan_ct))), params).await?;
+    let plan = session
+        .plan(
+            DFStatement::Statement(Box::new(Statement::CreateTable(plan_ct))),
+            params,
+        )
+        .await?;
     let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(cmt)) = plan else {
-        return Err(Error::unsupported("this form of CREATE TABLE is not supported"));
+        return Err(Error::unsupported(
+            "this form of CREATE TABLE is not supported",
+        ));
     };
     let input_schema = Arc::new(cmt.input.schema().as_arrow().clone());
     let mut pk: Vec<String> = vec![];
     for c in cmt.constraints.iter() {
         match c {
             Constraint::PrimaryKey(idx) => {
-                pk = idx.iter().map(|i| input_schema.field(*i).name().clone()).collect();
+                pk = idx
+                    .iter()
+                    .map(|i| input_schema.field(*i).name().clone())
+                    .collect();
             }
             Constraint::Unique(_) => {
-                return Err(Error::unsupported("UNIQUE constraints other than the PRIMARY KEY are not supported"))
+                return Err(Error::unsupported(
+                    "UNIQUE constraints other than the PRIMARY KEY are not supported",
+                ))
             }
         }
     }
-    let mut fields: Vec<_> = storage_schema(&input_schema).fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<_> = storage_schema(&input_schema)
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     for f in &mut fields {
         if pk.contains(f.name()) {
             *f = f.clone().with_nullable(false);
@@ -108,7 +139,10 @@ pub(crate) async fn create_table(
         metadata.insert(META_PRIMARY_KEY.to_string(), pk.join(","));
     }
     if !defaults.is_empty() {
-        metadata.insert(META_DEFAULTS.to_string(), serde_json::to_string(&defaults).expect("defaults serialize"));
+        metadata.insert(
+            META_DEFAULTS.to_string(),
+            serde_json::to_string(&defaults).expect("defaults serialize"),
+        );
     }
     let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
     let batches = if ct.query.is_some() {
@@ -144,7 +178,11 @@ pub(crate) async fn create_lance_table(
         std::fs::remove_dir_all(&path)?;
     }
     let params = WriteParams {
-        mode: if exists && replace { WriteMode::Overwrite } else { WriteMode::Create },
+        mode: if exists && replace {
+            WriteMode::Overwrite
+        } else {
+            WriteMode::Create
+        },
         session: Some(db.schema_provider().lance_session()),
         auto_cleanup: None,
         ..Default::default()

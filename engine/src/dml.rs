@@ -9,8 +9,10 @@ use std::sync::Arc;
 use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList, SchemaProvider};
 use datafusion::catalog::TableProvider;
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList, SchemaProvider,
+};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::datasource::MemTable;
 use datafusion::error::Result as DFResult;
@@ -21,8 +23,8 @@ use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::collect;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, ConflictTarget, Delete, FromTable, Ident, Insert, ObjectName, OnConflictAction, OnInsert,
-    Statement, TableFactor, TableObject, Update, UpdateTableFromKind,
+    AssignmentTarget, ConflictTarget, Delete, FromTable, Ident, Insert, ObjectName,
+    OnConflictAction, OnInsert, Statement, TableFactor, TableObject, Update, UpdateTableFromKind,
 };
 
 use crate::catalog::{MarrowSchema, MarrowTable};
@@ -41,7 +43,9 @@ pub(crate) fn table_name(name: &ObjectName) -> Result<String> {
         .0
         .iter()
         .map(|p| {
-            let ident = p.as_ident().ok_or_else(|| Error::invalid(format!("unsupported table name {name}")))?;
+            let ident = p
+                .as_ident()
+                .ok_or_else(|| Error::invalid(format!("unsupported table name {name}")))?;
             Ok(match ident.quote_style {
                 Some(_) => ident.value.clone(),
                 None => ident.value.to_lowercase(),
@@ -52,7 +56,9 @@ pub(crate) fn table_name(name: &ObjectName) -> Result<String> {
         [t] => Ok(t.clone()),
         [s, t] if s == SCHEMA => Ok(t.clone()),
         [c, s, t] if c == CATALOG && s == SCHEMA => Ok(t.clone()),
-        _ => Err(Error::not_found(format!("table '{name}' not found: Marrow's tables live in {CATALOG}.{SCHEMA}"))),
+        _ => Err(Error::not_found(format!(
+            "table '{name}' not found: Marrow's tables live in {CATALOG}.{SCHEMA}"
+        ))),
     }
 }
 
@@ -103,12 +109,22 @@ impl Statement2 {
             )
             .expect("memory catalog accepts schemas");
         let list = MemoryCatalogProviderList::new();
-        datafusion::catalog::CatalogProviderList::register_catalog(&list, CATALOG.to_string(), Arc::new(catalog));
-        let state = SessionStateBuilder::new_from_existing(session.state()).with_catalog_list(Arc::new(list)).build();
+        datafusion::catalog::CatalogProviderList::register_catalog(
+            &list,
+            CATALOG.to_string(),
+            Arc::new(catalog),
+        );
+        let state = SessionStateBuilder::new_from_existing(session.state())
+            .with_catalog_list(Arc::new(list))
+            .build();
         Self { state }
     }
 
-    async fn plan(&self, statement: DFStatement, params: &Option<ParamValues>) -> Result<LogicalPlan> {
+    async fn plan(
+        &self,
+        statement: DFStatement,
+        params: &Option<ParamValues>,
+    ) -> Result<LogicalPlan> {
         let plan = self.state.statement_to_plan(statement).await?;
         Ok(match params {
             Some(p) => plan.with_param_values(p.clone())?,
@@ -123,14 +139,19 @@ impl Statement2 {
 
     async fn query(&self, sql: &str, params: &Option<ParamValues>) -> Result<Vec<RecordBatch>> {
         let mut statements = crate::session::parse(sql)?;
-        let statement = statements.pop().ok_or_else(|| Error::internal("empty internal query"))?;
+        let statement = statements
+            .pop()
+            .ok_or_else(|| Error::internal("empty internal query"))?;
         let plan = self.plan(statement, params).await?;
         self.run_plan(&plan).await
     }
 }
 
 /// Split `__marrow_rowaddr, <columns…>` results into unique row addresses and the new rows.
-fn split_rowaddr(batches: &[RecordBatch], schema: &SchemaRef) -> Result<(Vec<u64>, Vec<RecordBatch>)> {
+fn split_rowaddr(
+    batches: &[RecordBatch],
+    schema: &SchemaRef,
+) -> Result<(Vec<u64>, Vec<RecordBatch>)> {
     let mut seen = HashSet::new();
     let mut addrs = vec![];
     let mut rows = vec![];
@@ -141,10 +162,16 @@ fn split_rowaddr(batches: &[RecordBatch], schema: &SchemaRef) -> Result<(Vec<u64
             .downcast_ref::<UInt64Array>()
             .ok_or_else(|| Error::internal("row address column has an unexpected type"))?;
         // A joined UPDATE can match a row more than once; the first match wins.
-        let keep: Vec<bool> = (0..batch.num_rows()).map(|i| seen.insert(col.value(i))).collect();
+        let keep: Vec<bool> = (0..batch.num_rows())
+            .map(|i| seen.insert(col.value(i)))
+            .collect();
         let mask = arrow::array::BooleanArray::from(keep);
         let filtered = arrow::compute::filter_record_batch(batch, &mask)?;
-        let c = filtered.column(0).as_any().downcast_ref::<UInt64Array>().expect("checked above");
+        let c = filtered
+            .column(0)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .expect("checked above");
         addrs.extend(c.values().iter().copied());
         let projected = filtered.project(&(1..filtered.num_columns()).collect::<Vec<_>>())?;
         rows.push(projected);
@@ -172,22 +199,41 @@ fn render_key(batch: &RecordBatch, columns: &[String], row: usize) -> String {
 
 fn key_join(pk: &[String], left: &str, right: &str) -> String {
     pk.iter()
-        .map(|c| format!("{}.{} = {}.{}", quote(left), quote(c), quote(right), quote(c)))
+        .map(|c| {
+            format!(
+                "{}.{} = {}.{}",
+                quote(left),
+                quote(c),
+                quote(right),
+                quote(c)
+            )
+        })
         .collect::<Vec<_>>()
         .join(" AND ")
 }
 
 fn key_list(pk: &[String], alias: &str) -> String {
-    pk.iter().map(|c| format!("{}.{}", quote(alias), quote(c))).collect::<Vec<_>>().join(", ")
+    pk.iter()
+        .map(|c| format!("{}.{}", quote(alias), quote(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Reject rows whose primary key repeats inside the new rows themselves.
-pub(crate) async fn check_unique_batches(session: &Session, table: &str, pk: &[String], rows: &[RecordBatch]) -> Result<()> {
+pub(crate) async fn check_unique_batches(
+    session: &Session,
+    table: &str,
+    pk: &[String],
+    rows: &[RecordBatch],
+) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
     let mem = Arc::new(MemTable::try_new(rows[0].schema(), vec![rows.to_vec()])?);
-    let stmt = Statement2::new(session, [("excluded".to_string(), mem as Arc<dyn TableProvider>)].into());
+    let stmt = Statement2::new(
+        session,
+        [("excluded".to_string(), mem as Arc<dyn TableProvider>)].into(),
+    );
     let sql = format!(
         "SELECT {keys} FROM \"excluded\" GROUP BY {keys} HAVING count(*) > 1 LIMIT 1",
         keys = key_list(pk, "excluded")
@@ -203,7 +249,11 @@ pub(crate) async fn check_unique_batches(session: &Session, table: &str, pk: &[S
 }
 
 /// Rows of the target whose key matches a new row: (target row address, rendered key).
-async fn find_conflicts(stmt: &Statement2, pk: &[String], alias: &str) -> Result<Vec<(u64, String)>> {
+async fn find_conflicts(
+    stmt: &Statement2,
+    pk: &[String],
+    alias: &str,
+) -> Result<Vec<(u64, String)>> {
     let sql = format!(
         "SELECT {a}.\"_rowaddr\", {keys} FROM \"excluded\" JOIN {target} AS {a} ON {on}",
         a = quote(alias),
@@ -214,7 +264,11 @@ async fn find_conflicts(stmt: &Statement2, pk: &[String], alias: &str) -> Result
     let batches = stmt.query(&sql, &None).await?;
     let mut out = vec![];
     for b in &batches {
-        let addrs = b.column(0).as_any().downcast_ref::<UInt64Array>().expect("row address is UInt64");
+        let addrs = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .expect("row address is UInt64");
         for i in 0..b.num_rows() {
             out.push((addrs.value(i), render_key(b, pk, i)));
         }
@@ -232,7 +286,9 @@ async fn open_target(session: &Session, name: &str) -> Result<Target> {
     let provider = session.database().schema_provider();
     if !provider.lance_table_exists(name) {
         if provider.table_exist(name) {
-            return Err(Error::invalid(format!("'{name}' is a view or external table and cannot be written")));
+            return Err(Error::invalid(format!(
+                "'{name}' is a view or external table and cannot be written"
+            )));
         }
         return Err(Error::not_found(format!("table '{name}' not found")));
     }
@@ -251,32 +307,56 @@ impl Target {
     fn providers(&self, state: &SessionState) -> Result<HashMap<String, Arc<dyn TableProvider>>> {
         let plain = MarrowTable::new(self.table.dataset().clone(), false, Some(state))?;
         Ok([
-            (TARGET.to_string(), self.table.clone() as Arc<dyn TableProvider>),
+            (
+                TARGET.to_string(),
+                self.table.clone() as Arc<dyn TableProvider>,
+            ),
             (self.name.clone(), Arc::new(plain) as Arc<dyn TableProvider>),
         ]
         .into())
     }
 }
 
-pub(crate) async fn insert(session: &Session, mut insert: Insert, params: Option<ParamValues>) -> Result<QueryOutput> {
+pub(crate) async fn insert(
+    session: &Session,
+    mut insert: Insert,
+    params: Option<ParamValues>,
+) -> Result<QueryOutput> {
     if insert.returning.is_some() {
         return Err(Error::unsupported("INSERT … RETURNING is not supported"));
     }
     if insert.overwrite || insert.replace_into || insert.or.is_some() || insert.ignore {
-        return Err(Error::unsupported("only INSERT INTO … [ON CONFLICT …] is supported"));
+        return Err(Error::unsupported(
+            "only INSERT INTO … [ON CONFLICT …] is supported",
+        ));
     }
     let TableObject::TableName(name) = &insert.table else {
-        return Err(Error::unsupported("INSERT INTO a table function is not supported"));
+        return Err(Error::unsupported(
+            "INSERT INTO a table function is not supported",
+        ));
     };
     let name = table_name(name)?;
-    let alias = insert.table_alias.take().map(|a| a.alias.value).unwrap_or_else(|| name.clone());
+    let alias = insert
+        .table_alias
+        .take()
+        .map(|a| a.alias.value)
+        .unwrap_or_else(|| name.clone());
     let on = insert.on.take();
-    let insert_columns: Vec<String> = insert.columns.iter().map(|c| c.to_string().to_lowercase()).collect();
+    let insert_columns: Vec<String> = insert
+        .columns
+        .iter()
+        .map(|c| c.to_string().to_lowercase())
+        .collect();
     let lock = session.database().write_lock(&name);
     let _guard = lock.lock().await;
     let target = open_target(session, &name).await?;
     let stmt = Statement2::new(session, target.providers(&session.state())?);
-    let plan = stmt.plan(DFStatement::Statement(Box::new(Statement::Insert(insert))), &params).await?;
+    let plan = stmt
+        .plan(
+            DFStatement::Statement(Box::new(Statement::Insert(insert))),
+            &params,
+        )
+        .await?;
     let input = match plan {
         LogicalPlan::Dml(DmlStatement {
             op: WriteOp::Insert(InsertOp::Append),
@@ -285,13 +365,18 @@ pub(crate) async fn insert(session: &Session, mut insert: Insert, params: Option
         }) => input,
         _ => return Err(Error::unsupported("this form of INSERT is not supported")),
     };
-    let batches = stmt.run_plan(&input).await.map_err(|e| not_null_error(e, &insert_columns, &target.schema))?;
+    let batches = stmt
+        .run_plan(&input)
+        .await
+        .map_err(|e| not_null_error(e, &insert_columns, &target.schema))?;
     let rows = coerce_batches(&batches, &target.schema)?;
     let pk = target.table.primary_key().to_vec();
     let ds = target.table.dataset().clone();
     if pk.is_empty() {
         if on.is_some() {
-            return Err(Error::invalid(format!("ON CONFLICT needs a primary key, and table {name} has none")));
+            return Err(Error::invalid(format!(
+                "ON CONFLICT needs a primary key, and table {name} has none"
+            )));
         }
         let n = rows.iter().map(|b| b.num_rows()).sum::<usize>();
         write::append(&ds, rows).await?;
@@ -301,7 +386,10 @@ pub(crate) async fn insert(session: &Session, mut insert: Insert, params: Option
     if rows.is_empty() {
         return Ok(QueryOutput::Count(0));
     }
-    let mem = Arc::new(MemTable::try_new(target.schema.clone(), vec![rows.clone()])?);
+    let mem = Arc::new(MemTable::try_new(
+        target.schema.clone(),
+        vec![rows.clone()],
+    )?);
     let mut tables = target.providers(&session.state())?;
     tables.insert("excluded".into(), mem);
     let stmt = Statement2::new(session, tables);
@@ -322,14 +410,18 @@ pub(crate) async fn insert(session: &Session, mut insert: Insert, params: Option
             Some(c.action)
         }
         Some(OnInsert::DuplicateKeyUpdate(_)) => {
-            return Err(Error::unsupported("ON DUPLICATE KEY UPDATE is not supported; use ON CONFLICT"))
+            return Err(Error::unsupported(
+                "ON DUPLICATE KEY UPDATE is not supported; use ON CONFLICT",
+            ))
         }
         Some(_) => return Err(Error::unsupported("this ON clause is not supported")),
     };
     match action {
         None => {
             if let Some((_, key)) = find_conflicts(&stmt, &pk, &alias).await?.first() {
-                return Err(Error::constraint(format!("duplicate key: {key} already exists in table {name}")));
+                return Err(Error::constraint(format!(
+                    "duplicate key: {key} already exists in table {name}"
+                )));
             }
             let n = rows.iter().map(|b| b.num_rows()).sum::<usize>();
             write::append(&ds, rows).await?;
@@ -386,21 +478,34 @@ pub(crate) async fn insert(session: &Session, mut insert: Insert, params: Option
 /// DataFusion checks NOT NULL inside VALUES and names the column `columnN`; name the table's column instead.
 fn not_null_error(e: Error, insert_columns: &[String], schema: &SchemaRef) -> Error {
     let msg = e.message();
-    let Some(rest) = msg.split("Column 'column").nth(1) else { return e };
+    let Some(rest) = msg.split("Column 'column").nth(1) else {
+        return e;
+    };
     if !msg.contains("non-nullable but contains null") {
         return e;
     }
-    let n: usize = rest.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap_or(0);
+    let n: usize = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .unwrap_or(0);
     let column = match insert_columns.get(n.wrapping_sub(1)) {
         Some(c) => c.clone(),
-        None => schema.fields().get(n.wrapping_sub(1)).map(|f| f.name().clone()).unwrap_or_else(|| "?".into()),
+        None => schema
+            .fields()
+            .get(n.wrapping_sub(1))
+            .map(|f| f.name().clone())
+            .unwrap_or_else(|| "?".into()),
     };
     Error::constraint(format!("column '{column}' is NOT NULL and got a NULL"))
 }
 
 fn assignment_column(target: &AssignmentTarget, schema: &SchemaRef) -> Result<String> {
     let AssignmentTarget::ColumnName(name) = target else {
-        return Err(Error::unsupported("tuple assignments are not supported; assign columns one by one"));
+        return Err(Error::unsupported(
+            "tuple assignments are not supported; assign columns one by one",
+        ));
     };
     let ident = name
         .0
@@ -424,7 +529,12 @@ fn projection(schema: &SchemaRef, assigned: &HashMap<String, String>, alias: &st
         .iter()
         .map(|f| match assigned.get(f.name()) {
             Some(expr) => format!("({expr}) AS {}", quote(f.name())),
-            None => format!("{}.{} AS {}", quote(alias), quote(f.name()), quote(f.name())),
+            None => format!(
+                "{}.{} AS {}",
+                quote(alias),
+                quote(f.name()),
+                quote(f.name())
+            ),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -432,21 +542,39 @@ fn projection(schema: &SchemaRef, assigned: &HashMap<String, String>, alias: &st
 
 fn relation(factor: &TableFactor) -> Result<(String, String)> {
     match factor {
-        TableFactor::Table { name, alias, args: None, .. } => {
+        TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } => {
             let table = table_name(name)?;
-            let alias = alias.as_ref().map(|a| a.name.value.clone()).unwrap_or_else(|| table.clone());
+            let alias = alias
+                .as_ref()
+                .map(|a| a.name.value.clone())
+                .unwrap_or_else(|| table.clone());
             Ok((table, alias))
         }
-        _ => Err(Error::unsupported("the target of UPDATE/DELETE must be a table")),
+        _ => Err(Error::unsupported(
+            "the target of UPDATE/DELETE must be a table",
+        )),
     }
 }
 
-pub(crate) async fn update(session: &Session, update: Update, params: Option<ParamValues>) -> Result<QueryOutput> {
+pub(crate) async fn update(
+    session: &Session,
+    update: Update,
+    params: Option<ParamValues>,
+) -> Result<QueryOutput> {
     if update.returning.is_some() || update.limit.is_some() || !update.order_by.is_empty() {
-        return Err(Error::unsupported("UPDATE with RETURNING, ORDER BY or LIMIT is not supported"));
+        return Err(Error::unsupported(
+            "UPDATE with RETURNING, ORDER BY or LIMIT is not supported",
+        ));
     }
     if !update.table.joins.is_empty() {
-        return Err(Error::unsupported("UPDATE … JOIN is not supported; use UPDATE t SET … FROM other WHERE …"));
+        return Err(Error::unsupported(
+            "UPDATE … JOIN is not supported; use UPDATE t SET … FROM other WHERE …",
+        ));
     }
     let (name, alias) = relation(&update.table.relation)?;
     let lock = session.database().write_lock(&name);
@@ -456,16 +584,28 @@ pub(crate) async fn update(session: &Session, update: Update, params: Option<Par
     for a in &update.assignments {
         let col = assignment_column(&a.target, &target.schema)?;
         if assigned.insert(col.clone(), a.value.to_string()).is_some() {
-            return Err(Error::invalid(format!("column '{col}' is assigned more than once")));
+            return Err(Error::invalid(format!(
+                "column '{col}' is assigned more than once"
+            )));
         }
     }
     let from = match &update.from {
         None => String::new(),
         Some(UpdateTableFromKind::AfterSet(t)) | Some(UpdateTableFromKind::BeforeSet(t)) => {
-            format!(", {}", t.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "))
+            format!(
+                ", {}",
+                t.iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         }
     };
-    let selection = update.selection.as_ref().map(|e| format!(" WHERE {e}")).unwrap_or_default();
+    let selection = update
+        .selection
+        .as_ref()
+        .map(|e| format!(" WHERE {e}"))
+        .unwrap_or_default();
     let sql = format!(
         "SELECT {a}.\"_rowaddr\" AS {rowaddr}, {proj} FROM {target} AS {a}{from}{selection}",
         a = quote(&alias),
@@ -478,13 +618,22 @@ pub(crate) async fn update(session: &Session, update: Update, params: Option<Par
     let pk = target.table.primary_key().to_vec();
     if pk.iter().any(|c| assigned.contains_key(c)) && !rows.is_empty() {
         check_unique_batches(session, &name, &pk, &rows).await?;
-        let mem = Arc::new(MemTable::try_new(target.schema.clone(), vec![rows.clone()])?);
+        let mem = Arc::new(MemTable::try_new(
+            target.schema.clone(),
+            vec![rows.clone()],
+        )?);
         let mut tables = target.providers(&session.state())?;
         tables.insert("excluded".into(), mem);
         let check = Statement2::new(session, tables);
         let changing: HashSet<u64> = addrs.iter().copied().collect();
-        if let Some((_, key)) = find_conflicts(&check, &pk, &alias).await?.into_iter().find(|(a, _)| !changing.contains(a)) {
-            return Err(Error::constraint(format!("duplicate key: {key} already exists in table {name}")));
+        if let Some((_, key)) = find_conflicts(&check, &pk, &alias)
+            .await?
+            .into_iter()
+            .find(|(a, _)| !changing.contains(a))
+        {
+            return Err(Error::constraint(format!(
+                "duplicate key: {key} already exists in table {name}"
+            )));
         }
     }
     let n = addrs.len();
@@ -492,18 +641,32 @@ pub(crate) async fn update(session: &Session, update: Update, params: Option<Par
     Ok(QueryOutput::Count(n as u64))
 }
 
-pub(crate) async fn delete(session: &Session, delete: Delete, params: Option<ParamValues>) -> Result<QueryOutput> {
-    if delete.returning.is_some() || delete.limit.is_some() || !delete.order_by.is_empty() || !delete.tables.is_empty() {
-        return Err(Error::unsupported("DELETE with RETURNING, ORDER BY, LIMIT or several tables is not supported"));
+pub(crate) async fn delete(
+    session: &Session,
+    delete: Delete,
+    params: Option<ParamValues>,
+) -> Result<QueryOutput> {
+    if delete.returning.is_some()
+        || delete.limit.is_some()
+        || !delete.order_by.is_empty()
+        || !delete.tables.is_empty()
+    {
+        return Err(Error::unsupported(
+            "DELETE with RETURNING, ORDER BY, LIMIT or several tables is not supported",
+        ));
     }
     let from = match &delete.from {
         FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
     };
     let [twj] = from.as_slice() else {
-        return Err(Error::unsupported("DELETE from several tables is not supported"));
+        return Err(Error::unsupported(
+            "DELETE from several tables is not supported",
+        ));
     };
     if !twj.joins.is_empty() {
-        return Err(Error::unsupported("DELETE … JOIN is not supported; use DELETE FROM t USING other WHERE …"));
+        return Err(Error::unsupported(
+            "DELETE … JOIN is not supported; use DELETE FROM t USING other WHERE …",
+        ));
     }
     let (name, alias) = relation(&twj.relation)?;
     let lock = session.database().write_lock(&name);
@@ -511,9 +674,19 @@ pub(crate) async fn delete(session: &Session, delete: Delete, params: Option<Par
     let target = open_target(session, &name).await?;
     let using = match &delete.using {
         None => String::new(),
-        Some(t) => format!(", {}", t.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")),
+        Some(t) => format!(
+            ", {}",
+            t.iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
-    let selection = delete.selection.as_ref().map(|e| format!(" WHERE {e}")).unwrap_or_default();
+    let selection = delete
+        .selection
+        .as_ref()
+        .map(|e| format!(" WHERE {e}"))
+        .unwrap_or_default();
     let sql = format!(
         "SELECT DISTINCT {a}.\"_rowaddr\" FROM {target} AS {a}{using}{selection}",
         a = quote(&alias),
@@ -522,7 +695,11 @@ pub(crate) async fn delete(session: &Session, delete: Delete, params: Option<Par
     let stmt = Statement2::new(session, target.providers(&session.state())?);
     let mut addrs = vec![];
     for b in stmt.query(&sql, &params).await? {
-        let col = b.column(0).as_any().downcast_ref::<UInt64Array>().expect("row address is UInt64");
+        let col = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .expect("row address is UInt64");
         addrs.extend(col.values().iter().copied());
     }
     let n = addrs.len();

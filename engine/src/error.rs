@@ -72,7 +72,10 @@ fn classify_datafusion(e: &DataFusionError) -> ErrorKind {
     match e {
         DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
             let msg = e.to_string();
-            if msg.contains("not found") || msg.contains("No field named") || msg.contains("does not exist") {
+            if msg.contains("not found")
+                || msg.contains("No field named")
+                || msg.contains("does not exist")
+            {
                 ErrorKind::NotFound
             } else {
                 ErrorKind::InvalidInput
@@ -84,7 +87,10 @@ fn classify_datafusion(e: &DataFusionError) -> ErrorKind {
         DataFusionError::Context(_, inner) => classify_datafusion(inner),
         DataFusionError::Shared(inner) => classify_datafusion(inner),
         DataFusionError::Diagnostic(_, inner) => classify_datafusion(inner),
-        DataFusionError::Collection(errs) => errs.first().map(classify_datafusion).unwrap_or(ErrorKind::Internal),
+        DataFusionError::Collection(errs) => errs
+            .first()
+            .map(classify_datafusion)
+            .unwrap_or(ErrorKind::Internal),
         DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
             Some(marrow) => marrow.kind,
             None => match inner.downcast_ref::<lance::Error>() {
@@ -102,7 +108,10 @@ fn classify_lance(e: &lance::Error) -> ErrorKind {
         ErrorKind::NotFound
     } else if msg.contains("already exists") {
         ErrorKind::AlreadyExists
-    } else if msg.contains("Invalid user input") || msg.contains("invalid") || msg.contains("Schema") {
+    } else if msg.contains("Invalid user input")
+        || msg.contains("invalid")
+        || msg.contains("Schema")
+    {
         ErrorKind::InvalidInput
     } else {
         ErrorKind::Internal
@@ -119,7 +128,10 @@ fn df_message(e: &DataFusionError) -> String {
         DataFusionError::Context(ctx, inner) => format!("{ctx}: {}", df_message(inner)),
         DataFusionError::Shared(inner) => df_message(inner),
         DataFusionError::Diagnostic(_, inner) => df_message(inner),
-        DataFusionError::SQL(e, _) => format!("SQL syntax: {}", e.to_string().trim_start_matches("sql parser error: ")),
+        DataFusionError::SQL(e, _) => format!(
+            "SQL syntax: {}",
+            e.to_string().trim_start_matches("sql parser error: ")
+        ),
         other => other.to_string(),
     }
 }

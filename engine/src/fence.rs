@@ -10,10 +10,16 @@ use crate::error::{Error, Result};
 fn inside(root: &Path, location: &str) -> Result<PathBuf> {
     let raw = location.strip_prefix("file://").unwrap_or(location);
     if raw.contains("://") {
-        return Err(Error::denied(format!("'{location}': only local paths under the configured root are allowed")));
+        return Err(Error::denied(format!(
+            "'{location}': only local paths under the configured root are allowed"
+        )));
     }
     let path = Path::new(raw);
-    let joined = if path.is_absolute() { path.to_path_buf() } else { root.join(path) };
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        root.join(path)
+    };
     let mut normal = PathBuf::new();
     for c in joined.components() {
         match c {
@@ -28,7 +34,10 @@ fn inside(root: &Path, location: &str) -> Result<PathBuf> {
     let mut existing = normal.clone();
     let mut rest = vec![];
     while !existing.exists() {
-        match (existing.file_name().map(|s| s.to_os_string()), existing.parent()) {
+        match (
+            existing.file_name().map(|s| s.to_os_string()),
+            existing.parent(),
+        ) {
             (Some(name), Some(parent)) => {
                 rest.push(name);
                 existing = parent.to_path_buf();
@@ -43,7 +52,10 @@ fn inside(root: &Path, location: &str) -> Result<PathBuf> {
     if resolved.starts_with(root) {
         Ok(resolved)
     } else {
-        Err(Error::denied(format!("'{location}' is outside the allowed root {}", root.display())))
+        Err(Error::denied(format!(
+            "'{location}' is outside the allowed root {}",
+            root.display()
+        )))
     }
 }
 

@@ -41,7 +41,10 @@ fn ingest_schema(schema: &Schema) -> SchemaRef {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let storage = storage_schema(schema);
-    Arc::new(Schema::new_with_metadata(storage.fields().clone(), metadata))
+    Arc::new(Schema::new_with_metadata(
+        storage.fields().clone(),
+        metadata,
+    ))
 }
 
 fn quote(s: &str) -> String {
@@ -57,7 +60,10 @@ struct Registration<'a> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         if let Err(e) = self.session.context().deregister_table(self.name.as_str()) {
-            tracing::warn!("could not remove the temporary ingest relation {}: {e}", self.name);
+            tracing::warn!(
+                "could not remove the temporary ingest relation {}: {e}",
+                self.name
+            );
         }
     }
 }
@@ -75,13 +81,17 @@ impl Session {
         validate_table_name(table)?;
         for b in &batches {
             if b.schema().fields() != schema.fields() {
-                return Err(Error::invalid("every ingested batch must have the schema of the stream"));
+                return Err(Error::invalid(
+                    "every ingested batch must have the schema of the stream",
+                ));
             }
         }
         let db = self.database().clone();
         let provider = db.schema_provider().clone();
         if !provider.lance_table_exists(table) && provider.table_exist(table) {
-            return Err(Error::invalid(format!("'{table}' is a view or external table and cannot be ingested into")));
+            return Err(Error::invalid(format!(
+                "'{table}' is a view or external table and cannot be ingested into"
+            )));
         }
         match mode {
             IngestMode::Append => self.ingest_append(table, &schema, batches).await,
@@ -90,9 +100,10 @@ impl Session {
                 let guard = lock.lock().await;
                 let exists = provider.lance_table_exists(table);
                 match (mode, exists) {
-                    (IngestMode::Create, true) => {
-                        Err(Error::new(ErrorKind::AlreadyExists, format!("table '{table}' already exists")))
-                    }
+                    (IngestMode::Create, true) => Err(Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!("table '{table}' already exists"),
+                    )),
                     (IngestMode::CreateAppend, true) => {
                         // The INSERT path takes the table's write lock itself.
                         drop(guard);
@@ -104,18 +115,32 @@ impl Session {
                         let pk: Vec<String> = target
                             .metadata()
                             .get(crate::catalog::META_PRIMARY_KEY)
-                            .map(|s| s.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect())
+                            .map(|s| {
+                                s.split(',')
+                                    .filter(|c| !c.is_empty())
+                                    .map(str::to_string)
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         for c in &pk {
                             if target.field_with_name(c).is_err() {
-                                return Err(Error::invalid(format!("primary key column '{c}' is not in the data")));
+                                return Err(Error::invalid(format!(
+                                    "primary key column '{c}' is not in the data"
+                                )));
                             }
                         }
                         if !pk.is_empty() {
                             crate::dml::check_unique_batches(self, table, &pk, &rows).await?;
                         }
                         let n = rows.iter().map(|b| b.num_rows() as u64).sum();
-                        crate::ddl::create_lance_table(&db, table, target, rows, mode == IngestMode::Replace).await?;
+                        crate::ddl::create_lance_table(
+                            &db,
+                            table,
+                            target,
+                            rows,
+                            mode == IngestMode::Replace,
+                        )
+                        .await?;
                         Ok(n)
                     }
                 }
@@ -123,7 +148,12 @@ impl Session {
         }
     }
 
-    async fn ingest_append(&self, table: &str, schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<u64> {
+    async fn ingest_append(
+        &self,
+        table: &str,
+        schema: &SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<u64> {
         let provider = self.database().schema_provider().clone();
         if !provider.lance_table_exists(table) {
             return Err(Error::not_found(format!("table '{table}' not found")));
@@ -148,20 +178,35 @@ impl Session {
         }
         let name = format!("__marrow_ingest_{}", unique_suffix());
         let mem = MemTable::try_new(schema.clone(), vec![batches])?;
-        self.context().register_table(name.as_str(), Arc::new(mem))?;
+        self.context()
+            .register_table(name.as_str(), Arc::new(mem))?;
         let _registration = Registration {
             session: self,
             name: name.clone(),
         };
-        let columns = schema.fields().iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
-        let sql = format!("INSERT INTO {} ({columns}) SELECT {columns} FROM {}", quote(table), quote(&name));
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| quote(f.name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO {} ({columns}) SELECT {columns} FROM {}",
+            quote(table),
+            quote(&name)
+        );
         let result = self.execute(&sql).await;
         match result {
             Ok(QueryOutput::Count(n)) => Ok(n),
-            Ok(other) => Err(Error::internal(format!("INSERT for ingest returned {other:?}"))),
+            Ok(other) => Err(Error::internal(format!(
+                "INSERT for ingest returned {other:?}"
+            ))),
             // The statement is generated: a missing relation or column here means the data did not fit the table.
             Err(e) if e.kind() == ErrorKind::NotFound && provider.lance_table_exists(table) => {
-                Err(Error::invalid(format!("ingested data does not match table '{table}': {}", e.message())))
+                Err(Error::invalid(format!(
+                    "ingested data does not match table '{table}': {}",
+                    e.message()
+                )))
             }
             Err(e) => Err(e),
         }
@@ -171,5 +216,9 @@ impl Session {
 /// A name for the temporary relation that no concurrent ingest in this process shares.
 fn unique_suffix() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }

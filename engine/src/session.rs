@@ -42,7 +42,11 @@ impl std::fmt::Debug for QueryOutput {
 impl QueryOutput {
     /// The schema of a row-count result: one UInt64 column named `count`, as DataFusion's own DML returns.
     pub fn count_schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]))
+        Arc::new(Schema::new(vec![Field::new(
+            "count",
+            DataType::UInt64,
+            false,
+        )]))
     }
 
     /// Every output as a stream of batches (a count becomes a one-row `count` table, `Done` an empty one).
@@ -51,13 +55,22 @@ impl QueryOutput {
             QueryOutput::Rows(s) => s,
             QueryOutput::Count(n) => {
                 let schema = Self::count_schema();
-                let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt64Array::from(vec![n]))])
-                    .map_err(Into::into);
-                Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(vec![batch])))
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(UInt64Array::from(vec![n]))],
+                )
+                .map_err(Into::into);
+                Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    futures::stream::iter(vec![batch]),
+                ))
             }
             QueryOutput::Done => {
                 let schema = Arc::new(Schema::empty());
-                Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::empty()))
+                Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    futures::stream::empty(),
+                ))
             }
         }
     }
@@ -89,13 +102,18 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("session_id", &self.ctx.session_id()).finish()
+        f.debug_struct("Session")
+            .field("session_id", &self.ctx.session_id())
+            .finish()
     }
 }
 
 pub(crate) fn parse(sql: &str) -> Result<Vec<DFStatement>> {
     let dialect = GenericDialect {};
-    let statements = DFParserBuilder::new(sql).with_dialect(&dialect).build()?.parse_statements()?;
+    let statements = DFParserBuilder::new(sql)
+        .with_dialect(&dialect)
+        .build()?
+        .parse_statements()?;
     Ok(statements.into_iter().collect())
 }
 
@@ -104,7 +122,9 @@ fn parse_one(sql: &str) -> Result<DFStatement> {
     match statements.len() {
         0 => Err(Error::invalid("empty statement")),
         1 => Ok(statements.remove(0)),
-        n => Err(Error::invalid(format!("expected one statement, got {n}; send them one at a time"))),
+        n => Err(Error::invalid(format!(
+            "expected one statement, got {n}; send them one at a time"
+        ))),
     }
 }
 
@@ -132,13 +152,20 @@ impl Session {
     }
 
     /// Run one statement with values for its `$1, $2, …` placeholders.
-    pub async fn execute_with_params(&self, sql: &str, params: Option<ParamValues>) -> Result<QueryOutput> {
+    pub async fn execute_with_params(
+        &self,
+        sql: &str,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
         let statement = parse_one(sql)?;
         self.execute_statement(statement, params).await
     }
 
     /// Run every statement of a script in order, collecting each result (the CLI's `-c` and REPL).
-    pub async fn execute_script(&self, sql: &str) -> Result<Vec<(SchemaRef, Vec<RecordBatch>, bool)>> {
+    pub async fn execute_script(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<(SchemaRef, Vec<RecordBatch>, bool)>> {
         let mut out = vec![];
         for statement in parse(sql)? {
             let output = self.execute_statement(statement, None).await?;
@@ -192,7 +219,11 @@ impl Session {
         }
     }
 
-    pub(crate) async fn plan(&self, statement: DFStatement, params: Option<ParamValues>) -> Result<LogicalPlan> {
+    pub(crate) async fn plan(
+        &self,
+        statement: DFStatement,
+        params: Option<ParamValues>,
+    ) -> Result<LogicalPlan> {
         let plan = self.state().statement_to_plan(statement).await?;
         Ok(match params {
             Some(p) => plan.with_param_values(p)?,
@@ -200,7 +231,11 @@ impl Session {
         })
     }
 
-    async fn run_datafusion(&self, statement: DFStatement, params: Option<ParamValues>) -> Result<QueryOutput> {
+    async fn run_datafusion(
+        &self,
+        statement: DFStatement,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
         let plan = self.plan(statement, params).await?;
         let returns_rows = !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
         let df = self.ctx.execute_logical_plan(plan).await?;
@@ -218,12 +253,16 @@ impl Session {
         let empty: SchemaRef = Arc::new(Schema::empty());
         let (planned, is_query) = match &statement {
             DFStatement::Statement(stmt) => match stmt.as_ref() {
-                Statement::Query(_) | Statement::Explain { .. } | Statement::ShowTables { .. } => (true, true),
+                Statement::Query(_) | Statement::Explain { .. } | Statement::ShowTables { .. } => {
+                    (true, true)
+                }
                 Statement::ShowColumns { .. } | Statement::ShowVariable { .. } => (true, true),
                 Statement::Insert(i) => {
                     let mut i = i.clone();
                     i.on = None;
-                    let plan = self.plan(DFStatement::Statement(Box::new(Statement::Insert(i))), None).await?;
+                    let plan = self
+                        .plan(DFStatement::Statement(Box::new(Statement::Insert(i))), None)
+                        .await?;
                     return Ok(PreparedInfo {
                         dataset_schema: QueryOutput::count_schema(),
                         parameter_schema: parameter_schema(&plan)?,
@@ -260,7 +299,14 @@ fn parameter_schema(plan: &LogicalPlan) -> Result<SchemaRef> {
     let fields = plan.get_parameter_fields()?;
     let mut ids: Vec<(usize, String)> = fields
         .keys()
-        .map(|k| (k.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX), k.clone()))
+        .map(|k| {
+            (
+                k.trim_start_matches('$')
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX),
+                k.clone(),
+            )
+        })
         .collect();
     ids.sort();
     let fields: Vec<Field> = ids

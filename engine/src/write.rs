@@ -24,7 +24,9 @@ fn coerce_column(name: &str, array: &ArrayRef, target: &DataType) -> Result<Arra
     if array.data_type() == target {
         return Ok(array.clone());
     }
-    if let (DataType::FixedSizeList(_, want), Some(got)) = (target, list_len_mismatch(array, target)) {
+    if let (DataType::FixedSizeList(_, want), Some(got)) =
+        (target, list_len_mismatch(array, target))
+    {
         return Err(Error::invalid(format!(
             "column '{name}' expects vectors of length {want}, got a vector of length {got}"
         )));
@@ -51,11 +53,19 @@ fn list_len_mismatch(array: &ArrayRef, target: &DataType) -> Option<i64> {
     match array.data_type() {
         DataType::List(_) => {
             let list = array.as_any().downcast_ref::<arrow::array::ListArray>()?;
-            (0..list.len()).filter(|i| list.is_valid(*i)).map(|i| list.value_length(i) as i64).find(|l| *l != want)
+            (0..list.len())
+                .filter(|i| list.is_valid(*i))
+                .map(|i| list.value_length(i) as i64)
+                .find(|l| *l != want)
         }
         DataType::LargeList(_) => {
-            let list = array.as_any().downcast_ref::<arrow::array::LargeListArray>()?;
-            (0..list.len()).filter(|i| list.is_valid(*i)).map(|i| list.value_length(i)).find(|l| *l != want)
+            let list = array
+                .as_any()
+                .downcast_ref::<arrow::array::LargeListArray>()?;
+            (0..list.len())
+                .filter(|i| list.is_valid(*i))
+                .map(|i| list.value_length(i))
+                .find(|l| *l != want)
         }
         DataType::FixedSizeList(_, got) if *got as i64 != want => Some(*got as i64),
         _ => None,
@@ -76,13 +86,19 @@ pub fn coerce_batches(batches: &[RecordBatch], schema: &SchemaRef) -> Result<Vec
                     None => new_null_array(field.data_type(), batch.num_rows()),
                 };
                 if !field.is_nullable() && column.null_count() > 0 {
-                    return Err(Error::constraint(format!("column '{}' is NOT NULL and got a NULL", field.name())));
+                    return Err(Error::constraint(format!(
+                        "column '{}' is NOT NULL and got a NULL",
+                        field.name()
+                    )));
                 }
                 columns.push(column);
             }
             for c in batch.schema().fields() {
                 if schema.field_with_name(c.name()).is_err() {
-                    return Err(Error::not_found(format!("table has no column named '{}'", c.name())));
+                    return Err(Error::not_found(format!(
+                        "table has no column named '{}'",
+                        c.name()
+                    )));
                 }
             }
             Ok(RecordBatch::try_new(schema.clone(), columns)?)
@@ -97,7 +113,11 @@ pub async fn append(ds: &Arc<Dataset>, batches: Vec<RecordBatch>) -> Result<Arc<
 
 /// Replace the rows at `deleted` (row addresses from the same snapshot) with `inserted`, in one commit:
 /// a Delete, an Append or an Update transaction depending on which sides are present.
-pub async fn commit(ds: &Arc<Dataset>, deleted: Vec<u64>, inserted: Vec<RecordBatch>) -> Result<Arc<Dataset>> {
+pub async fn commit(
+    ds: &Arc<Dataset>,
+    deleted: Vec<u64>,
+    inserted: Vec<RecordBatch>,
+) -> Result<Arc<Dataset>> {
     let inserted: Vec<RecordBatch> = inserted.into_iter().filter(|b| b.num_rows() > 0).collect();
     if deleted.is_empty() && inserted.is_empty() {
         return Ok(ds.clone());
@@ -109,9 +129,9 @@ pub async fn commit(ds: &Arc<Dataset>, deleted: Vec<u64>, inserted: Vec<RecordBa
     let mut updated_fragments = vec![];
     let mut removed_fragment_ids = vec![];
     for (fragment_id, offsets) in by_fragment {
-        let fragment = ds
-            .get_fragment(fragment_id as usize)
-            .ok_or_else(|| Error::internal(format!("fragment {fragment_id} vanished during the write")))?;
+        let fragment = ds.get_fragment(fragment_id as usize).ok_or_else(|| {
+            Error::internal(format!("fragment {fragment_id} vanished during the write"))
+        })?;
         match fragment.extend_deletions(offsets).await? {
             Some(f) => updated_fragments.push(f.metadata().clone()),
             None => removed_fragment_ids.push(fragment_id),
@@ -126,11 +146,18 @@ pub async fn commit(ds: &Arc<Dataset>, deleted: Vec<u64>, inserted: Vec<RecordBa
             auto_cleanup: None,
             ..Default::default()
         };
-        let staged = InsertBuilder::new(ds.clone()).with_params(&params).execute_uncommitted(inserted).await?;
+        let staged = InsertBuilder::new(ds.clone())
+            .with_params(&params)
+            .execute_uncommitted(inserted)
+            .await?;
         match staged.operation {
             Operation::Append { fragments } => fragments,
             Operation::Overwrite { fragments, .. } => fragments,
-            other => return Err(Error::internal(format!("unexpected staged write: {other:?}"))),
+            other => {
+                return Err(Error::internal(format!(
+                    "unexpected staged write: {other:?}"
+                )))
+            }
         }
     };
     let operation = if new_fragments.is_empty() {

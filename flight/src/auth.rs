@@ -49,7 +49,9 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,7 +98,10 @@ pub fn parse_basic(header: &str) -> Option<(String, String)> {
         return None;
     }
     let encoded: String = rest.chars().filter(|c| !c.is_whitespace()).collect();
-    let bytes = STANDARD_LENIENT.decode(&encoded).or_else(|_| URL_SAFE_LENIENT.decode(&encoded)).ok()?;
+    let bytes = STANDARD_LENIENT
+        .decode(&encoded)
+        .or_else(|_| URL_SAFE_LENIENT.decode(&encoded))
+        .ok()?;
     let text = String::from_utf8(bytes).ok()?;
     let (user, password) = text.split_once(':')?;
     Some((user.to_string(), password.to_string()))
@@ -150,7 +155,10 @@ pub struct ClientSession {
 
 impl std::fmt::Debug for ClientSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientSession").field("id", &self.id).field("kind", &self.kind).finish_non_exhaustive()
+        f.debug_struct("ClientSession")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -218,7 +226,9 @@ pub struct SessionStore {
 
 impl std::fmt::Debug for SessionStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionStore").field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("SessionStore")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -258,7 +268,8 @@ impl SessionStore {
         let mut sessions = self.sessions.lock().expect("sessions");
         let due = {
             let mut last = self.last_sweep.lock().expect("sweep clock");
-            let due = now.duration_since(*last) >= SWEEP_EVERY || sessions.len() >= self.limits.max_sessions;
+            let due = now.duration_since(*last) >= SWEEP_EVERY
+                || sessions.len() >= self.limits.max_sessions;
             if due {
                 *last = now;
             }
@@ -273,7 +284,11 @@ impl SessionStore {
     }
 
     fn expired(&self, s: &ClientSession, now: Instant) -> bool {
-        let ttl = if s.confirmed.load(Ordering::Relaxed) { self.limits.idle } else { self.limits.unconfirmed_idle };
+        let ttl = if s.confirmed.load(Ordering::Relaxed) {
+            self.limits.idle
+        } else {
+            self.limits.unconfirmed_idle
+        };
         now.duration_since(s.idle_since()) > ttl
     }
 
@@ -288,8 +303,10 @@ impl SessionStore {
         });
         // Make room for the session about to be inserted.
         if sessions.len() >= self.limits.max_sessions {
-            let mut by_age: Vec<(Instant, String)> =
-                sessions.iter().map(|(k, s)| (s.idle_since(), k.clone())).collect();
+            let mut by_age: Vec<(Instant, String)> = sessions
+                .iter()
+                .map(|(k, s)| (s.idle_since(), k.clone()))
+                .collect();
             by_age.sort();
             let excess = sessions.len() + 1 - self.limits.max_sessions;
             for (_, key) in by_age.into_iter().take(excess) {
@@ -321,7 +338,10 @@ impl SessionStore {
 
     /// Drop a session now.
     pub fn close(&self, session: &ClientSession) {
-        self.sessions.lock().expect("sessions").remove(&session.secret);
+        self.sessions
+            .lock()
+            .expect("sessions")
+            .remove(&session.secret);
         session.closed.store(true, Ordering::Relaxed);
     }
 }
@@ -347,7 +367,9 @@ impl CallContext {
             return s.clone();
         }
         let mut created = self.created.lock().expect("created session");
-        created.get_or_insert_with(|| self.store.create(SessionKind::Cookie)).clone()
+        created
+            .get_or_insert_with(|| self.store.create(SessionKind::Cookie))
+            .clone()
     }
 
     /// The session in which to use a resource (prepared statement, ticket) owned by `owner`: the owner itself
@@ -385,7 +407,9 @@ impl<S> SessionLayer<S> {
     }
 
     fn identify(&self, headers: &HeaderMap) -> Result<Option<Arc<ClientSession>>, Status> {
-        let authorization = headers.get(http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
+        let authorization = headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or(""));
         if let Some(value) = authorization {
             if let Some(token) = parse_bearer(value) {
                 return match self.store.lookup(token, SessionKind::Token) {
@@ -492,15 +516,27 @@ mod tests {
     #[test]
     fn basic_with_and_without_padding() {
         // "u:pw" encodes to "dTpwdw==".
-        assert_eq!(parse_basic("Basic dTpwdw=="), Some(("u".into(), "pw".into())));
+        assert_eq!(
+            parse_basic("Basic dTpwdw=="),
+            Some(("u".into(), "pw".into()))
+        );
         assert_eq!(parse_basic("Basic dTpwdw"), Some(("u".into(), "pw".into())));
-        assert_eq!(parse_basic("basic   dTpwdw=="), Some(("u".into(), "pw".into())));
+        assert_eq!(
+            parse_basic("basic   dTpwdw=="),
+            Some(("u".into(), "pw".into()))
+        );
         // A password may contain ':'.
         let enc = base64::engine::general_purpose::STANDARD.encode("alice:a:b");
-        assert_eq!(parse_basic(&format!("Basic {enc}")), Some(("alice".into(), "a:b".into())));
+        assert_eq!(
+            parse_basic(&format!("Basic {enc}")),
+            Some(("alice".into(), "a:b".into()))
+        );
         // URL-safe alphabet.
         let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("é?>:~~~?");
-        assert_eq!(parse_basic(&format!("Basic {enc}")), Some(("é?>".into(), "~~~?".into())));
+        assert_eq!(
+            parse_basic(&format!("Basic {enc}")),
+            Some(("é?>".into(), "~~~?".into()))
+        );
         assert_eq!(parse_basic("Basic !!!"), None);
         assert_eq!(parse_basic("Bearer abc"), None);
         assert_eq!(parse_basic("Basic"), None);
@@ -529,11 +565,17 @@ mod tests {
     #[test]
     fn cookies_are_found_among_others() {
         let mut h = HeaderMap::new();
-        h.append(http::header::COOKIE, HeaderValue::from_static("a=1; marrow_session=xyz; b=2"));
+        h.append(
+            http::header::COOKIE,
+            HeaderValue::from_static("a=1; marrow_session=xyz; b=2"),
+        );
         assert_eq!(session_cookie(&h).as_deref(), Some("xyz"));
         let mut h = HeaderMap::new();
         h.append(http::header::COOKIE, HeaderValue::from_static("a=1"));
-        h.append(http::header::COOKIE, HeaderValue::from_static("marrow_session=q"));
+        h.append(
+            http::header::COOKIE,
+            HeaderValue::from_static("marrow_session=q"),
+        );
         assert_eq!(session_cookie(&h).as_deref(), Some("q"));
         assert_eq!(session_cookie(&HeaderMap::new()), None);
     }

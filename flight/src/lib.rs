@@ -6,6 +6,7 @@
 //! - [`auth`]: Basic-auth handshake, bearer tokens, session cookies; each client session has its own engine session,
 //!   so `SET` and prepared statements are per client.
 //! - [`status`]: the one mapping from engine errors to gRPC codes.
+//! - [`client`]: a small client for `marrow sql --url`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

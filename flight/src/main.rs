@@ -36,8 +36,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve a data directory over Arrow Flight SQL (ADBC, pyarrow, JDBC, any Flight SQL client).
-    #[command(after_help = "Binding a non-loopback address requires --user/--password (or --allow-insecure-remote).\n\
-Sessions: each client login (or cookie, without auth) has its own SET options and prepared statements.")]
+    #[command(
+        after_help = "Binding a non-loopback address requires --user/--password (or --allow-insecure-remote).\n\
+Sessions: each client login (or cookie, without auth) has its own SET options and prepared statements."
+    )]
     Serve(ServeArgs),
     /// Run SQL statements against a local data directory (default) or a server (--url).
     #[command(after_help = EXAMPLES)]
@@ -59,7 +61,12 @@ struct ServeArgs {
     #[arg(long, env = "MARROW_USER", requires = "password")]
     user: Option<String>,
     /// Password for --user.
-    #[arg(long, env = "MARROW_PASSWORD", requires = "user", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "MARROW_PASSWORD",
+        requires = "user",
+        hide_env_values = true
+    )]
     password: Option<String>,
     /// PEM certificate chain for TLS.
     #[arg(long, requires = "tls_key")]
@@ -120,7 +127,9 @@ fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: usize = num.parse().map_err(|_| format!("'{s}' is not a size such as 512MiB"))?;
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size such as 512MiB"))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -131,12 +140,22 @@ fn parse_size(s: &str) -> Result<usize, String> {
     Ok(n * mult)
 }
 
-fn print_result(schema: &SchemaRef, batches: &[RecordBatch], is_count: bool, format: Format) -> Result<()> {
+fn print_result(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    is_count: bool,
+    format: Format,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if is_count {
         let n = batches
             .first()
-            .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::UInt64Array>().map(|a| a.value(0)))
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::UInt64Array>()
+                    .map(|a| a.value(0))
+            })
             .unwrap_or(0);
         if let Format::Table = format {
             writeln!(out, "{n} row(s) affected")?;
@@ -151,14 +170,24 @@ fn print_result(schema: &SchemaRef, batches: &[RecordBatch], is_count: bool, for
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             if batches.is_empty() {
                 let empty = RecordBatch::new_empty(schema.clone());
-                writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&[empty])?)?;
+                writeln!(
+                    out,
+                    "{}",
+                    arrow::util::pretty::pretty_format_batches(&[empty])?
+                )?;
             } else {
-                writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(batches)?)?;
+                writeln!(
+                    out,
+                    "{}",
+                    arrow::util::pretty::pretty_format_batches(batches)?
+                )?;
             }
             writeln!(out, "({rows} row{})", if rows == 1 { "" } else { "s" })?;
         }
         Format::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
             for b in batches {
                 w.write(b)?;
             }
@@ -220,9 +249,13 @@ fn read_statements(mut on_statement: impl FnMut(&str) -> bool) -> Result<()> {
 async fn run_sql(args: SqlArgs) -> Result<bool> {
     let mut ok = true;
     if let Some(url) = &args.url {
-        let mut client = marrow_flight::client::Client::connect(url, args.user.as_deref(), args.password.as_deref())
-            .await
-            .with_context(|| format!("connecting to {url}"))?;
+        let mut client = marrow_flight::client::Client::connect(
+            url,
+            args.user.as_deref(),
+            args.password.as_deref(),
+        )
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
         let run = |client: &mut marrow_flight::client::Client, sql: String| {
             let fut = async move { client.execute(&sql).await };
             fut
@@ -296,7 +329,10 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
         Command::Serve(a) => {
             let opts = marrow_flight::server::ServeOptions {

@@ -69,7 +69,10 @@ pub enum ServeError {
     #[error(transparent)]
     Engine(#[from] marrow_engine::Error),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("Flight server: {0}")]
@@ -89,9 +92,14 @@ impl ServeOptions {
                 if password.as_deref().unwrap_or("").is_empty() {
                     tracing::warn!("user '{user}' has an empty password");
                 }
-                Ok(Some(Credentials::new(user.clone(), password.clone().unwrap_or_default())))
+                Ok(Some(Credentials::new(
+                    user.clone(),
+                    password.clone().unwrap_or_default(),
+                )))
             }
-            (None, Some(_)) => Err(ServeError::Config("a password needs a user (--user)".into())),
+            (None, Some(_)) => Err(ServeError::Config(
+                "a password needs a user (--user)".into(),
+            )),
         }
     }
 
@@ -100,12 +108,16 @@ impl ServeOptions {
             (None, None) => Ok(None),
             (Some(cert), Some(key)) => {
                 let read = |p: &PathBuf, what: &str| {
-                    std::fs::read(p).map_err(|e| ServeError::Config(format!("cannot read TLS {what} {}: {e}", p.display())))
+                    std::fs::read(p).map_err(|e| {
+                        ServeError::Config(format!("cannot read TLS {what} {}: {e}", p.display()))
+                    })
                 };
                 let identity = Identity::from_pem(read(cert, "certificate")?, read(key, "key")?);
                 Ok(Some(ServerTlsConfig::new().identity(identity)))
             }
-            _ => Err(ServeError::Config("TLS needs both a certificate (--tls-cert) and a key (--tls-key)".into())),
+            _ => Err(ServeError::Config(
+                "TLS needs both a certificate (--tls-cert) and a key (--tls-key)".into(),
+            )),
         }
     }
 }
@@ -172,7 +184,10 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
 }
 
 /// Serve on an already bound listener (`opts.host` and `opts.port` are ignored).
-pub async fn start_on(opts: ServeOptions, listener: TcpListener) -> Result<RunningServer, ServeError> {
+pub async fn start_on(
+    opts: ServeOptions,
+    listener: TcpListener,
+) -> Result<RunningServer, ServeError> {
     let credentials = opts.credentials()?;
     let tls = opts.tls()?;
     let local_addr = listener.local_addr()?;
@@ -186,7 +201,9 @@ pub async fn start_on(opts: ServeOptions, listener: TcpListener) -> Result<Runni
         }
         tracing::warn!("listening on {local_addr} WITHOUT authentication (forced)");
     } else if !local_addr.ip().is_loopback() && tls.is_none() {
-        tracing::warn!("listening on {local_addr} without TLS: passwords and data travel in clear text");
+        tracing::warn!(
+            "listening on {local_addr} without TLS: passwords and data travel in clear text"
+        );
     }
 
     let db = Database::open(Config {
@@ -230,7 +247,10 @@ pub async fn start_on(opts: ServeOptions, listener: TcpListener) -> Result<Runni
 }
 
 /// Run the server until `shutdown` completes (for example on Ctrl-C), then stop it gracefully.
-pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+pub async fn serve(
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let mut server = start(opts).await?;
     tracing::info!("listening on {}", server.url());
     tokio::select! {

@@ -27,18 +27,20 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{
-    GetCatalogsBuilder, SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo,
-    XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+    GetCatalogsBuilder, SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData,
+    XdbcTypeInfoDataBuilder,
 };
 use arrow_flight::sql::server::{DoPutError, FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
-    Any, CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
-    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
-    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, Nullable, ProstMessageExt,
-    Searchable, SqlInfo, SqlNullOrdering, SqlSupportedCaseSensitivity, SqlSupportedTransaction, TableExistsOption,
-    TableNotExistOption, TicketStatementQuery, XdbcDataType, XdbcDatetimeSubcode,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetCrossReference,
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
+    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, Nullable,
+    ProstMessageExt, Searchable, SqlInfo, SqlNullOrdering, SqlSupportedCaseSensitivity,
+    SqlSupportedTransaction, TableExistsOption, TableNotExistOption, TicketStatementQuery,
+    XdbcDataType, XdbcDatetimeSubcode,
 };
 use arrow_flight::{
     Action, BasicAuth, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
@@ -86,8 +88,14 @@ struct Prepared {
 
 /// What a ticket stands for.
 enum Pending {
-    Query { sql: String, params: Vec<ParamValues> },
-    Rows { schema: SchemaRef, batches: Vec<RecordBatch> },
+    Query {
+        sql: String,
+        params: Vec<ParamValues>,
+    },
+    Rows {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
     Catalogs(CommandGetCatalogs),
     Schemas(CommandGetDbSchemas),
     Tables(CommandGetTables),
@@ -122,7 +130,9 @@ pub struct MarrowFlightService {
 
 impl std::fmt::Debug for MarrowFlightService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MarrowFlightService").field("auth", &self.shared.auth).finish_non_exhaustive()
+        f.debug_struct("MarrowFlightService")
+            .field("auth", &self.shared.auth)
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,11 +141,15 @@ fn invalid_ticket() -> Status {
 }
 
 fn unknown_ticket() -> Status {
-    Status::not_found("ticket not found: it expired, was already used, or belongs to another session")
+    Status::not_found(
+        "ticket not found: it expired, was already used, or belongs to another session",
+    )
 }
 
 fn unknown_handle() -> Status {
-    Status::not_found("prepared statement not found: it was closed, or belongs to another or an expired session")
+    Status::not_found(
+        "prepared statement not found: it was closed, or belongs to another or an expired session",
+    )
 }
 
 fn no_transactions() -> Status {
@@ -147,12 +161,17 @@ fn call_context<T>(request: &Request<T>) -> Result<CallContext, Status> {
         .extensions()
         .get::<CallContext>()
         .cloned()
-        .ok_or_else(|| Status::internal("request reached the Flight service without passing the session layer"))
+        .ok_or_else(|| {
+            Status::internal("request reached the Flight service without passing the session layer")
+        })
 }
 
 fn schema_ipc(schema: &Schema) -> Result<bytes::Bytes, Status> {
-    let message: Result<IpcMessage, _> = SchemaAsIpc::new(schema, &IpcWriteOptions::default()).try_into();
-    message.map(|IpcMessage(b)| b).map_err(|e| internal("encoding a schema", e))
+    let message: Result<IpcMessage, _> =
+        SchemaAsIpc::new(schema, &IpcWriteOptions::default()).try_into();
+    message
+        .map(|IpcMessage(b)| b)
+        .map_err(|e| internal("encoding a schema", e))
 }
 
 impl MarrowFlightService {
@@ -197,7 +216,11 @@ impl MarrowFlightService {
             .lock()
             .expect("tickets")
             .retain(|_, t| t.expires > now && !t.owner.is_closed());
-        self.shared.prepared.lock().expect("prepared").retain(|_, p| !p.owner.is_closed());
+        self.shared
+            .prepared
+            .lock()
+            .expect("prepared")
+            .retain(|_, p| !p.owner.is_closed());
     }
 
     fn issue_ticket(&self, owner: &Arc<ClientSession>, pending: Pending) -> Ticket {
@@ -220,7 +243,11 @@ impl MarrowFlightService {
     }
 
     /// Take a ticket for the calling session (single use).
-    fn take_ticket(&self, ctx: &CallContext, handle: &[u8]) -> Result<(Arc<ClientSession>, Pending), Status> {
+    fn take_ticket(
+        &self,
+        ctx: &CallContext,
+        handle: &[u8],
+    ) -> Result<(Arc<ClientSession>, Pending), Status> {
         let id = parse_id(handle).ok_or_else(invalid_ticket)?;
         let mut tickets = self.shared.tickets.lock().expect("tickets");
         let entry = tickets.get(&id).ok_or_else(unknown_ticket)?;
@@ -236,10 +263,23 @@ impl MarrowFlightService {
         Ok((session, entry.pending))
     }
 
-    fn lookup_prepared(&self, ctx: &CallContext, handle: &[u8]) -> Result<(Arc<ClientSession>, Arc<Prepared>), Status> {
+    fn lookup_prepared(
+        &self,
+        ctx: &CallContext,
+        handle: &[u8],
+    ) -> Result<(Arc<ClientSession>, Arc<Prepared>), Status> {
         let id = parse_id(handle).ok_or_else(unknown_handle)?;
-        let prepared = self.shared.prepared.lock().expect("prepared").get(&id).cloned().ok_or_else(unknown_handle)?;
-        let session = ctx.session_for(&prepared.owner).ok_or_else(unknown_handle)?;
+        let prepared = self
+            .shared
+            .prepared
+            .lock()
+            .expect("prepared")
+            .get(&id)
+            .cloned()
+            .ok_or_else(unknown_handle)?;
+        let session = ctx
+            .session_for(&prepared.owner)
+            .ok_or_else(unknown_handle)?;
         Ok((session, prepared))
     }
 
@@ -291,7 +331,16 @@ impl MarrowFlightService {
         }
         let (schema, batches) = execute_collect(engine, &sql, params).await?;
         let rows = batches.iter().map(|b| b.num_rows() as i64).sum();
-        self.flight_info(session, &schema, Pending::Rows { schema: schema.clone(), batches }, rows, descriptor)
+        self.flight_info(
+            session,
+            &schema,
+            Pending::Rows {
+                schema: schema.clone(),
+                batches,
+            },
+            rows,
+            descriptor,
+        )
     }
 
     fn metadata_info(
@@ -319,12 +368,18 @@ async fn execute_collect(
     let mut count: Option<u64> = None;
     let mut rows: Option<(SchemaRef, Vec<RecordBatch>)> = None;
     for p in runs {
-        match engine.execute_with_params(sql, p).await.map_err(to_status)? {
+        match engine
+            .execute_with_params(sql, p)
+            .await
+            .map_err(to_status)?
+        {
             QueryOutput::Count(n) => count = Some(count.unwrap_or(0) + n),
             QueryOutput::Done => {}
             out @ QueryOutput::Rows(_) => {
                 let (schema, batches) = out.collect().await.map_err(to_status)?;
-                rows.get_or_insert_with(|| (schema, vec![])).1.extend(batches);
+                rows.get_or_insert_with(|| (schema, vec![]))
+                    .1
+                    .extend(batches);
             }
         }
     }
@@ -350,7 +405,11 @@ async fn execute_update(
     };
     let mut count: Option<u64> = None;
     for p in runs {
-        match engine.execute_with_params(sql, p).await.map_err(to_status)? {
+        match engine
+            .execute_with_params(sql, p)
+            .await
+            .map_err(to_status)?
+        {
             QueryOutput::Count(n) => count = Some(count.unwrap_or(0) + n),
             QueryOutput::Done => {}
             QueryOutput::Rows(mut s) => {
@@ -371,7 +430,11 @@ async fn run_query(
     params: Vec<ParamValues>,
 ) -> Result<SendableRecordBatchStream, Status> {
     let mut rows = params.into_iter();
-    let first = engine.execute_with_params(&sql, rows.next()).await.map_err(to_status)?.into_stream();
+    let first = engine
+        .execute_with_params(&sql, rows.next())
+        .await
+        .map_err(to_status)?
+        .into_stream();
     if rows.len() == 0 {
         return Ok(first);
     }
@@ -406,7 +469,11 @@ fn slice_size(batch: &RecordBatch) -> usize {
     batch
         .columns()
         .iter()
-        .map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_buffer_memory_size()))
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_buffer_memory_size())
+        })
         .sum()
 }
 
@@ -452,7 +519,9 @@ fn encode_batch(batch: RecordBatch) -> Response<DoGetStream> {
 }
 
 /// Read the record batches of a DoPut stream: its schema (if any message carried one) and its batches.
-async fn read_batches(stream: PeekableFlightDataStream) -> Result<(Option<SchemaRef>, Vec<RecordBatch>), Status> {
+async fn read_batches(
+    stream: PeekableFlightDataStream,
+) -> Result<(Option<SchemaRef>, Vec<RecordBatch>), Status> {
     // The first message may carry only the descriptor (no Arrow data): skip messages without an IPC header.
     let data = stream
         .try_filter(|fd| futures::future::ready(!fd.data_header.is_empty()))
@@ -470,7 +539,8 @@ fn family(t: &DataType) -> u8 {
     use DataType::*;
     match t {
         Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => 1,
-        Float16 | Float32 | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..) | Decimal256(..) => 2,
+        Float16 | Float32 | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..)
+        | Decimal256(..) => 2,
         Utf8 | LargeUtf8 | Utf8View => 3,
         Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => 4,
         List(_) | LargeList(_) | FixedSizeList(..) | ListView(_) | LargeListView(_) => 5,
@@ -529,7 +599,9 @@ fn to_params(expected: &Schema, batches: &[RecordBatch]) -> Result<Vec<ParamValu
                 .iter()
                 .map(|c| ScalarValue::try_from_array(c, row))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| Status::invalid_argument(format!("unsupported parameter value: {e}")))?;
+                .map_err(|e| {
+                    Status::invalid_argument(format!("unsupported parameter value: {e}"))
+                })?;
             out.push(ParamValues::from(values));
         }
     }
@@ -568,11 +640,16 @@ fn list_schemas(engine: &marrow_engine::Session) -> Vec<(String, String)> {
     let ctx = engine.context();
     let mut out = vec![];
     for catalog in ctx.catalog_names() {
-        let Some(provider) = ctx.catalog(&catalog) else { continue };
+        let Some(provider) = ctx.catalog(&catalog) else {
+            continue;
+        };
         for schema in provider.schema_names() {
             out.push((catalog.clone(), schema));
         }
-        if !out.iter().any(|(c, s)| *c == catalog && s == INFORMATION_SCHEMA) {
+        if !out
+            .iter()
+            .any(|(c, s)| *c == catalog && s == INFORMATION_SCHEMA)
+        {
             out.push((catalog.clone(), INFORMATION_SCHEMA.to_string()));
         }
     }
@@ -597,7 +674,10 @@ fn table_names(engine: &marrow_engine::Session, catalog: &str, schema: &str) -> 
         .collect()
 }
 
-async fn tables_batch(engine: &marrow_engine::Session, cmd: CommandGetTables) -> Result<RecordBatch, Status> {
+async fn tables_batch(
+    engine: &marrow_engine::Session,
+    cmd: CommandGetTables,
+) -> Result<RecordBatch, Status> {
     let catalog_filter = cmd.catalog.clone();
     let schema_pattern = cmd.db_schema_filter_pattern.clone();
     let table_pattern = cmd.table_name_filter_pattern.clone();
@@ -633,7 +713,11 @@ async fn tables_batch(engine: &marrow_engine::Session, cmd: CommandGetTables) ->
             if !types.is_empty() && !types.iter().any(|t| t.eq_ignore_ascii_case(kind)) {
                 continue;
             }
-            let table_schema = if include_schema { provider.schema() } else { Arc::new(empty.clone()) };
+            let table_schema = if include_schema {
+                provider.schema()
+            } else {
+                Arc::new(empty.clone())
+            };
             builder
                 .append(&catalog, &schema, &table, kind, &table_schema)
                 .map_err(|e| internal("listing tables", e))?;
@@ -642,7 +726,10 @@ async fn tables_batch(engine: &marrow_engine::Session, cmd: CommandGetTables) ->
     builder.build().map_err(|e| internal("listing tables", e))
 }
 
-fn schemas_batch(engine: &marrow_engine::Session, cmd: CommandGetDbSchemas) -> Result<RecordBatch, Status> {
+fn schemas_batch(
+    engine: &marrow_engine::Session,
+    cmd: CommandGetDbSchemas,
+) -> Result<RecordBatch, Status> {
     let mut builder = cmd.into_builder();
     for (catalog, schema) in list_schemas(engine) {
         builder.append(catalog, schema);
@@ -650,7 +737,10 @@ fn schemas_batch(engine: &marrow_engine::Session, cmd: CommandGetDbSchemas) -> R
     builder.build().map_err(|e| internal("listing schemas", e))
 }
 
-fn catalogs_batch(engine: &marrow_engine::Session, cmd: CommandGetCatalogs) -> Result<RecordBatch, Status> {
+fn catalogs_batch(
+    engine: &marrow_engine::Session,
+    cmd: CommandGetCatalogs,
+) -> Result<RecordBatch, Status> {
     let mut builder: GetCatalogsBuilder = cmd.into_builder();
     for catalog in engine.context().catalog_names() {
         builder.append(catalog);
@@ -663,7 +753,9 @@ fn table_types_batch(cmd: CommandGetTableTypes) -> Result<RecordBatch, Status> {
     for t in TABLE_TYPES {
         builder.append(t);
     }
-    builder.build().map_err(|e| internal("listing table types", e))
+    builder
+        .build()
+        .map_err(|e| internal("listing table types", e))
 }
 
 fn sql_info() -> SqlInfoData {
@@ -674,7 +766,10 @@ fn sql_info() -> SqlInfoData {
     b.append(SqlInfo::FlightSqlServerReadOnly, false);
     b.append(SqlInfo::FlightSqlServerSql, true);
     b.append(SqlInfo::FlightSqlServerSubstrait, false);
-    b.append(SqlInfo::FlightSqlServerTransaction, SqlSupportedTransaction::None as i32);
+    b.append(
+        SqlInfo::FlightSqlServerTransaction,
+        SqlSupportedTransaction::None as i32,
+    );
     b.append(SqlInfo::FlightSqlServerCancel, false);
     b.append(SqlInfo::FlightSqlServerBulkIngestion, true);
     b.append(SqlInfo::FlightSqlServerIngestTransactionsSupported, false);
@@ -683,10 +778,16 @@ fn sql_info() -> SqlInfoData {
     b.append(SqlInfo::SqlDdlCatalog, false);
     b.append(SqlInfo::SqlDdlSchema, false);
     b.append(SqlInfo::SqlDdlTable, true);
-    b.append(SqlInfo::SqlIdentifierCase, SqlSupportedCaseSensitivity::SqlCaseSensitivityLowercase as i32);
+    b.append(
+        SqlInfo::SqlIdentifierCase,
+        SqlSupportedCaseSensitivity::SqlCaseSensitivityLowercase as i32,
+    );
     b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
     b.append(SqlInfo::SqlAllTablesAreSelectable, true);
-    b.append(SqlInfo::SqlNullOrdering, SqlNullOrdering::SqlNullsSortedHigh as i32);
+    b.append(
+        SqlInfo::SqlNullOrdering,
+        SqlNullOrdering::SqlNullsSortedHigh as i32,
+    );
     b.append(SqlInfo::SqlSearchStringEscape, "\\");
     b.append(SqlInfo::SqlSupportsColumnAliasing, true);
     b.append(SqlInfo::SqlNullPlusNullIsNull, true);
@@ -739,13 +840,49 @@ fn xdbc_type_info() -> XdbcTypeInfoData {
     }
     let mut b = XdbcTypeInfoDataBuilder::new();
     b.append(ty("BOOLEAN", XdbcDataType::XdbcBit, Some(1), false, None));
-    b.append(ty("TINYINT", XdbcDataType::XdbcTinyint, Some(3), false, Some(10)));
-    b.append(ty("SMALLINT", XdbcDataType::XdbcSmallint, Some(5), false, Some(10)));
-    b.append(ty("INTEGER", XdbcDataType::XdbcInteger, Some(10), false, Some(10)));
-    b.append(ty("BIGINT", XdbcDataType::XdbcBigint, Some(19), false, Some(10)));
+    b.append(ty(
+        "TINYINT",
+        XdbcDataType::XdbcTinyint,
+        Some(3),
+        false,
+        Some(10),
+    ));
+    b.append(ty(
+        "SMALLINT",
+        XdbcDataType::XdbcSmallint,
+        Some(5),
+        false,
+        Some(10),
+    ));
+    b.append(ty(
+        "INTEGER",
+        XdbcDataType::XdbcInteger,
+        Some(10),
+        false,
+        Some(10),
+    ));
+    b.append(ty(
+        "BIGINT",
+        XdbcDataType::XdbcBigint,
+        Some(19),
+        false,
+        Some(10),
+    ));
     b.append(ty("REAL", XdbcDataType::XdbcReal, Some(24), false, Some(2)));
-    b.append(ty("DOUBLE", XdbcDataType::XdbcDouble, Some(53), false, Some(2)));
-    let mut decimal = ty("DECIMAL", XdbcDataType::XdbcDecimal, Some(38), false, Some(10));
+    b.append(ty(
+        "DOUBLE",
+        XdbcDataType::XdbcDouble,
+        Some(53),
+        false,
+        Some(2),
+    ));
+    let mut decimal = ty(
+        "DECIMAL",
+        XdbcDataType::XdbcDecimal,
+        Some(38),
+        false,
+        Some(10),
+    );
     decimal.create_params = Some(vec!["precision".into(), "scale".into()]);
     decimal.minimum_scale = Some(0);
     decimal.maximum_scale = Some(38);
@@ -758,7 +895,13 @@ fn xdbc_type_info() -> XdbcTypeInfoData {
     // SQL_CODE_DATE is 1, which Flight SQL names XDBC_SUBCODE_YEAR.
     date.datetime_subcode = Some(XdbcDatetimeSubcode::XdbcSubcodeYear);
     b.append(date);
-    let mut ts = ty("TIMESTAMP", XdbcDataType::XdbcTimestamp, Some(26), true, None);
+    let mut ts = ty(
+        "TIMESTAMP",
+        XdbcDataType::XdbcTimestamp,
+        Some(26),
+        true,
+        None,
+    );
     ts.sql_data_type = XdbcDataType::XdbcDatetime;
     ts.datetime_subcode = Some(XdbcDatetimeSubcode::XdbcSubcodeTimestamp);
     b.append(ts);
@@ -766,17 +909,21 @@ fn xdbc_type_info() -> XdbcTypeInfoData {
 }
 
 fn ingest_mode(cmd: &CommandStatementIngest) -> Result<(IngestMode, bool), Status> {
-    let options = cmd
-        .table_definition_options
-        .ok_or_else(|| Status::invalid_argument("ingest needs table_definition_options (if_not_exist, if_exists)"))?;
-    let not_exist = TableNotExistOption::try_from(options.if_not_exist).unwrap_or(TableNotExistOption::Unspecified);
-    let exists = TableExistsOption::try_from(options.if_exists).unwrap_or(TableExistsOption::Unspecified);
+    let options = cmd.table_definition_options.ok_or_else(|| {
+        Status::invalid_argument("ingest needs table_definition_options (if_not_exist, if_exists)")
+    })?;
+    let not_exist = TableNotExistOption::try_from(options.if_not_exist)
+        .unwrap_or(TableNotExistOption::Unspecified);
+    let exists =
+        TableExistsOption::try_from(options.if_exists).unwrap_or(TableExistsOption::Unspecified);
     // The bool: the table must exist (if_not_exist = FAIL with REPLACE).
     Ok(match (not_exist, exists) {
         (TableNotExistOption::Create, TableExistsOption::Fail) => (IngestMode::Create, false),
         (TableNotExistOption::Fail, TableExistsOption::Append) => (IngestMode::Append, false),
         (TableNotExistOption::Create, TableExistsOption::Replace) => (IngestMode::Replace, false),
-        (TableNotExistOption::Create, TableExistsOption::Append) => (IngestMode::CreateAppend, false),
+        (TableNotExistOption::Create, TableExistsOption::Append) => {
+            (IngestMode::CreateAppend, false)
+        }
         (TableNotExistOption::Fail, TableExistsOption::Replace) => (IngestMode::Replace, true),
         (n, e) => {
             return Err(Status::invalid_argument(format!(
@@ -795,14 +942,25 @@ impl FlightSqlService for MarrowFlightService {
     async fn do_handshake(
         &self,
         request: Request<Streaming<HandshakeRequest>>,
-    ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>, Status> {
-        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let mut credentials = header.as_deref().and_then(crate::auth::parse_basic);
         if credentials.is_none() && self.shared.auth.is_some() {
             // Older clients send a BasicAuth message as the handshake payload instead of a header.
             let mut requests = request.into_inner();
-            if let Ok(Ok(Some(first))) = tokio::time::timeout(Duration::from_secs(5), requests.message()).await {
-                credentials = BasicAuth::decode(first.payload).ok().map(|b| (b.username, b.password));
+            if let Ok(Ok(Some(first))) =
+                tokio::time::timeout(Duration::from_secs(5), requests.message()).await
+            {
+                credentials = BasicAuth::decode(first.payload)
+                    .ok()
+                    .map(|b| (b.username, b.password));
             }
         }
         if let Some(expected) = &self.shared.auth {
@@ -820,7 +978,11 @@ impl FlightSqlService for MarrowFlightService {
             }
         }
         let session = self.shared.store.create(SessionKind::Token);
-        tracing::info!(session = session.id(), user = credentials.as_ref().map(|c| c.0.as_str()), "login");
+        tracing::info!(
+            session = session.id(),
+            user = credentials.as_ref().map(|c| c.0.as_str()),
+            "login"
+        );
         let token = session.secret().to_string();
         let value: MetadataValue<_> = format!("Bearer {token}")
             .parse()
@@ -829,8 +991,9 @@ impl FlightSqlService for MarrowFlightService {
             protocol_version: 0,
             payload: token.into_bytes().into(),
         })]);
-        let mut response: Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>> =
-            Response::new(Box::pin(output));
+        let mut response: Response<
+            Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
+        > = Response::new(Box::pin(output));
         response.metadata_mut().insert("authorization", value);
         Ok(response)
     }
@@ -847,7 +1010,8 @@ impl FlightSqlService for MarrowFlightService {
         }
         let ctx = call_context(&request)?;
         let session = ctx.session();
-        self.statement_info(&session, query.query, None, None, request.into_inner()).await
+        self.statement_info(&session, query.query, None, None, request.into_inner())
+            .await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -882,18 +1046,23 @@ impl FlightSqlService for MarrowFlightService {
                 let schema = results.schema();
                 Response::new(encode_stream(schema, results.map_err(from_datafusion)))
             }
-            Pending::Rows { schema, batches } => {
-                Response::new(encode_stream(schema, stream::iter(batches.into_iter().map(Ok))))
-            }
+            Pending::Rows { schema, batches } => Response::new(encode_stream(
+                schema,
+                stream::iter(batches.into_iter().map(Ok)),
+            )),
             Pending::Catalogs(cmd) => encode_batch(catalogs_batch(engine, cmd)?),
             Pending::Schemas(cmd) => encode_batch(schemas_batch(engine, cmd)?),
             Pending::Tables(cmd) => encode_batch(tables_batch(engine, cmd).await?),
             Pending::TableTypes(cmd) => encode_batch(table_types_batch(cmd)?),
             Pending::SqlInfo(cmd) => encode_batch(
-                cmd.into_builder(&self.shared.sql_info).build().map_err(|e| internal("building SQL info", e))?,
+                cmd.into_builder(&self.shared.sql_info)
+                    .build()
+                    .map_err(|e| internal("building SQL info", e))?,
             ),
             Pending::XdbcTypeInfo(cmd) => encode_batch(
-                cmd.into_builder(&self.shared.xdbc).build().map_err(|e| internal("building type info", e))?,
+                cmd.into_builder(&self.shared.xdbc)
+                    .build()
+                    .map_err(|e| internal("building type info", e))?,
             ),
         };
         Ok(response)
@@ -924,7 +1093,11 @@ impl FlightSqlService for MarrowFlightService {
         }
         let ctx = call_context(&request)?;
         let session = ctx.session();
-        let info = session.engine().prepare(&cmd.query).await.map_err(to_status)?;
+        let info = session
+            .engine()
+            .prepare(&cmd.query)
+            .await
+            .map_err(to_status)?;
         let result = ActionCreatePreparedStatementResult {
             prepared_statement_handle: bytes::Bytes::new(),
             dataset_schema: schema_ipc(&info.dataset_schema)?,
@@ -1017,7 +1190,8 @@ impl FlightSqlService for MarrowFlightService {
         }
         let catalog = cmd.catalog.as_deref().filter(|c| !c.is_empty());
         let schema_name = cmd.schema.as_deref().filter(|s| !s.is_empty());
-        if catalog.is_some_and(|c| c != marrow_engine::CATALOG) || schema_name.is_some_and(|s| s != marrow_engine::SCHEMA)
+        if catalog.is_some_and(|c| c != marrow_engine::CATALOG)
+            || schema_name.is_some_and(|s| s != marrow_engine::SCHEMA)
         {
             return Err(Status::not_found(format!(
                 "Marrow's tables live in {}.{}",
@@ -1028,11 +1202,25 @@ impl FlightSqlService for MarrowFlightService {
         let (mode, must_exist) = ingest_mode(&cmd)?;
         let session = ctx.session();
         let (schema, batches) = read_batches(request.into_inner()).await?;
-        let schema = schema.ok_or_else(|| Status::invalid_argument("ingest needs an Arrow schema message"))?;
-        if must_exist && !session.engine().context().table_exist(cmd.table.as_str()).unwrap_or(false) {
-            return Err(Status::not_found(format!("table '{}' not found", cmd.table)));
+        let schema = schema
+            .ok_or_else(|| Status::invalid_argument("ingest needs an Arrow schema message"))?;
+        if must_exist
+            && !session
+                .engine()
+                .context()
+                .table_exist(cmd.table.as_str())
+                .unwrap_or(false)
+        {
+            return Err(Status::not_found(format!(
+                "table '{}' not found",
+                cmd.table
+            )));
         }
-        let n = session.engine().ingest(&cmd.table, mode, schema, batches).await.map_err(to_status)?;
+        let n = session
+            .engine()
+            .ingest(&cmd.table, mode, schema, batches)
+            .await
+            .map_err(to_status)?;
         Ok(n as i64)
     }
 
@@ -1095,7 +1283,12 @@ impl FlightSqlService for MarrowFlightService {
     ) -> Result<Response<FlightInfo>, Status> {
         let ctx = call_context(&request)?;
         let schema = self.shared.xdbc.schema();
-        self.metadata_info(&ctx, schema, Pending::XdbcTypeInfo(cmd), request.into_inner())
+        self.metadata_info(
+            &ctx,
+            schema,
+            Pending::XdbcTypeInfo(cmd),
+            request.into_inner(),
+        )
     }
 
     async fn get_flight_info_primary_keys(
@@ -1245,14 +1438,20 @@ impl FlightSqlService for MarrowFlightService {
         _request: Request<PeekableFlightDataStream>,
         message: Any,
     ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
-        Err(Status::unimplemented(format!("DoPut with {} is not supported", message.type_url)))
+        Err(Status::unimplemented(format!(
+            "DoPut with {} is not supported",
+            message.type_url
+        )))
     }
 
     async fn do_action_fallback(
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        Err(Status::unimplemented(format!("action '{}' is not supported", request.get_ref().r#type)))
+        Err(Status::unimplemented(format!(
+            "action '{}' is not supported",
+            request.get_ref().r#type
+        )))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
@@ -1281,11 +1480,11 @@ mod tests {
     fn split_respects_the_limit_and_the_order() {
         let values: Vec<Vec<u8>> = (0..40).map(|i| vec![i as u8; 100_000]).collect();
         let array = BinaryArray::from_iter_values(values.iter());
-        let batch =
-            RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("b", DataType::Binary, false)])), vec![
-                Arc::new(array),
-            ])
-            .unwrap();
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("b", DataType::Binary, false)])),
+            vec![Arc::new(array)],
+        )
+        .unwrap();
         let parts = split_batch(batch.clone(), 1_000_000);
         assert!(parts.len() >= 4, "{} parts", parts.len());
         for p in &parts {
@@ -1309,7 +1508,10 @@ mod tests {
                 Field::new("0", DataType::Int64, true),
                 Field::new("1", DataType::Utf8, true),
             ])),
-            vec![Arc::new(Int64Array::from(vec![1, 2])), Arc::new(StringArray::from(vec!["a", "b"]))],
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec!["a", "b"])),
+            ],
         )
         .unwrap();
         let params = to_params(&expected, &[batch.clone()]).unwrap();
@@ -1323,14 +1525,20 @@ mod tests {
         }
         // Wrong arity.
         let one = Schema::new(vec![Field::new("$1", DataType::Int32, true)]);
-        assert_eq!(to_params(&one, &[batch]).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            to_params(&one, &[batch]).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
         // A value out of range for the expected type.
         let big = RecordBatch::try_new(
             Arc::new(Schema::new(vec![Field::new("0", DataType::Int64, true)])),
             vec![Arc::new(Int64Array::from(vec![i64::MAX]))],
         )
         .unwrap();
-        assert_eq!(to_params(&one, &[big]).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            to_params(&one, &[big]).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
         // Unrelated types are passed through for the engine to reject.
         let s = RecordBatch::try_new(
             Arc::new(Schema::new(vec![Field::new("0", DataType::Utf8, true)])),
@@ -1354,11 +1562,26 @@ mod tests {
         };
         use TableExistsOption as E;
         use TableNotExistOption as N;
-        assert_eq!(ingest_mode(&cmd(N::Create, E::Fail)).unwrap(), (IngestMode::Create, false));
-        assert_eq!(ingest_mode(&cmd(N::Fail, E::Append)).unwrap(), (IngestMode::Append, false));
-        assert_eq!(ingest_mode(&cmd(N::Create, E::Replace)).unwrap(), (IngestMode::Replace, false));
-        assert_eq!(ingest_mode(&cmd(N::Create, E::Append)).unwrap(), (IngestMode::CreateAppend, false));
-        assert_eq!(ingest_mode(&cmd(N::Fail, E::Replace)).unwrap(), (IngestMode::Replace, true));
+        assert_eq!(
+            ingest_mode(&cmd(N::Create, E::Fail)).unwrap(),
+            (IngestMode::Create, false)
+        );
+        assert_eq!(
+            ingest_mode(&cmd(N::Fail, E::Append)).unwrap(),
+            (IngestMode::Append, false)
+        );
+        assert_eq!(
+            ingest_mode(&cmd(N::Create, E::Replace)).unwrap(),
+            (IngestMode::Replace, false)
+        );
+        assert_eq!(
+            ingest_mode(&cmd(N::Create, E::Append)).unwrap(),
+            (IngestMode::CreateAppend, false)
+        );
+        assert_eq!(
+            ingest_mode(&cmd(N::Fail, E::Replace)).unwrap(),
+            (IngestMode::Replace, true)
+        );
         assert!(ingest_mode(&cmd(N::Fail, E::Fail)).is_err());
         assert!(ingest_mode(&cmd(N::Unspecified, E::Append)).is_err());
         assert!(ingest_mode(&CommandStatementIngest::default()).is_err());
@@ -1367,7 +1590,9 @@ mod tests {
     #[test]
     fn static_metadata_builds() {
         let info = sql_info();
-        let batch = info.record_batch([SqlInfo::FlightSqlServerName as u32]).unwrap();
+        let batch = info
+            .record_batch([SqlInfo::FlightSqlServerName as u32])
+            .unwrap();
         assert_eq!(batch.num_rows(), 1);
         let types = xdbc_type_info();
         assert!(types.record_batch(None).unwrap().num_rows() >= 10);

@@ -18,20 +18,30 @@ async fn count(db: &Database, table: &str) -> u64 {
         .collect()
         .await
         .unwrap();
-    batches[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0) as u64
+    batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0) as u64
 }
 
 /// The child role: `hold DIR` keeps the directory open until killed; `write DIR` commits batches forever,
 /// printing each committed total.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_role() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else { return };
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let (role, dir) = spec.split_once(' ').expect("role and dir");
     let db = Database::open(Config::new(dir)).await.expect("child opens");
     println!("ready");
     if role == "write" {
         let session = db.session();
-        session.execute("CREATE TABLE IF NOT EXISTS t (id BIGINT, payload VARCHAR)").await.unwrap();
+        session
+            .execute("CREATE TABLE IF NOT EXISTS t (id BIGINT, payload VARCHAR)")
+            .await
+            .unwrap();
         let mut total = 0usize;
         loop {
             let sql = format!(
@@ -47,15 +57,25 @@ async fn child_role() {
     }
 }
 
-fn spawn_child(role: &str, dir: &std::path::Path) -> (std::process::Child, impl Iterator<Item = String>) {
+fn spawn_child(
+    role: &str,
+    dir: &std::path::Path,
+) -> (std::process::Child, impl Iterator<Item = String>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "engine::child_role", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "engine::child_role",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, format!("{role} {}", dir.display()))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn child");
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
+    let lines = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
     (child, lines)
 }
 
@@ -65,22 +85,35 @@ async fn second_opener_is_refused() {
     let first = Database::open(Config::new(dir.path())).await.unwrap();
     let err = Database::open(Config::new(dir.path())).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Locked, "{err}");
-    assert!(err.message().contains("in use by another Marrow process"), "{err}");
+    assert!(
+        err.message().contains("in use by another Marrow process"),
+        "{err}"
+    );
     drop(first);
-    Database::open(Config::new(dir.path())).await.expect("lock released on drop");
+    Database::open(Config::new(dir.path()))
+        .await
+        .expect("lock released on drop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_process_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, mut lines) = spawn_child("hold", dir.path());
-    assert!(lines.any(|l| l.ends_with("ready")), "child did not open the directory");
+    assert!(
+        lines.any(|l| l.ends_with("ready")),
+        "child did not open the directory"
+    );
     let err = Database::open(Config::new(dir.path())).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Locked, "{err}");
-    assert!(err.message().contains(&format!("pid {}", child.id())), "{err}");
+    assert!(
+        err.message().contains(&format!("pid {}", child.id())),
+        "{err}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
-    Database::open(Config::new(dir.path())).await.expect("lock released when the holder dies");
+    Database::open(Config::new(dir.path()))
+        .await
+        .expect("lock released when the holder dies");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,11 +132,16 @@ async fn kill_during_writes_keeps_last_commit() {
     child.kill().unwrap(); // SIGKILL, most likely in the middle of the next commit
     child.wait().unwrap();
     assert!(last >= 5 * BATCH, "child stopped early");
-    let db = Database::open(Config::new(dir.path())).await.expect("reopens after kill -9");
+    let db = Database::open(Config::new(dir.path()))
+        .await
+        .expect("reopens after kill -9");
     let n = count(&db, "t").await as usize;
     assert!(n >= last, "lost committed rows: {n} < {last}");
     assert_eq!(n % BATCH, 0, "a partial statement became visible: {n} rows");
     let session = db.session();
-    session.execute("INSERT INTO t VALUES (-1, 'after')").await.expect("writable after recovery");
+    session
+        .execute("INSERT INTO t VALUES (-1, 'after')")
+        .await
+        .expect("writable after recovery");
     assert_eq!(count(&db, "t").await as usize, n + 1);
 }

@@ -1,6 +1,8 @@
 //! Marrow's end-to-end tests: one test binary (see DESIGN.md) holding the sqllogictest runner over `sql/`, the
 //! engine's process-level tests (lock, crash recovery) and the Flight SQL server tests.
 
+#![allow(clippy::print_stdout)] // child processes report progress to the parent test on stdout
+
 mod engine;
 mod flight;
 mod slt;

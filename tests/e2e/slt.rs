@@ -26,7 +26,9 @@ impl std::error::Error for SltError {}
 
 impl MarrowDb {
     async fn open(config: Config) -> Result<Self, SltError> {
-        let db = Database::open(config.clone()).await.map_err(|e| SltError(e.to_string()))?;
+        let db = Database::open(config.clone())
+            .await
+            .map_err(|e| SltError(e.to_string()))?;
         let session = db.session();
         Ok(Self {
             config,
@@ -95,21 +97,36 @@ impl sqllogictest::AsyncDB for MarrowDb {
             return Ok(DBOutput::StatementComplete(0));
         }
         let session = self.session.as_ref().expect("open session");
-        let output = session.execute(sql).await.map_err(|e| SltError(e.to_string()))?;
+        let output = session
+            .execute(sql)
+            .await
+            .map_err(|e| SltError(e.to_string()))?;
         let is_count = matches!(output, marrow_engine::QueryOutput::Count(_));
         let is_done = matches!(output, marrow_engine::QueryOutput::Done);
-        let (schema, batches) = output.collect().await.map_err(|e| SltError(e.to_string()))?;
+        let (schema, batches) = output
+            .collect()
+            .await
+            .map_err(|e| SltError(e.to_string()))?;
         if is_done {
             return Ok(DBOutput::StatementComplete(0));
         }
         if is_count {
             let n = batches
                 .first()
-                .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::UInt64Array>().map(|a| a.value(0)))
+                .and_then(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<arrow::array::UInt64Array>()
+                        .map(|a| a.value(0))
+                })
                 .unwrap_or(0);
             return Ok(DBOutput::StatementComplete(n));
         }
-        let types = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| column_type(f.data_type()))
+            .collect();
         Ok(DBOutput::Rows {
             types,
             rows: render(&batches)?,
@@ -128,7 +145,10 @@ impl sqllogictest::AsyncDB for MarrowDb {
 }
 
 fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).expect("sql/ exists").filter_map(|e| e.ok()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("sql/ exists")
+        .filter_map(|e| e.ok())
+        .collect();
     entries.sort_by_key(|e| e.path());
     for e in entries {
         let p = e.path();
@@ -162,7 +182,11 @@ async fn sqllogictest_files() {
             memory_limit: None,
         };
         std::fs::create_dir_all(dir.path().join("import")).unwrap();
-        std::fs::write(dir.path().join("import/people.csv"), "name,age\nada,36\nalan,41\n").unwrap();
+        std::fs::write(
+            dir.path().join("import/people.csv"),
+            "name,age\nada,36\nalan,41\n",
+        )
+        .unwrap();
         let mut runner = sqllogictest::Runner::new(move || {
             let config = config.clone();
             async move { MarrowDb::open(config).await }
@@ -172,5 +196,10 @@ async fn sqllogictest_files() {
             failures.push(format!("{}:\n{e}", file.display()));
         }
     }
-    assert!(failures.is_empty(), "{} slt file(s) failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} slt file(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
