@@ -18,9 +18,7 @@ pub enum ClientError {
     #[error("{0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
-    Flight(#[from] arrow::error::ArrowError),
-    #[error("{0}")]
-    Status(Box<tonic::Status>),
+    Flight(#[from] arrow_flight::error::FlightError),
 }
 
 impl Client {
@@ -54,7 +52,7 @@ impl Client {
         for endpoint in info.endpoint {
             let Some(ticket) = endpoint.ticket else { continue };
             let stream = self.inner.do_get(ticket).await?;
-            let got: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| ClientError::Flight(e.into()))?;
+            let got: Vec<RecordBatch> = stream.try_collect().await.map_err(ClientError::Flight)?;
             if let Some(b) = got.first() {
                 schema = b.schema();
             }

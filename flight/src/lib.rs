@@ -26,6 +26,7 @@
 //! ```
 
 pub mod auth;
+pub mod client;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -256,10 +256,6 @@ async fn run_sql(args: SqlArgs) -> Result<bool> {
         )
         .await
         .with_context(|| format!("connecting to {url}"))?;
-        let run = |client: &mut marrow_flight::client::Client, sql: String| {
-            let fut = async move { client.execute(&sql).await };
-            fut
-        };
         let statements = if args.commands.is_empty() {
             let mut v = vec![];
             read_statements(|s| {
@@ -271,7 +267,7 @@ async fn run_sql(args: SqlArgs) -> Result<bool> {
             args.commands.clone()
         };
         for sql in statements {
-            match run(&mut client, sql).await {
+            match client.execute(&sql).await {
                 Ok((schema, batches)) => print_result(&schema, &batches, false, args.format)?,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -290,7 +286,7 @@ async fn run_sql(args: SqlArgs) -> Result<bool> {
     .await?;
     let session = db.session();
     let rt = tokio::runtime::Handle::current();
-    let mut run_one = |sql: &str| -> bool {
+    let run_one = |sql: &str| -> bool {
         let result = tokio::task::block_in_place(|| rt.block_on(session.execute_script(sql)));
         match result {
             Ok(outputs) => {
