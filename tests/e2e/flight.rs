@@ -673,9 +673,11 @@ async fn errors_map_to_grpc_codes() {
         prepared_statement_handle: handle.clone(),
     };
     let descriptor = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
-    let err = other.inner_mut().get_flight_info(authorized(&other, descriptor.clone())).await.unwrap_err();
+    let request = authorized(&other, descriptor.clone());
+    let err = other.inner_mut().get_flight_info(request).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    assert!(c.inner_mut().get_flight_info(authorized(&c, descriptor)).await.is_ok());
+    let request = authorized(&c, descriptor);
+    assert!(c.inner_mut().get_flight_info(request).await.is_ok());
 
     // The server is still up and the data unchanged.
     assert_query(&mut c, "SELECT count(*) AS n FROM people", &[
