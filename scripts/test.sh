@@ -12,4 +12,4 @@ if [ "$status" != 0 ]; then
   tail -n 80 /tmp/marrow-cargo-test.log
   exit "$status"
 fi
-MARROW_BIN="$CARGO_TARGET_DIR/debug/marrow" .venv/bin/python -m pytest -q python/tests
+FLIGHT_SQL_CLIENT="$HOME/.cache/marrow-tools/bin/flight_sql_client" MARROW_BIN="$CARGO_TARGET_DIR/debug/marrow" .venv/bin/python -m pytest -q python/tests

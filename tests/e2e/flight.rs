@@ -521,12 +521,12 @@ async fn catalog_calls() {
     ]);
     let info = c.get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::FlightSqlServerReadOnly]).await.unwrap();
     assert_table(&fetch(&mut c, info).await.unwrap(), &[
-        "+-----------+-------------------------+",
-        "| info_name | value                   |",
-        "+-----------+-------------------------+",
-        "| 0         | {string_value=marrow}   |",
-        "| 3         | {bool_value=false}      |",
-        "+-----------+-------------------------+",
+        "+-----------+-----------------------+",
+        "| info_name | value                 |",
+        "+-----------+-----------------------+",
+        "| 0         | {string_value=marrow} |",
+        "| 3         | {bool_value=false}    |",
+        "+-----------+-----------------------+",
     ]);
     let info = c.get_xdbc_type_info(Default::default()).await.unwrap();
     let types = fetch(&mut c, info).await.unwrap();
