@@ -1232,7 +1232,7 @@ impl FlightSqlService for MarrowFlightService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let ctx = call_context(&request)?;
-        let schema = cmd.clone().into_builder().schema();
+        let schema = cmd.into_builder().schema();
         self.metadata_info(&ctx, schema, Pending::Catalogs(cmd), request.into_inner())
     }
 
@@ -1262,7 +1262,7 @@ impl FlightSqlService for MarrowFlightService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let ctx = call_context(&request)?;
-        let schema = cmd.clone().into_builder().schema();
+        let schema = cmd.into_builder().schema();
         self.metadata_info(&ctx, schema, Pending::TableTypes(cmd), request.into_inner())
     }
 
@@ -1514,7 +1514,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let params = to_params(&expected, &[batch.clone()]).unwrap();
+        let params = to_params(&expected, std::slice::from_ref(&batch)).unwrap();
         assert_eq!(params.len(), 2);
         match &params[1] {
             ParamValues::List(v) => {
