@@ -5,11 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 scripts/setup.sh
-cargo build -p marrow-flight --bin marrow
-cargo test --workspace 2>&1 | tee /tmp/marrow-cargo-test.log | grep -E "^(test result|running|error|failures|---- |thread)" || true
-status=${PIPESTATUS[0]}
-if [ "$status" != 0 ]; then
-  tail -n 80 /tmp/marrow-cargo-test.log
-  exit "$status"
-fi
+# --all-targets resolves features as `cargo test` does, so the binary and the tests share one build.
+cargo build --workspace --all-targets
+cargo test --workspace
 FLIGHT_SQL_CLIENT="$HOME/.cache/marrow-tools/bin/flight_sql_client" MARROW_BIN="$CARGO_TARGET_DIR/debug/marrow" .venv/bin/python -m pytest -q python/tests
