@@ -319,8 +319,18 @@ impl Target {
 
 pub(crate) async fn insert(
     session: &Session,
+    insert: Insert,
+    params: Option<ParamValues>,
+) -> Result<QueryOutput> {
+    insert_with(session, insert, params, HashMap::new()).await
+}
+
+/// INSERT with extra relations visible to its source query only (bulk ingest's in-memory rows).
+pub(crate) async fn insert_with(
+    session: &Session,
     mut insert: Insert,
     params: Option<ParamValues>,
+    extra: HashMap<String, Arc<dyn TableProvider>>,
 ) -> Result<QueryOutput> {
     if insert.returning.is_some() {
         return Err(Error::unsupported("INSERT … RETURNING is not supported"));
@@ -350,7 +360,9 @@ pub(crate) async fn insert(
     let lock = session.database().write_lock(&name);
     let _guard = lock.lock().await;
     let target = open_target(session, &name).await?;
-    let stmt = Statement2::new(session, target.providers(&session.state())?);
+    let mut tables = target.providers(&session.state())?;
+    tables.extend(extra);
+    let stmt = Statement2::new(session, tables);
     let plan = stmt
         .plan(
             DFStatement::Statement(Box::new(Statement::Insert(insert))),

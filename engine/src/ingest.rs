@@ -4,14 +4,14 @@
 //! `INSERT INTO t SELECT …`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
-use datafusion::catalog::SchemaProvider;
+use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
-use datafusion::sql::sqlparser::ast::Ident;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{Ident, Statement};
 
 use crate::catalog::{storage_schema, validate_table_name};
 use crate::error::{Error, ErrorKind, Result};
@@ -49,23 +49,6 @@ fn ingest_schema(schema: &Schema) -> SchemaRef {
 
 fn quote(s: &str) -> String {
     Ident::with_quote('"', s).to_string()
-}
-
-/// Removes the temporary registration of the rows being appended, whatever happens to the statement.
-struct Registration<'a> {
-    session: &'a Session,
-    name: String,
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.session.context().deregister_table(self.name.as_str()) {
-            tracing::warn!(
-                "could not remove the temporary ingest relation {}: {e}",
-                self.name
-            );
-        }
-    }
 }
 
 impl Session {
@@ -176,14 +159,8 @@ impl Session {
         if schema.fields().is_empty() || batches.iter().all(|b| b.num_rows() == 0) {
             return Ok(0);
         }
-        let name = format!("__marrow_ingest_{}", unique_suffix());
-        let mem = MemTable::try_new(schema.clone(), vec![batches])?;
-        self.context()
-            .register_table(name.as_str(), Arc::new(mem))?;
-        let _registration = Registration {
-            session: self,
-            name: name.clone(),
-        };
+        let name = "__marrow_ingest";
+        let mem: Arc<dyn TableProvider> = Arc::new(MemTable::try_new(schema.clone(), vec![batches])?);
         let columns = schema
             .fields()
             .iter()
@@ -193,9 +170,18 @@ impl Session {
         let sql = format!(
             "INSERT INTO {} ({columns}) SELECT {columns} FROM {}",
             quote(table),
-            quote(&name)
+            quote(name)
         );
-        let result = self.execute(&sql).await;
+        let insert = match crate::session::parse(&sql)?.pop() {
+            Some(DFStatement::Statement(stmt)) => match *stmt {
+                Statement::Insert(i) => i,
+                _ => return Err(Error::internal("generated ingest statement is not an INSERT")),
+            },
+            _ => return Err(Error::internal("generated ingest statement did not parse")),
+        };
+        // The rows are visible to this statement only, not registered in the shared catalog.
+        let extra = [(name.to_string(), mem)].into_iter().collect();
+        let result = crate::dml::insert_with(self, insert, None, extra).await;
         match result {
             Ok(QueryOutput::Count(n)) => Ok(n),
             Ok(other) => Err(Error::internal(format!(
@@ -211,14 +197,4 @@ impl Session {
             Err(e) => Err(e),
         }
     }
-}
-
-/// A name for the temporary relation that no concurrent ingest in this process shares.
-fn unique_suffix() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }

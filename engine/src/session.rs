@@ -318,3 +318,110 @@ fn parameter_schema(plan: &LogicalPlan) -> Result<SchemaRef> {
         .collect();
     Ok(Arc::new(Schema::new(fields)))
 }
+
+const PARAMS_RELATION: &str = "__marrow_params";
+
+impl Session {
+    /// Run one statement once per parameter row (Flight SQL's executemany) and return the total row count.
+    ///
+    /// `INSERT … VALUES (<one row over $1, $2, …>)` — the common case — becomes a single
+    /// `INSERT … SELECT … FROM <the parameter rows>`: one plan and one atomic commit for all rows, with the same
+    /// constraint checks as a multi-row INSERT. Other statements run row by row, each row its own commit.
+    pub async fn execute_many(&self, sql: &str, rows: Vec<ParamValues>) -> Result<u64> {
+        if rows.len() > 1 {
+            if let DFStatement::Statement(stmt) = parse_one(sql)? {
+                if let Statement::Insert(insert) = *stmt {
+                    if let Some(n) = self.insert_many(insert, &rows).await? {
+                        return Ok(n);
+                    }
+                }
+            }
+        }
+        let mut total = 0;
+        for p in rows {
+            match self.execute_with_params(sql, Some(p)).await? {
+                QueryOutput::Count(n) => total += n,
+                QueryOutput::Done => {}
+                QueryOutput::Rows(s) => {
+                    s.try_collect::<Vec<_>>().await?;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    async fn insert_many(
+        &self,
+        mut insert: datafusion::sql::sqlparser::ast::Insert,
+        rows: &[ParamValues],
+    ) -> Result<Option<u64>> {
+        use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Ident, SetExpr, Value};
+        let Some(source) = insert.source.as_ref() else { return Ok(None) };
+        let SetExpr::Values(values) = source.body.as_ref() else { return Ok(None) };
+        let [row] = values.rows.as_slice() else { return Ok(None) };
+        // One column per placeholder, one row per parameter set.
+        let mut columns: Vec<Vec<datafusion::common::ScalarValue>> = vec![];
+        for (r, p) in rows.iter().enumerate() {
+            let ParamValues::List(list) = p else { return Ok(None) };
+            if r == 0 {
+                columns = vec![vec![]; list.len()];
+            } else if list.len() != columns.len() {
+                return Err(Error::invalid("every parameter row must have the same number of values"));
+            }
+            for (c, v) in list.iter().enumerate() {
+                columns[c].push(v.value.clone());
+            }
+        }
+        let mut fields = vec![];
+        let mut arrays = vec![];
+        for (i, values) in columns.into_iter().enumerate() {
+            let array = datafusion::common::ScalarValue::iter_to_array(values)?;
+            fields.push(Field::new(format!("p{}", i + 1), array.data_type().clone(), true));
+            arrays.push(array);
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
+        let n_params = batch.num_columns();
+        let mut exprs = row.content.clone();
+        let mut bad = None;
+        for e in &mut exprs {
+            let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(e, |e| {
+                if let SqlExpr::Value(v) = e {
+                    if let Value::Placeholder(p) = &v.value {
+                        match p.trim_start_matches('$').parse::<usize>() {
+                            Ok(k) if k >= 1 && k <= n_params => {
+                                *e = SqlExpr::CompoundIdentifier(vec![
+                                    Ident::with_quote('"', PARAMS_RELATION),
+                                    Ident::with_quote('"', format!("p{k}")),
+                                ]);
+                            }
+                            _ => bad = Some(p.clone()),
+                        }
+                    }
+                }
+                std::ops::ControlFlow::<()>::Continue(())
+            });
+        }
+        if let Some(p) = bad {
+            return Err(Error::invalid(format!("no value bound for parameter {p}")));
+        }
+        let select = format!(
+            "SELECT {} FROM \"{PARAMS_RELATION}\"",
+            exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+        );
+        let query = match parse_one(&select)? {
+            DFStatement::Statement(s) => match *s {
+                Statement::Query(q) => q,
+                _ => return Err(Error::internal("rewritten executemany source is not a query")),
+            },
+            _ => return Err(Error::internal("rewritten executemany source is not a query")),
+        };
+        insert.source = Some(query);
+        let mem: Arc<dyn datafusion::catalog::TableProvider> =
+            Arc::new(datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?);
+        let extra = [(PARAMS_RELATION.to_string(), mem)].into_iter().collect();
+        match dml::insert_with(self, insert, None, extra).await? {
+            QueryOutput::Count(n) => Ok(Some(n)),
+            _ => Ok(Some(0)),
+        }
+    }
+}

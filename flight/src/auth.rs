@@ -586,4 +586,73 @@ mod tests {
         assert_eq!(a.len(), 64);
         assert_ne!(a, new_secret());
     }
+
+    /// A throwaway data directory (the flight crate has no tempfile dependency).
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_are_evicted_least_recently_used_first() {
+        let dir = TempDir(std::env::temp_dir().join(format!("marrow-auth-test-{}", new_secret())));
+        let db = Database::open(marrow_engine::Config::new(&dir.0))
+            .await
+            .unwrap();
+        let limits = Limits {
+            max_sessions: 2,
+            ..Default::default()
+        };
+        let store = SessionStore::new(db, limits);
+        let a = store.create(SessionKind::Token);
+        let b = store.create(SessionKind::Cookie);
+        // A token is not a cookie and the other way round.
+        assert!(store.lookup(a.secret(), SessionKind::Cookie).is_none());
+        assert!(store.lookup(b.secret(), SessionKind::Token).is_none());
+        // Using `a` makes `b` the least recently used one.
+        assert_eq!(
+            store.lookup(a.secret(), SessionKind::Token).unwrap().id(),
+            a.id()
+        );
+        let c = store.create(SessionKind::Token);
+        assert_eq!(store.len(), 2);
+        assert!(b.is_closed() && !a.is_closed() && !c.is_closed());
+        assert!(store.lookup(b.secret(), SessionKind::Cookie).is_none());
+        store.close(&a);
+        assert!(a.is_closed());
+        assert!(store.lookup(a.secret(), SessionKind::Token).is_none());
+        assert_eq!(store.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn resources_are_used_in_their_owner_session_only() {
+        let dir = TempDir(std::env::temp_dir().join(format!("marrow-auth-test-{}", new_secret())));
+        let db = Database::open(marrow_engine::Config::new(&dir.0))
+            .await
+            .unwrap();
+        let store = Arc::new(SessionStore::new(db, Limits::default()));
+        let owner = store.create(SessionKind::Token);
+        let other = store.create(SessionKind::Token);
+        let ctx = |caller: Option<Arc<ClientSession>>| CallContext {
+            caller,
+            store: store.clone(),
+            created: Arc::new(Mutex::new(None)),
+        };
+        assert_eq!(
+            ctx(Some(owner.clone())).session_for(&owner).unwrap().id(),
+            owner.id()
+        );
+        assert!(ctx(Some(other.clone())).session_for(&owner).is_none());
+        // A caller without a session (auth off, no cookie) uses the owner's.
+        assert_eq!(ctx(None).session_for(&owner).unwrap().id(), owner.id());
+        // Such a caller gets one new cookie session per call, however often it asks.
+        let anonymous = ctx(None);
+        let s1 = anonymous.session();
+        assert_eq!(anonymous.session().id(), s1.id());
+        assert_eq!(s1.kind(), SessionKind::Cookie);
+        store.close(&owner);
+        assert!(ctx(None).session_for(&owner).is_none());
+    }
 }

@@ -399,28 +399,28 @@ async fn execute_update(
     sql: &str,
     params: Option<Vec<ParamValues>>,
 ) -> Result<i64, Status> {
-    let runs: Vec<Option<ParamValues>> = match params {
-        None => vec![None],
-        Some(rows) => rows.into_iter().map(Some).collect(),
-    };
-    let mut count: Option<u64> = None;
-    for p in runs {
-        match engine
-            .execute_with_params(sql, p)
-            .await
-            .map_err(to_status)?
-        {
-            QueryOutput::Count(n) => count = Some(count.unwrap_or(0) + n),
-            QueryOutput::Done => {}
-            QueryOutput::Rows(mut s) => {
-                // Drain so that errors surface; the rows themselves have nowhere to go.
-                while let Some(b) = s.next().await {
-                    b.map_err(from_datafusion)?;
+    match params {
+        // Several parameter rows: the engine turns an INSERT into one statement and one commit.
+        Some(rows) if rows.is_empty() => Ok(0),
+        Some(rows) if rows.len() > 1 => {
+            let n = engine.execute_many(sql, rows).await.map_err(to_status)?;
+            Ok(n as i64)
+        }
+        params => {
+            let p = params.and_then(|mut rows| rows.pop());
+            match engine.execute_with_params(sql, p).await.map_err(to_status)? {
+                QueryOutput::Count(n) => Ok(n as i64),
+                QueryOutput::Done => Ok(-1),
+                QueryOutput::Rows(mut s) => {
+                    // Drain so that errors surface; the rows themselves have nowhere to go.
+                    while let Some(b) = s.next().await {
+                        b.map_err(from_datafusion)?;
+                    }
+                    Ok(-1)
                 }
             }
         }
     }
-    Ok(count.map(|n| n as i64).unwrap_or(-1))
 }
 
 /// Run a query with no, one or several parameter rows; several rows concatenate their results.

@@ -31,6 +31,12 @@ def test_executemany_streams_parameter_rows(server):
         cur.executemany("INSERT INTO kv VALUES ($1, $2)", rows)
         cur.execute("SELECT count(*), sum(v) FROM kv")
         assert cur.fetchone() == (50, sum(i * i for i in range(50)))
+        # executemany of an INSERT is one statement and one commit: a duplicate in the middle writes nothing.
+        with pytest.raises(adbc_driver_manager.Error) as e:
+            cur.executemany("INSERT INTO kv VALUES ($1, $2)", [("new1", 1), ("key3", 2), ("new2", 3)])
+        assert "duplicate key" in str(e.value) and "key3" in str(e.value)
+        cur.execute("SELECT count(*) FROM kv WHERE k LIKE 'new%'")
+        assert cur.fetchone() == (0,)
         cur.execute("UPDATE kv SET v = -1 WHERE k = $1", parameters=["key3"])
         cur.execute("SELECT v FROM kv WHERE k = 'key3'")
         assert cur.fetchone() == (-1,)

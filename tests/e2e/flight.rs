@@ -11,9 +11,10 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{
-    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any, CommandGetDbSchemas,
-    CommandGetTables, CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
-    CommandStatementQuery, DoPutUpdateResult, ProstMessageExt, SqlInfo, TableDefinitionOptions, TableExistsOption,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
+    CommandGetDbSchemas, CommandGetTables, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    DoPutUpdateResult, ProstMessageExt, SqlInfo, TableDefinitionOptions, TableExistsOption,
     TableNotExistOption, TicketStatementQuery,
 };
 use arrow_flight::{FlightDescriptor, FlightInfo, HandshakeRequest, IpcMessage, Ticket};
@@ -89,12 +90,17 @@ fn assert_table(batches: &[RecordBatch], expected: &[&str]) {
 }
 
 async fn assert_query(client: &mut Client, sql: &str, expected: &[&str]) {
-    let batches = query(client, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batches = query(client, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     assert_table(&batches, expected);
 }
 
 /// Create a prepared statement and return its raw handle (arrow-flight's `PreparedStatement` keeps it private).
-async fn create_prepared(client: &mut Client, sql: &str) -> Result<prost::bytes::Bytes, FlightError> {
+async fn create_prepared(
+    client: &mut Client,
+    sql: &str,
+) -> Result<prost::bytes::Bytes, FlightError> {
     let request = ActionCreatePreparedStatementRequest {
         query: sql.into(),
         transaction_id: None,
@@ -115,7 +121,9 @@ async fn create_prepared(client: &mut Client, sql: &str) -> Result<prost::bytes:
 fn authorized<T>(client: &Client, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Some(token) = client.token() {
-        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
     }
     request
 }
@@ -125,7 +133,11 @@ fn base64_unpadded(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -136,17 +148,27 @@ fn base64_unpadded(input: &[u8]) -> String {
 
 async fn setup_people(client: &mut Client) {
     client
-        .execute_update("CREATE TABLE people (id BIGINT PRIMARY KEY, name VARCHAR)".into(), None)
+        .execute_update(
+            "CREATE TABLE people (id BIGINT PRIMARY KEY, name VARCHAR)".into(),
+            None,
+        )
         .await
         .unwrap();
     let n = client
-        .execute_update("INSERT INTO people VALUES (1, 'ann'), (2, 'bob'), (3, 'cyd')".into(), None)
+        .execute_update(
+            "INSERT INTO people VALUES (1, 'ann'), (2, 'bob'), (3, 'cyd')".into(),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(n, 3);
 }
 
-fn ingest_cmd(table: &str, if_not_exist: TableNotExistOption, if_exists: TableExistsOption) -> CommandStatementIngest {
+fn ingest_cmd(
+    table: &str,
+    if_not_exist: TableNotExistOption,
+    if_exists: TableExistsOption,
+) -> CommandStatementIngest {
     CommandStatementIngest {
         table_definition_options: Some(TableDefinitionOptions {
             if_not_exist: if_not_exist.into(),
@@ -163,61 +185,106 @@ fn rows(ids: &[i64], scores: &[f64]) -> RecordBatch {
             Field::new("id", DataType::Int64, true),
             Field::new("score", DataType::Float64, true),
         ])),
-        vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(Float64Array::from(scores.to_vec()))],
+        vec![
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(Float64Array::from(scores.to_vec())),
+        ],
     )
     .unwrap()
 }
 
-async fn ingest(client: &mut Client, cmd: CommandStatementIngest, batch: RecordBatch) -> Result<i64, FlightError> {
-    client.execute_ingest(cmd, futures::stream::iter(vec![Ok(batch)])).await
+async fn ingest(
+    client: &mut Client,
+    cmd: CommandStatementIngest,
+    batch: RecordBatch,
+) -> Result<i64, FlightError> {
+    client
+        .execute_ingest(cmd, futures::stream::iter(vec![Ok(batch)]))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_updates_and_ddl() {
     let s = server_with(None).await;
     let mut c = client(&s).await;
-    assert_query(&mut c, "SELECT 1 AS one, 'x' AS s", &[
-        "+-----+---+",
-        "| one | s |",
-        "+-----+---+",
-        "| 1   | x |",
-        "+-----+---+",
-    ])
+    assert_query(
+        &mut c,
+        "SELECT 1 AS one, 'x' AS s",
+        &[
+            "+-----+---+",
+            "| one | s |",
+            "+-----+---+",
+            "| 1   | x |",
+            "+-----+---+",
+        ],
+    )
     .await;
     setup_people(&mut c).await;
-    assert_query(&mut c, "SELECT id, name FROM people ORDER BY id", &[
-        "+----+------+",
-        "| id | name |",
-        "+----+------+",
-        "| 1  | ann  |",
-        "| 2  | bob  |",
-        "| 3  | cyd  |",
-        "+----+------+",
-    ])
+    assert_query(
+        &mut c,
+        "SELECT id, name FROM people ORDER BY id",
+        &[
+            "+----+------+",
+            "| id | name |",
+            "+----+------+",
+            "| 1  | ann  |",
+            "| 2  | bob  |",
+            "| 3  | cyd  |",
+            "+----+------+",
+        ],
+    )
     .await;
-    assert_eq!(c.execute_update("UPDATE people SET name = 'BOB' WHERE id = 2".into(), None).await.unwrap(), 1);
-    assert_eq!(c.execute_update("DELETE FROM people WHERE id >= 3".into(), None).await.unwrap(), 1);
+    assert_eq!(
+        c.execute_update("UPDATE people SET name = 'BOB' WHERE id = 2".into(), None)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        c.execute_update("DELETE FROM people WHERE id >= 3".into(), None)
+            .await
+            .unwrap(),
+        1
+    );
 
     // DML through GetFlightInfo (as ADBC sends it) runs once, at GetFlightInfo, and returns its count as a table.
-    let info = c.execute("INSERT INTO people VALUES (4, 'dan')".into(), None).await.unwrap();
+    let info = c
+        .execute("INSERT INTO people VALUES (4, 'dan')".into(), None)
+        .await
+        .unwrap();
     assert_eq!(info.total_records, 1);
     let batches = fetch(&mut c, info).await.unwrap();
-    assert_table(&batches, &["+-------+", "| count |", "+-------+", "| 1     |", "+-------+"]);
+    assert_table(
+        &batches,
+        &[
+            "+-------+",
+            "| count |",
+            "+-------+",
+            "| 1     |",
+            "+-------+",
+        ],
+    );
     // DDL through GetFlightInfo: an empty result.
-    let batches = query(&mut c, "CREATE VIEW named AS SELECT name FROM people WHERE name IS NOT NULL").await.unwrap();
+    let batches = query(
+        &mut c,
+        "CREATE VIEW named AS SELECT name FROM people WHERE name IS NOT NULL",
+    )
+    .await
+    .unwrap();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
-    assert_query(&mut c, "SELECT * FROM named ORDER BY name", &[
-        "+------+",
-        "| name |",
-        "+------+",
-        "| BOB  |",
-        "| ann  |",
-        "| dan  |",
-        "+------+",
-    ])
+    assert_query(
+        &mut c,
+        "SELECT * FROM named ORDER BY name",
+        &[
+            "+------+", "| name |", "+------+", "| BOB  |", "| ann  |", "| dan  |", "+------+",
+        ],
+    )
     .await;
     // An empty result still carries its schema.
-    let info = c.execute("SELECT id FROM people WHERE id > 100".into(), None).await.unwrap();
+    let info = c
+        .execute("SELECT id FROM people WHERE id > 100".into(), None)
+        .await
+        .unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let mut stream = c.do_get(ticket).await.unwrap();
     assert!(stream.next().await.is_none());
@@ -230,7 +297,13 @@ async fn prepared_statements_bind_parameters() {
     let mut c = client(&s).await;
     setup_people(&mut c).await;
 
-    let mut stmt = c.prepare("SELECT id, name FROM people WHERE id > $1 ORDER BY id".into(), None).await.unwrap();
+    let mut stmt = c
+        .prepare(
+            "SELECT id, name FROM people WHERE id > $1 ORDER BY id".into(),
+            None,
+        )
+        .await
+        .unwrap();
     let params = stmt.parameter_schema().unwrap().clone();
     assert_eq!(params.fields().len(), 1);
     assert_eq!(params.field(0).data_type(), &DataType::Int64);
@@ -243,14 +316,17 @@ async fn prepared_statements_bind_parameters() {
     .unwrap();
     stmt.set_parameters(p).unwrap();
     let info = stmt.execute().await.unwrap();
-    assert_table(&fetch(&mut c, info).await.unwrap(), &[
-        "+----+------+",
-        "| id | name |",
-        "+----+------+",
-        "| 2  | bob  |",
-        "| 3  | cyd  |",
-        "+----+------+",
-    ]);
+    assert_table(
+        &fetch(&mut c, info).await.unwrap(),
+        &[
+            "+----+------+",
+            "| id | name |",
+            "+----+------+",
+            "| 2  | bob  |",
+            "| 3  | cyd  |",
+            "+----+------+",
+        ],
+    );
     // Several parameter rows: the query runs for each and the results are concatenated.
     let p = RecordBatch::try_new(
         Arc::new(Schema::new(vec![Field::new("0", DataType::Int64, true)])),
@@ -259,24 +335,36 @@ async fn prepared_statements_bind_parameters() {
     .unwrap();
     stmt.set_parameters(p).unwrap();
     let info = stmt.execute().await.unwrap();
-    assert_table(&fetch(&mut c, info).await.unwrap(), &[
-        "+----+------+",
-        "| id | name |",
-        "+----+------+",
-        "| 3  | cyd  |",
-        "| 1  | ann  |",
-        "| 2  | bob  |",
-        "| 3  | cyd  |",
-        "+----+------+",
-    ]);
+    assert_table(
+        &fetch(&mut c, info).await.unwrap(),
+        &[
+            "+----+------+",
+            "| id | name |",
+            "+----+------+",
+            "| 3  | cyd  |",
+            "| 1  | ann  |",
+            "| 2  | bob  |",
+            "| 3  | cyd  |",
+            "+----+------+",
+        ],
+    );
     // Wrong parameter count and wrong type.
     let two = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("0", DataType::Int64, true), Field::new("1", DataType::Int64, true)])),
-        vec![Arc::new(Int64Array::from(vec![1])), Arc::new(Int64Array::from(vec![1]))],
+        Arc::new(Schema::new(vec![
+            Field::new("0", DataType::Int64, true),
+            Field::new("1", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![1])),
+            Arc::new(Int64Array::from(vec![1])),
+        ],
     )
     .unwrap();
     stmt.set_parameters(two).unwrap();
-    assert_eq!(code(stmt.execute().await.unwrap_err()), Code::InvalidArgument);
+    assert_eq!(
+        code(stmt.execute().await.unwrap_err()),
+        Code::InvalidArgument
+    );
     let text = RecordBatch::try_new(
         Arc::new(Schema::new(vec![Field::new("0", DataType::Utf8, true)])),
         vec![Arc::new(StringArray::from(vec!["one"]))],
@@ -291,28 +379,47 @@ async fn prepared_statements_bind_parameters() {
     stmt.close().await.unwrap();
 
     // A prepared insert: parameters bound first, then executed as an update (arrow-flight's client).
-    let mut insert = c.prepare("INSERT INTO people VALUES ($1, $2)".into(), None).await.unwrap();
+    let mut insert = c
+        .prepare("INSERT INTO people VALUES ($1, $2)".into(), None)
+        .await
+        .unwrap();
     assert_eq!(insert.parameter_schema().unwrap().fields().len(), 2);
     let p = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("0", DataType::Int64, true), Field::new("1", DataType::Utf8, true)])),
-        vec![Arc::new(Int64Array::from(vec![10, 11])), Arc::new(StringArray::from(vec!["jo", "ki"]))],
+        Arc::new(Schema::new(vec![
+            Field::new("0", DataType::Int64, true),
+            Field::new("1", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![10, 11])),
+            Arc::new(StringArray::from(vec!["jo", "ki"])),
+        ],
     )
     .unwrap();
     insert.set_parameters(p).unwrap();
     assert_eq!(insert.execute_update().await.unwrap(), 2);
 
     // executemany as ADBC sends it: the parameter rows stream with the update command.
-    let handle = create_prepared(&mut c, "INSERT INTO people VALUES ($1, $2)").await.unwrap();
+    let handle = create_prepared(&mut c, "INSERT INTO people VALUES ($1, $2)")
+        .await
+        .unwrap();
     let cmd = CommandPreparedStatementUpdate {
         prepared_statement_handle: handle,
     };
     let batch = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("0", DataType::Int64, true), Field::new("1", DataType::Utf8, true)])),
-        vec![Arc::new(Int64Array::from(vec![20, 21, 22])), Arc::new(StringArray::from(vec!["a", "b", "c"]))],
+        Arc::new(Schema::new(vec![
+            Field::new("0", DataType::Int64, true),
+            Field::new("1", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![20, 21, 22])),
+            Arc::new(StringArray::from(vec!["a", "b", "c"])),
+        ],
     )
     .unwrap();
     let data = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec())))
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(
+            cmd.as_any().encode_to_vec(),
+        )))
         .build(futures::stream::iter(vec![Ok(batch)]))
         .try_collect::<Vec<_>>()
         .await
@@ -321,37 +428,48 @@ async fn prepared_statements_bind_parameters() {
     let result = results.message().await.unwrap().unwrap();
     let update = DoPutUpdateResult::decode(&*result.app_metadata).unwrap();
     assert_eq!(update.record_count, 3);
-    assert_query(&mut c, "SELECT count(*) AS n FROM people", &[
-        "+---+",
-        "| n |",
-        "+---+",
-        "| 8 |",
-        "+---+",
-    ])
+    assert_query(
+        &mut c,
+        "SELECT count(*) AS n FROM people",
+        &["+---+", "| n |", "+---+", "| 8 |", "+---+"],
+    )
     .await;
 
     // ADBC prepares DDL too, then runs it through GetFlightInfo.
-    let mut ddl = c.prepare("CREATE TABLE made (x INT)".into(), None).await.unwrap();
+    let mut ddl = c
+        .prepare("CREATE TABLE made (x INT)".into(), None)
+        .await
+        .unwrap();
     let info = ddl.execute().await.unwrap();
     fetch(&mut c, info).await.unwrap();
-    assert_query(&mut c, "SELECT count(*) AS n FROM made", &[
-        "+---+",
-        "| n |",
-        "+---+",
-        "| 0 |",
-        "+---+",
-    ])
+    assert_query(
+        &mut c,
+        "SELECT count(*) AS n FROM made",
+        &["+---+", "| n |", "+---+", "| 0 |", "+---+"],
+    )
     .await;
 
     // A duplicate key is a clear INVALID_ARGUMENT.
-    let mut dup = c.prepare("INSERT INTO people VALUES ($1, $2)".into(), None).await.unwrap();
+    let mut dup = c
+        .prepare("INSERT INTO people VALUES ($1, $2)".into(), None)
+        .await
+        .unwrap();
     let p = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("0", DataType::Int64, true), Field::new("1", DataType::Utf8, true)])),
-        vec![Arc::new(Int64Array::from(vec![1])), Arc::new(StringArray::from(vec!["again"]))],
+        Arc::new(Schema::new(vec![
+            Field::new("0", DataType::Int64, true),
+            Field::new("1", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![1])),
+            Arc::new(StringArray::from(vec!["again"])),
+        ],
     )
     .unwrap();
     dup.set_parameters(p).unwrap();
-    assert_eq!(code(dup.execute_update().await.unwrap_err()), Code::InvalidArgument);
+    assert_eq!(
+        code(dup.execute_update().await.unwrap_err()),
+        Code::InvalidArgument
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,38 +480,79 @@ async fn ingest_in_four_modes() {
     use TableNotExistOption as N;
 
     // create
-    let n = ingest(&mut c, ingest_cmd("scores", N::Create, E::Fail), rows(&[1, 2], &[0.5, 1.5])).await.unwrap();
+    let n = ingest(
+        &mut c,
+        ingest_cmd("scores", N::Create, E::Fail),
+        rows(&[1, 2], &[0.5, 1.5]),
+    )
+    .await
+    .unwrap();
     assert_eq!(n, 2);
-    let err = ingest(&mut c, ingest_cmd("scores", N::Create, E::Fail), rows(&[3], &[0.0])).await.unwrap_err();
+    let err = ingest(
+        &mut c,
+        ingest_cmd("scores", N::Create, E::Fail),
+        rows(&[3], &[0.0]),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code(err), Code::AlreadyExists);
     // append
-    assert_eq!(ingest(&mut c, ingest_cmd("scores", N::Fail, E::Append), rows(&[3], &[2.5])).await.unwrap(), 1);
-    let err = ingest(&mut c, ingest_cmd("missing", N::Fail, E::Append), rows(&[3], &[2.5])).await.unwrap_err();
+    assert_eq!(
+        ingest(
+            &mut c,
+            ingest_cmd("scores", N::Fail, E::Append),
+            rows(&[3], &[2.5])
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    let err = ingest(
+        &mut c,
+        ingest_cmd("missing", N::Fail, E::Append),
+        rows(&[3], &[2.5]),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code(err), Code::NotFound);
-    assert_query(&mut c, "SELECT id, score FROM scores ORDER BY id", &[
-        "+----+-------+",
-        "| id | score |",
-        "+----+-------+",
-        "| 1  | 0.5   |",
-        "| 2  | 1.5   |",
-        "| 3  | 2.5   |",
-        "+----+-------+",
-    ])
+    assert_query(
+        &mut c,
+        "SELECT id, score FROM scores ORDER BY id",
+        &[
+            "+----+-------+",
+            "| id | score |",
+            "+----+-------+",
+            "| 1  | 0.5   |",
+            "| 2  | 1.5   |",
+            "| 3  | 2.5   |",
+            "+----+-------+",
+        ],
+    )
     .await;
     // A schema that does not match the table: an unknown column, then a type that does not convert.
     let extra = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("zzz", DataType::Utf8, true)])),
-        vec![Arc::new(Int64Array::from(vec![9])), Arc::new(StringArray::from(vec!["?"]))],
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("zzz", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![9])),
+            Arc::new(StringArray::from(vec!["?"])),
+        ],
     )
     .unwrap();
-    let err = ingest(&mut c, ingest_cmd("scores", N::Fail, E::Append), extra).await.unwrap_err();
+    let err = ingest(&mut c, ingest_cmd("scores", N::Fail, E::Append), extra)
+        .await
+        .unwrap_err();
     assert_eq!(code(err), Code::InvalidArgument);
     let wrong = RecordBatch::try_new(
         Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, true)])),
         vec![Arc::new(StringArray::from(vec!["not a number"]))],
     )
     .unwrap();
-    let err = ingest(&mut c, ingest_cmd("scores", N::Fail, E::Append), wrong).await.unwrap_err();
+    let err = ingest(&mut c, ingest_cmd("scores", N::Fail, E::Append), wrong)
+        .await
+        .unwrap_err();
     assert_eq!(code(err), Code::InvalidArgument);
     // replace: new rows and a new schema, one version
     let replacement = RecordBatch::try_new(
@@ -401,26 +560,61 @@ async fn ingest_in_four_modes() {
         vec![Arc::new(StringArray::from(vec!["only"]))],
     )
     .unwrap();
-    assert_eq!(ingest(&mut c, ingest_cmd("scores", N::Create, E::Replace), replacement).await.unwrap(), 1);
-    assert_query(&mut c, "SELECT * FROM scores", &[
-        "+-------+",
-        "| label |",
-        "+-------+",
-        "| only  |",
-        "+-------+",
-    ])
+    assert_eq!(
+        ingest(
+            &mut c,
+            ingest_cmd("scores", N::Create, E::Replace),
+            replacement
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    assert_query(
+        &mut c,
+        "SELECT * FROM scores",
+        &[
+            "+-------+",
+            "| label |",
+            "+-------+",
+            "| only  |",
+            "+-------+",
+        ],
+    )
     .await;
     // create_append: creates, then appends
-    assert_eq!(ingest(&mut c, ingest_cmd("ca", N::Create, E::Append), rows(&[1], &[1.0])).await.unwrap(), 1);
-    assert_eq!(ingest(&mut c, ingest_cmd("ca", N::Create, E::Append), rows(&[2], &[2.0])).await.unwrap(), 1);
-    assert_query(&mut c, "SELECT id, score FROM ca ORDER BY id", &[
-        "+----+-------+",
-        "| id | score |",
-        "+----+-------+",
-        "| 1  | 1.0   |",
-        "| 2  | 2.0   |",
-        "+----+-------+",
-    ])
+    assert_eq!(
+        ingest(
+            &mut c,
+            ingest_cmd("ca", N::Create, E::Append),
+            rows(&[1], &[1.0])
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    assert_eq!(
+        ingest(
+            &mut c,
+            ingest_cmd("ca", N::Create, E::Append),
+            rows(&[2], &[2.0])
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    assert_query(
+        &mut c,
+        "SELECT id, score FROM ca ORDER BY id",
+        &[
+            "+----+-------+",
+            "| id | score |",
+            "+----+-------+",
+            "| 1  | 1.0   |",
+            "| 2  | 2.0   |",
+            "+----+-------+",
+        ],
+    )
     .await;
     // Appending to a table with a primary key goes through INSERT's checks.
     setup_people(&mut c).await;
@@ -430,20 +624,36 @@ async fn ingest_in_four_modes() {
                 Field::new("id", DataType::Int64, true),
                 Field::new("name", DataType::Utf8, true),
             ])),
-            vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(names))],
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(names)),
+            ],
         )
         .unwrap()
     };
-    let err = ingest(&mut c, ingest_cmd("people", N::Fail, E::Append), people(vec![1], vec!["dup"])).await.unwrap_err();
+    let err = ingest(
+        &mut c,
+        ingest_cmd("people", N::Fail, E::Append),
+        people(vec![1], vec!["dup"]),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code(err), Code::InvalidArgument);
-    assert_eq!(ingest(&mut c, ingest_cmd("people", N::Fail, E::Append), people(vec![7], vec!["new"])).await.unwrap(), 1);
-    assert_query(&mut c, "SELECT count(*) AS n FROM people", &[
-        "+---+",
-        "| n |",
-        "+---+",
-        "| 4 |",
-        "+---+",
-    ])
+    assert_eq!(
+        ingest(
+            &mut c,
+            ingest_cmd("people", N::Fail, E::Append),
+            people(vec![7], vec!["new"])
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    assert_query(
+        &mut c,
+        "SELECT count(*) AS n FROM people",
+        &["+---+", "| n |", "+---+", "| 4 |", "+---+"],
+    )
     .await;
 }
 
@@ -452,25 +662,39 @@ async fn catalog_calls() {
     let s = server_with(None).await;
     let mut c = client(&s).await;
     setup_people(&mut c).await;
-    c.execute_update("CREATE VIEW people_names AS SELECT name FROM people".into(), None).await.unwrap();
+    c.execute_update(
+        "CREATE VIEW people_names AS SELECT name FROM people".into(),
+        None,
+    )
+    .await
+    .unwrap();
 
     let info = c.get_catalogs().await.unwrap();
-    assert_table(&fetch(&mut c, info).await.unwrap(), &[
-        "+--------------+",
-        "| catalog_name |",
-        "+--------------+",
-        "| marrow       |",
-        "+--------------+",
-    ]);
-    let info = c.get_db_schemas(CommandGetDbSchemas::default()).await.unwrap();
-    assert_table(&fetch(&mut c, info).await.unwrap(), &[
-        "+--------------+--------------------+",
-        "| catalog_name | db_schema_name     |",
-        "+--------------+--------------------+",
-        "| marrow       | information_schema |",
-        "| marrow       | public             |",
-        "+--------------+--------------------+",
-    ]);
+    assert_table(
+        &fetch(&mut c, info).await.unwrap(),
+        &[
+            "+--------------+",
+            "| catalog_name |",
+            "+--------------+",
+            "| marrow       |",
+            "+--------------+",
+        ],
+    );
+    let info = c
+        .get_db_schemas(CommandGetDbSchemas::default())
+        .await
+        .unwrap();
+    assert_table(
+        &fetch(&mut c, info).await.unwrap(),
+        &[
+            "+--------------+--------------------+",
+            "| catalog_name | db_schema_name     |",
+            "+--------------+--------------------+",
+            "| marrow       | information_schema |",
+            "| marrow       | public             |",
+            "+--------------+--------------------+",
+        ],
+    );
     let info = c
         .get_tables(CommandGetTables {
             catalog: Some("marrow".into()),
@@ -481,15 +705,18 @@ async fn catalog_calls() {
         })
         .await
         .unwrap();
-    assert_table(&fetch(&mut c, info).await.unwrap(), &[
-        "+--------------+----------------+--------------+------------+",
-        "| catalog_name | db_schema_name | table_name   | table_type |",
-        "+--------------+----------------+--------------+------------+",
-        "| marrow       | public         | memories     | TABLE      |",
-        "| marrow       | public         | people       | TABLE      |",
-        "| marrow       | public         | people_names | VIEW       |",
-        "+--------------+----------------+--------------+------------+",
-    ]);
+    assert_table(
+        &fetch(&mut c, info).await.unwrap(),
+        &[
+            "+--------------+----------------+--------------+------------+",
+            "| catalog_name | db_schema_name | table_name   | table_type |",
+            "+--------------+----------------+--------------+------------+",
+            "| marrow       | public         | memories     | TABLE      |",
+            "| marrow       | public         | people       | TABLE      |",
+            "| marrow       | public         | people_names | VIEW       |",
+            "+--------------+----------------+--------------+------------+",
+        ],
+    );
     // Table types filter, name pattern and the table's schema.
     let info = c
         .get_tables(CommandGetTables {
@@ -503,41 +730,73 @@ async fn catalog_calls() {
         .unwrap();
     let batches = fetch(&mut c, info).await.unwrap();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
-    let names = batches[0].column(2).as_any().downcast_ref::<StringArray>().unwrap();
+    let names = batches[0]
+        .column(2)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
     assert_eq!(names.value(0), "people");
-    let schemas = batches[0].column(4).as_any().downcast_ref::<BinaryArray>().unwrap();
+    let schemas = batches[0]
+        .column(4)
+        .as_any()
+        .downcast_ref::<BinaryArray>()
+        .unwrap();
     let schema = Schema::try_from(IpcMessage(schemas.value(0).to_vec().into())).unwrap();
-    let fields: Vec<(&str, &DataType)> = schema.fields().iter().map(|f| (f.name().as_str(), f.data_type())).collect();
-    assert_eq!(fields, vec![("id", &DataType::Int64), ("name", &DataType::Utf8)]);
+    let fields: Vec<(&str, &DataType)> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type()))
+        .collect();
+    assert_eq!(
+        fields,
+        vec![("id", &DataType::Int64), ("name", &DataType::Utf8)]
+    );
 
     let info = c.get_table_types().await.unwrap();
-    assert_table(&fetch(&mut c, info).await.unwrap(), &[
-        "+------------+",
-        "| table_type |",
-        "+------------+",
-        "| TABLE      |",
-        "| VIEW       |",
-        "+------------+",
-    ]);
-    let info = c.get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::FlightSqlServerReadOnly]).await.unwrap();
-    assert_table(&fetch(&mut c, info).await.unwrap(), &[
-        "+-----------+-----------------------+",
-        "| info_name | value                 |",
-        "+-----------+-----------------------+",
-        "| 0         | {string_value=marrow} |",
-        "| 3         | {bool_value=false}    |",
-        "+-----------+-----------------------+",
-    ]);
+    assert_table(
+        &fetch(&mut c, info).await.unwrap(),
+        &[
+            "+------------+",
+            "| table_type |",
+            "+------------+",
+            "| TABLE      |",
+            "| VIEW       |",
+            "+------------+",
+        ],
+    );
+    let info = c
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerReadOnly,
+        ])
+        .await
+        .unwrap();
+    assert_table(
+        &fetch(&mut c, info).await.unwrap(),
+        &[
+            "+-----------+-----------------------+",
+            "| info_name | value                 |",
+            "+-----------+-----------------------+",
+            "| 0         | {string_value=marrow} |",
+            "| 3         | {bool_value=false}    |",
+            "+-----------+-----------------------+",
+        ],
+    );
     let info = c.get_xdbc_type_info(Default::default()).await.unwrap();
     let types = fetch(&mut c, info).await.unwrap();
     let names: Vec<String> = types
         .iter()
         .flat_map(|b| {
             let a = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
-            (0..a.len()).map(|i| a.value(i).to_string()).collect::<Vec<_>>()
+            (0..a.len())
+                .map(|i| a.value(i).to_string())
+                .collect::<Vec<_>>()
         })
         .collect();
-    assert!(names.contains(&"BIGINT".to_string()) && names.contains(&"VARCHAR".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"BIGINT".to_string()) && names.contains(&"VARCHAR".to_string()),
+        "{names:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -546,36 +805,75 @@ async fn auth_handshake_and_tokens() {
 
     // No token: every call but the handshake is refused.
     let mut anonymous = client(&s).await;
-    assert_eq!(code(query(&mut anonymous, "SELECT 1").await.unwrap_err()), Code::Unauthenticated);
-    assert_eq!(code(anonymous.get_catalogs().await.unwrap_err()), Code::Unauthenticated);
+    assert_eq!(
+        code(query(&mut anonymous, "SELECT 1").await.unwrap_err()),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(anonymous.get_catalogs().await.unwrap_err()),
+        Code::Unauthenticated
+    );
     // Wrong password.
     let mut wrong = client(&s).await;
     assert!(wrong.handshake("alice", "nope").await.is_err());
-    assert_eq!(code(query(&mut wrong, "SELECT 1").await.unwrap_err()), Code::Unauthenticated);
+    assert_eq!(
+        code(query(&mut wrong, "SELECT 1").await.unwrap_err()),
+        Code::Unauthenticated
+    );
     // A made-up token.
     let mut forged = client(&s).await;
     forged.set_token("0".repeat(64));
-    assert_eq!(code(query(&mut forged, "SELECT 1").await.unwrap_err()), Code::Unauthenticated);
+    assert_eq!(
+        code(query(&mut forged, "SELECT 1").await.unwrap_err()),
+        Code::Unauthenticated
+    );
 
     // arrow-flight's client sends padded base64 and reads the token from the response headers.
     let mut c = client(&s).await;
     let payload = c.handshake("alice", "s3cret!").await.unwrap();
     assert_eq!(c.token().map(|t| t.as_bytes()), Some(payload.as_ref()));
-    assert_query(&mut c, "SELECT 2 AS two", &["+-----+", "| two |", "+-----+", "| 2   |", "+-----+"]).await;
+    assert_query(
+        &mut c,
+        "SELECT 2 AS two",
+        &["+-----+", "| two |", "+-----+", "| 2   |", "+-----+"],
+    )
+    .await;
 
     // ADBC's Go driver sends unpadded base64 and no handshake message at all.
     let credentials = base64_unpadded(b"alice:s3cret!");
     assert!(!credentials.ends_with('='));
     let mut raw = FlightServiceClient::new(channel(&s).await);
     let mut request = tonic::Request::new(futures::stream::iter(Vec::<HandshakeRequest>::new()));
-    request.metadata_mut().insert("authorization", format!("Basic {credentials}").parse().unwrap());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Basic {credentials}").parse().unwrap(),
+    );
     let response = raw.handshake(request).await.unwrap();
-    let header = response.metadata().get("authorization").unwrap().to_str().unwrap().to_string();
-    let token = header.strip_prefix("Bearer ").expect("a bearer token").to_string();
+    let header = response
+        .metadata()
+        .get("authorization")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let token = header
+        .strip_prefix("Bearer ")
+        .expect("a bearer token")
+        .to_string();
     let mut c2 = client(&s).await;
     c2.set_token(token);
-    assert_query(&mut c2, "SELECT 3 AS three", &["+-------+", "| three |", "+-------+", "| 3     |", "+-------+"])
-        .await;
+    assert_query(
+        &mut c2,
+        "SELECT 3 AS three",
+        &[
+            "+-------+",
+            "| three |",
+            "+-------+",
+            "| 3     |",
+            "+-------+",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -586,10 +884,18 @@ async fn sessions_keep_their_own_settings() {
     a.handshake("", "").await.unwrap();
     let mut b = client(&s).await;
     b.handshake("", "").await.unwrap();
-    a.execute_update("SET datafusion.execution.batch_size = 1234".into(), None).await.unwrap();
+    a.execute_update("SET datafusion.execution.batch_size = 1234".into(), None)
+        .await
+        .unwrap();
     let show = "SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'";
     let value = |batches: Vec<RecordBatch>| {
-        batches[0].column(0).as_any().downcast_ref::<StringArray>().unwrap().value(0).to_string()
+        batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .value(0)
+            .to_string()
     };
     assert_eq!(value(query(&mut a, show).await.unwrap()), "1234");
     assert_eq!(value(query(&mut b, show).await.unwrap()), "8192");
@@ -600,9 +906,16 @@ async fn sessions_keep_their_own_settings() {
         query: "SET datafusion.execution.batch_size = 77".into(),
         transaction_id: None,
     };
-    let response =
-        raw.get_flight_info(FlightDescriptor::new_cmd(set.as_any().encode_to_vec())).await.unwrap();
-    let cookie = response.metadata().get("set-cookie").expect("a session cookie").to_str().unwrap();
+    let response = raw
+        .get_flight_info(FlightDescriptor::new_cmd(set.as_any().encode_to_vec()))
+        .await
+        .unwrap();
+    let cookie = response
+        .metadata()
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .unwrap();
     let cookie = cookie.split(';').next().unwrap().to_string();
     assert!(cookie.starts_with("marrow_session="), "{cookie}");
     let mut with_cookie = client(&s).await;
@@ -619,29 +932,70 @@ async fn errors_map_to_grpc_codes() {
     c.handshake("", "").await.unwrap();
     setup_people(&mut c).await;
 
-    assert_eq!(code(c.execute("SELEC oops".into(), None).await.unwrap_err()), Code::InvalidArgument);
-    assert_eq!(code(c.execute("SELECT * FROM nowhere".into(), None).await.unwrap_err()), Code::NotFound);
-    assert_eq!(code(c.execute_update("INSERT INTO nowhere VALUES (1)".into(), None).await.unwrap_err()), Code::NotFound);
-    assert_eq!(code(c.prepare("SELECT * FROM nowhere".into(), None).await.unwrap_err()), Code::NotFound);
     assert_eq!(
-        code(c.execute_update("INSERT INTO people VALUES (1, 'dup')".into(), None).await.unwrap_err()),
+        code(c.execute("SELEC oops".into(), None).await.unwrap_err()),
         Code::InvalidArgument
     );
     assert_eq!(
-        code(c.execute_update("CREATE TABLE people (x INT)".into(), None).await.unwrap_err()),
+        code(
+            c.execute("SELECT * FROM nowhere".into(), None)
+                .await
+                .unwrap_err()
+        ),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(
+            c.execute_update("INSERT INTO nowhere VALUES (1)".into(), None)
+                .await
+                .unwrap_err()
+        ),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(
+            c.prepare("SELECT * FROM nowhere".into(), None)
+                .await
+                .unwrap_err()
+        ),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(
+            c.execute_update("INSERT INTO people VALUES (1, 'dup')".into(), None)
+                .await
+                .unwrap_err()
+        ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            c.execute_update("CREATE TABLE people (x INT)".into(), None)
+                .await
+                .unwrap_err()
+        ),
         Code::AlreadyExists
     );
     // Transactions are not supported.
-    assert_eq!(code(c.begin_transaction().await.unwrap_err()), Code::Unimplemented);
+    assert_eq!(
+        code(c.begin_transaction().await.unwrap_err()),
+        Code::Unimplemented
+    );
 
     // Garbage tickets: not protobuf, a well-formed ticket with a malformed id, a hand-made command, an unknown id.
     let garbage = Ticket::new(vec![0xff, 0x00, 0x13, 0x37, 0x42]);
-    assert_eq!(code(c.do_get(garbage).await.unwrap_err()), Code::InvalidArgument);
+    assert_eq!(
+        code(c.do_get(garbage).await.unwrap_err()),
+        Code::InvalidArgument
+    );
     let short = TicketStatementQuery {
         statement_handle: vec![1, 2, 3].into(),
     };
     let short = Ticket::new(short.as_any().encode_to_vec());
-    assert_eq!(code(c.do_get(short).await.unwrap_err()), Code::InvalidArgument);
+    assert_eq!(
+        code(c.do_get(short).await.unwrap_err()),
+        Code::InvalidArgument
+    );
     let handmade = Ticket::new(
         CommandStatementQuery {
             query: "SELECT * FROM people".into(),
@@ -650,7 +1004,20 @@ async fn errors_map_to_grpc_codes() {
         .as_any()
         .encode_to_vec(),
     );
-    assert_eq!(code(c.do_get(handmade).await.unwrap_err()), Code::InvalidArgument);
+    assert_eq!(
+        code(c.do_get(handmade).await.unwrap_err()),
+        Code::InvalidArgument
+    );
+    // A well-formed Any naming a Flight SQL message, with bytes that do not decode as it.
+    let undecodable = arrow_flight::sql::Any {
+        type_url: TicketStatementQuery::type_url().to_string(),
+        value: vec![0xff, 0xff, 0xff].into(),
+    };
+    let undecodable = Ticket::new(undecodable.encode_to_vec());
+    assert_eq!(
+        code(c.do_get(undecodable).await.unwrap_err()),
+        Code::InvalidArgument
+    );
     let unknown = TicketStatementQuery {
         statement_handle: vec![7u8; 16].into(),
     };
@@ -658,12 +1025,24 @@ async fn errors_map_to_grpc_codes() {
     assert_eq!(code(c.do_get(unknown).await.unwrap_err()), Code::NotFound);
 
     // Another session's ticket is refused, and stays usable by its owner; then it is used up.
-    let info = c.execute("SELECT id FROM people ORDER BY id".into(), None).await.unwrap();
+    let info = c
+        .execute("SELECT id FROM people ORDER BY id".into(), None)
+        .await
+        .unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let mut other = client(&s).await;
     other.handshake("", "").await.unwrap();
-    assert_eq!(code(other.do_get(ticket.clone()).await.unwrap_err()), Code::NotFound);
-    let batches: Vec<RecordBatch> = c.do_get(ticket.clone()).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(
+        code(other.do_get(ticket.clone()).await.unwrap_err()),
+        Code::NotFound
+    );
+    let batches: Vec<RecordBatch> = c
+        .do_get(ticket.clone())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
     assert_eq!(code(c.do_get(ticket).await.unwrap_err()), Code::NotFound);
 
@@ -674,19 +1053,21 @@ async fn errors_map_to_grpc_codes() {
     };
     let descriptor = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
     let request = authorized(&other, descriptor.clone());
-    let err = other.inner_mut().get_flight_info(request).await.unwrap_err();
+    let err = other
+        .inner_mut()
+        .get_flight_info(request)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let request = authorized(&c, descriptor);
     assert!(c.inner_mut().get_flight_info(request).await.is_ok());
 
     // The server is still up and the data unchanged.
-    assert_query(&mut c, "SELECT count(*) AS n FROM people", &[
-        "+---+",
-        "| n |",
-        "+---+",
-        "| 3 |",
-        "+---+",
-    ])
+    assert_query(
+        &mut c,
+        "SELECT count(*) AS n FROM people",
+        &["+---+", "| n |", "+---+", "| 3 |", "+---+"],
+    )
     .await;
 }
 
@@ -695,7 +1076,12 @@ async fn large_values_stream_in_small_messages() {
     let s = server_with(None).await;
     // arrow-flight's client keeps tonic's default 4 MiB decoding limit: a 24 MB batch must arrive split.
     let mut c = client(&s).await;
-    let batches = query(&mut c, "SELECT value, repeat('x', 2000000) AS v FROM generate_series(1, 12)").await.unwrap();
+    let batches = query(
+        &mut c,
+        "SELECT value, repeat('x', 2000000) AS v FROM generate_series(1, 12)",
+    )
+    .await
+    .unwrap();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 12);
     assert!(batches.len() >= 12 / 2, "{} batches", batches.len());
     let total: usize = batches
@@ -712,7 +1098,13 @@ async fn large_values_stream_in_small_messages() {
 async fn client_disconnecting_mid_stream_does_not_hurt() {
     let s = server_with(None).await;
     let mut c = client(&s).await;
-    let info = c.execute("SELECT value, repeat('y', 100000) AS v FROM generate_series(1, 2000)".into(), None).await.unwrap();
+    let info = c
+        .execute(
+            "SELECT value, repeat('y', 100000) AS v FROM generate_series(1, 2000)".into(),
+            None,
+        )
+        .await
+        .unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let mut stream = c.do_get(ticket).await.unwrap();
     let first = stream.next().await.unwrap().unwrap();
@@ -721,7 +1113,12 @@ async fn client_disconnecting_mid_stream_does_not_hurt() {
     drop(c);
     // A new connection works as before.
     let mut c = client(&s).await;
-    assert_query(&mut c, "SELECT 1 AS one", &["+-----+", "| one |", "+-----+", "| 1   |", "+-----+"]).await;
+    assert_query(
+        &mut c,
+        "SELECT 1 AS one",
+        &["+-----+", "| one |", "+-----+", "| 1   |", "+-----+"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -736,17 +1133,26 @@ async fn unsafe_options_are_refused() {
         host: "0.0.0.0".into(),
         ..base.clone()
     };
-    assert!(matches!(start(remote).await.unwrap_err(), ServeError::Config(_)));
+    assert!(matches!(
+        start(remote).await.unwrap_err(),
+        ServeError::Config(_)
+    ));
     let half_tls = ServeOptions {
         tls_cert: Some(dir.path().join("cert.pem")),
         ..base.clone()
     };
-    assert!(matches!(start(half_tls).await.unwrap_err(), ServeError::Config(_)));
+    assert!(matches!(
+        start(half_tls).await.unwrap_err(),
+        ServeError::Config(_)
+    ));
     let password_only = ServeOptions {
         password: Some("x".into()),
         ..base.clone()
     };
-    assert!(matches!(start(password_only).await.unwrap_err(), ServeError::Config(_)));
+    assert!(matches!(
+        start(password_only).await.unwrap_err(),
+        ServeError::Config(_)
+    ));
     // Forced, or with auth, a remote bind is allowed.
     let forced = ServeOptions {
         host: "0.0.0.0".into(),

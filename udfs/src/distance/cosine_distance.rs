@@ -22,10 +22,20 @@ Int8 exactly. Replaces DataFusion's built-in `cosine_distance` with the same res
 1.0
 > SELECT id FROM memories ORDER BY cosine_distance(embedding, $1) LIMIT 10;
 ```"#,
-        argument(name = "a", description = "Vector expression: a column, a constant or any expression."),
-        argument(name = "b", description = "Vector expression of the same length as `a`.")
+        argument(
+            name = "a",
+            description = "Vector expression: a column, a constant or any expression."
+        ),
+        argument(
+            name = "b",
+            description = "Vector expression of the same length as `a`."
+        )
     )]
-    CosineDistance, "cosine_distance", arity = 2, invoke = invoke_metric, aliases = []
+    CosineDistance,
+    "cosine_distance",
+    arity = 2,
+    invoke = invoke_metric,
+    aliases = []
 );
 
 impl Metric for CosineDistance {

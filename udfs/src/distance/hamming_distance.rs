@@ -28,8 +28,14 @@ element; an error if the byte lengths differ.",
 > SELECT hamming_distance([255, 0], [15, 1]);
 5
 ```"#,
-    argument(name = "a", description = "Bit vector expression: a column, a constant or any expression."),
-    argument(name = "b", description = "Bit vector expression with as many bytes as `a`.")
+    argument(
+        name = "a",
+        description = "Bit vector expression: a column, a constant or any expression."
+    ),
+    argument(
+        name = "b",
+        description = "Bit vector expression with as many bytes as `a`."
+    )
 )]
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct HammingDistance {

@@ -19,11 +19,21 @@ once to the column's element type. Replaces DataFusion's built-in `inner_product
 > SELECT inner_product([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]);
 32.0
 ```"#,
-        argument(name = "a", description = "Vector expression: a column, a constant or any expression."),
-        argument(name = "b", description = "Vector expression of the same length as `a`."),
+        argument(
+            name = "a",
+            description = "Vector expression: a column, a constant or any expression."
+        ),
+        argument(
+            name = "b",
+            description = "Vector expression of the same length as `a`."
+        ),
         related_udf(name = "negative_inner_product")
     )]
-    InnerProduct, "inner_product", arity = 2, invoke = invoke_metric, aliases = ["dot_product"]
+    InnerProduct,
+    "inner_product",
+    arity = 2,
+    invoke = invoke_metric,
+    aliases = ["dot_product"]
 );
 
 impl Metric for InnerProduct {

@@ -99,14 +99,14 @@ impl Compute for i8 {
         a.chunks(I8_BLOCK)
             .zip(b.chunks(I8_BLOCK))
             .map(|(x, y)| <i8 as SpatialSimilarity>::dot(x, y).unwrap_or(f64::NAN))
-            .sum()
+            .fold(0.0, |s, v| s + v)
     }
     #[inline]
     fn l2sq(a: &[i8], b: &[i8]) -> f64 {
         a.chunks(I8_BLOCK)
             .zip(b.chunks(I8_BLOCK))
             .map(|(x, y)| <i8 as SpatialSimilarity>::l2sq(x, y).unwrap_or(f64::NAN))
-            .sum()
+            .fold(0.0, |s, v| s + v)
     }
     #[inline]
     fn from_f64(v: f64) -> i8 {
@@ -427,7 +427,7 @@ pub fn norm<E: Element>(a: &[E]) -> f64 {
                     E::convert(c, x);
                     E::C::dot(x, x)
                 })
-                .sum()
+                .fold(0.0, |s, v| s + v)
         }
     };
     if E::C::EXACT || (s.is_finite() && s >= E::C::TINY) {
@@ -458,18 +458,14 @@ mod exact {
     pub(super) fn dot<E: Element, B: Operand<E>>(a: &[E], b: B) -> f64 {
         a.iter()
             .enumerate()
-            .map(|(i, x)| x.to_f64() * b.get(i))
-            .sum()
+            .fold(0.0, |s, (i, x)| s + x.to_f64() * b.get(i))
     }
 
     pub(super) fn l2_squared<E: Element, B: Operand<E>>(a: &[E], b: B) -> f64 {
-        a.iter()
-            .enumerate()
-            .map(|(i, x)| {
-                let d = x.to_f64() - b.get(i);
-                d * d
-            })
-            .sum()
+        a.iter().enumerate().fold(0.0, |s, (i, x)| {
+            let d = x.to_f64() - b.get(i);
+            s + d * d
+        })
     }
 
     /// `sqrt(Σ dᵢ²)` scaled by the largest `|dᵢ|` so that finite inputs neither overflow nor underflow.
@@ -482,17 +478,15 @@ mod exact {
             max = max.max(v.abs());
         }
         if !finite {
-            return (0..n).map(|i| d(i) * d(i)).sum::<f64>().sqrt();
+            return (0..n).fold(0.0, |s, i| s + d(i) * d(i)).sqrt();
         }
         if max == 0.0 {
             return 0.0;
         }
-        let s: f64 = (0..n)
-            .map(|i| {
-                let v = d(i) / max;
-                v * v
-            })
-            .sum();
+        let s = (0..n).fold(0.0, |s, i| {
+            let v = d(i) / max;
+            s + v * v
+        });
         max * s.sqrt()
     }
 
@@ -505,12 +499,11 @@ mod exact {
     }
 
     pub(super) fn cosine_distance<E: Element, B: Operand<E>>(a: &[E], b: B) -> Option<f64> {
-        let n = a.len();
         let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
         let (mut max_a, mut max_b) = (0.0f64, 0.0f64);
         let mut finite = true;
-        for i in 0..n {
-            let (x, y) = (a[i].to_f64(), b.get(i));
+        for (i, x) in a.iter().enumerate() {
+            let (x, y) = (x.to_f64(), b.get(i));
             dot += x * y;
             na += x * x;
             nb += y * y;
@@ -529,8 +522,8 @@ mod exact {
             return None;
         }
         let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
-        for i in 0..n {
-            let (x, y) = (a[i].to_f64() / max_a, b.get(i) / max_b);
+        for (i, x) in a.iter().enumerate() {
+            let (x, y) = (x.to_f64() / max_a, b.get(i) / max_b);
             dot += x * y;
             na += x * x;
             nb += y * y;

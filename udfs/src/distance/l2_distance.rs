@@ -20,11 +20,21 @@ column's element type.",
 > SELECT l2_distance([1.0, 2.0], [4.0, 6.0]);
 5.0
 ```"#,
-        argument(name = "a", description = "Vector expression: a column, a constant or any expression."),
-        argument(name = "b", description = "Vector expression of the same length as `a`."),
+        argument(
+            name = "a",
+            description = "Vector expression: a column, a constant or any expression."
+        ),
+        argument(
+            name = "b",
+            description = "Vector expression of the same length as `a`."
+        ),
         related_udf(name = "l2_distance_squared")
     )]
-    L2Distance, "l2_distance", arity = 2, invoke = invoke_metric, aliases = []
+    L2Distance,
+    "l2_distance",
+    arity = 2,
+    invoke = invoke_metric,
+    aliases = []
 );
 
 impl Metric for L2Distance {

@@ -19,11 +19,21 @@ elements are cast to Float64); a constant is converted once to the column's elem
 > SELECT l2_distance_squared([1.0, 2.0], [4.0, 6.0]);
 25.0
 ```"#,
-        argument(name = "a", description = "Vector expression: a column, a constant or any expression."),
-        argument(name = "b", description = "Vector expression of the same length as `a`."),
+        argument(
+            name = "a",
+            description = "Vector expression: a column, a constant or any expression."
+        ),
+        argument(
+            name = "b",
+            description = "Vector expression of the same length as `a`."
+        ),
         related_udf(name = "l2_distance")
     )]
-    L2DistanceSquared, "l2_distance_squared", arity = 2, invoke = invoke_metric, aliases = []
+    L2DistanceSquared,
+    "l2_distance_squared",
+    arity = 2,
+    invoke = invoke_metric,
+    aliases = []
 );
 
 impl Metric for L2DistanceSquared {

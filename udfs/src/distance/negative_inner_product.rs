@@ -19,11 +19,21 @@ first. NULL, error and type rules are those of `inner_product`.",
 -32.0
 > SELECT id FROM memories ORDER BY negative_inner_product(embedding, $1) LIMIT 10;
 ```"#,
-        argument(name = "a", description = "Vector expression: a column, a constant or any expression."),
-        argument(name = "b", description = "Vector expression of the same length as `a`."),
+        argument(
+            name = "a",
+            description = "Vector expression: a column, a constant or any expression."
+        ),
+        argument(
+            name = "b",
+            description = "Vector expression of the same length as `a`."
+        ),
         related_udf(name = "inner_product")
     )]
-    NegativeInnerProduct, "negative_inner_product", arity = 2, invoke = invoke_metric, aliases = []
+    NegativeInnerProduct,
+    "negative_inner_product",
+    arity = 2,
+    invoke = invoke_metric,
+    aliases = []
 );
 
 impl Metric for NegativeInnerProduct {

@@ -18,7 +18,7 @@ use datafusion::logical_expr::{
 use datafusion_macros::user_doc;
 use half::f16;
 
-use super::kernels::{self, Element};
+use super::kernels::{self, Element, ToF64};
 use super::vectors::{self, Input, Kind, Row, Rows};
 
 #[user_doc(
@@ -34,7 +34,10 @@ gives NaN in its place and 0 elsewhere.",
 [0.6, 0.8]
 > UPDATE memories SET embedding = normalize(embedding);
 ```"#,
-    argument(name = "a", description = "Vector expression: a column, a constant or any expression."),
+    argument(
+        name = "a",
+        description = "Vector expression: a column, a constant or any expression."
+    ),
     related_udf(name = "vector_norm")
 )]
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -177,9 +180,12 @@ where
     let nulls = Some(NullBuffer::new(valid.finish())).filter(|n| n.null_count() > 0);
     let values = Arc::new(PrimitiveArray::<O>::new(values.into(), None));
     Ok(match out_type {
-        DataType::FixedSizeList(f, d) => {
-            Arc::new(FixedSizeListArray::try_new(Arc::clone(f), *d, values, nulls)?)
-        }
+        DataType::FixedSizeList(f, d) => Arc::new(FixedSizeListArray::try_new(
+            Arc::clone(f),
+            *d,
+            values,
+            nulls,
+        )?),
         DataType::List(f) => Arc::new(ListArray::try_new(
             Arc::clone(f),
             OffsetBuffer::from_lengths(lengths),

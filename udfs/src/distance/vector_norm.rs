@@ -18,10 +18,17 @@ LargeList of Float32, Float16, Float64 or Int8 (other numeric elements are cast 
 > SELECT vector_norm([3.0, 4.0]);
 5.0
 ```"#,
-        argument(name = "a", description = "Vector expression: a column, a constant or any expression."),
+        argument(
+            name = "a",
+            description = "Vector expression: a column, a constant or any expression."
+        ),
         related_udf(name = "normalize")
     )]
-    VectorNorm, "vector_norm", arity = 1, invoke = invoke_unary, aliases = []
+    VectorNorm,
+    "vector_norm",
+    arity = 1,
+    invoke = invoke_unary,
+    aliases = []
 );
 
 impl UnaryMetric for VectorNorm {

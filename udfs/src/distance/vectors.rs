@@ -103,9 +103,8 @@ pub(crate) fn check_vector_args(
     }
     for t in arg_types {
         let ok = matches!(t, DataType::Null)
-            || list_field(t).is_some_and(|f| {
-                f.data_type().is_numeric() || f.data_type() == &DataType::Null
-            });
+            || list_field(t)
+                .is_some_and(|f| f.data_type().is_numeric() || f.data_type() == &DataType::Null);
         if !ok {
             return plan_err!("{name} does not support type {t}");
         }
@@ -227,7 +226,7 @@ pub(crate) enum Row<'a, T> {
     Values(&'a [T], bool),
 }
 
-impl<'a, T: Copy> Rows<'a, T> {
+impl<'a, T: arrow::datatypes::ArrowNativeType> Rows<'a, T> {
     /// A list array whose elements are `P`.
     pub(crate) fn of_list<P: ArrowPrimitiveType<Native = T>>(array: &'a dyn Array) -> Result<Self> {
         let (values, layout, nulls) = match array.data_type() {
@@ -249,7 +248,7 @@ impl<'a, T: Copy> Rows<'a, T> {
             return internal_err!("unexpected list element type {}", values.data_type());
         };
         Ok(Self {
-            values: p.values(),
+            values: &p.values()[..],
             layout,
             nulls: nulls.filter(|n| n.null_count() > 0),
             value_nulls: p.nulls().filter(|n| n.null_count() > 0),
@@ -257,7 +256,9 @@ impl<'a, T: Copy> Rows<'a, T> {
             broadcast: false,
         })
     }
+}
 
+impl<'a, T: Copy> Rows<'a, T> {
     /// Makes row 0 stand for every row.
     pub(crate) fn broadcast(mut self) -> Self {
         self.broadcast = true;
