@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch, RecordBatchIterator};
+use arrow::array::{
+    Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch, RecordBatchIterator,
+};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
@@ -35,11 +37,16 @@ fn make_batches(rows: usize) -> (Arc<Schema>, Vec<RecordBatch>) {
     while start < rows {
         let n = chunk.min(rows - start);
         let id = Int64Array::from_iter_values((start..start + n).map(|i| i as i64));
-        let a = Float64Array::from_iter_values((0..n).map(|_| (next() % 1_000_000) as f64 / 1000.0));
+        let a =
+            Float64Array::from_iter_values((0..n).map(|_| (next() % 1_000_000) as f64 / 1000.0));
         let b = Int32Array::from_iter_values((0..n).map(|_| (next() % 10_000) as i32));
         let c = Float32Array::from_iter_values((0..n).map(|_| (next() % 1000) as f32 * 0.5));
         batches.push(
-            RecordBatch::try_new(schema.clone(), vec![Arc::new(id), Arc::new(a), Arc::new(b), Arc::new(c)]).unwrap(),
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(id), Arc::new(a), Arc::new(b), Arc::new(c)],
+            )
+            .unwrap(),
         );
         start += n;
     }
@@ -54,7 +61,10 @@ async fn time_stream(label: &str, reps: usize, mut run: impl AsyncFnMut() -> usi
         rows = run().await;
         best = best.min(t.elapsed().as_secs_f64());
     }
-    println!("{label:<40} {:>9.1} ms  ({rows} rows, best of {reps})", best * 1000.0);
+    println!(
+        "{label:<40} {:>9.1} ms  ({rows} rows, best of {reps})",
+        best * 1000.0
+    );
     best
 }
 
@@ -62,20 +72,35 @@ async fn time_stream(label: &str, reps: usize, mut run: impl AsyncFnMut() -> usi
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = args.get(1).expect("usage: scan_bench DIR [ROWS] [REPS]");
-    let rows: usize = args.get(2).map(|s| s.parse().unwrap()).unwrap_or(10_000_000);
+    let rows: usize = args
+        .get(2)
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(10_000_000);
     let reps: usize = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(5);
     let (schema, batches) = make_batches(rows);
     let db = Database::open(Config::new(dir)).await.unwrap();
     let path = db.data_dir().join("numbers.lance");
     if !path.join("_versions").exists() {
         let reader = RecordBatchIterator::new(batches.clone().into_iter().map(Ok), schema.clone());
-        lance::Dataset::write(reader, path.to_str().unwrap(), None).await.unwrap();
+        lance::Dataset::write(reader, path.to_str().unwrap(), None)
+            .await
+            .unwrap();
     }
     let session = db.session();
     let mem = SessionContext::new();
-    mem.register_table("numbers", Arc::new(MemTable::try_new(schema.clone(), vec![batches]).unwrap())).unwrap();
+    mem.register_table(
+        "numbers",
+        Arc::new(MemTable::try_new(schema.clone(), vec![batches]).unwrap()),
+    )
+    .unwrap();
 
-    let queries = [("SELECT *", "SELECT * FROM numbers"), ("filtered (b < 100, ~1%)", "SELECT * FROM numbers WHERE b < 100")];
+    let queries = [
+        ("SELECT *", "SELECT * FROM numbers"),
+        (
+            "filtered (b < 100, ~1%)",
+            "SELECT * FROM numbers WHERE b < 100",
+        ),
+    ];
     for (name, sql) in queries {
         let marrow = time_stream(&format!("marrow   {name}"), reps, async || {
             let mut s = session.execute(sql).await.unwrap().into_stream();

@@ -160,7 +160,8 @@ impl Session {
             return Ok(0);
         }
         let name = "__marrow_ingest";
-        let mem: Arc<dyn TableProvider> = Arc::new(MemTable::try_new(schema.clone(), vec![batches])?);
+        let mem: Arc<dyn TableProvider> =
+            Arc::new(MemTable::try_new(schema.clone(), vec![batches])?);
         let columns = schema
             .fields()
             .iter()
@@ -175,7 +176,11 @@ impl Session {
         let insert = match crate::session::parse(&sql)?.pop() {
             Some(DFStatement::Statement(stmt)) => match *stmt {
                 Statement::Insert(i) => i,
-                _ => return Err(Error::internal("generated ingest statement is not an INSERT")),
+                _ => {
+                    return Err(Error::internal(
+                        "generated ingest statement is not an INSERT",
+                    ))
+                }
             },
             _ => return Err(Error::internal("generated ingest statement did not parse")),
         };

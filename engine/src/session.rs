@@ -356,17 +356,27 @@ impl Session {
         rows: &[ParamValues],
     ) -> Result<Option<u64>> {
         use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Ident, SetExpr, Value};
-        let Some(source) = insert.source.as_ref() else { return Ok(None) };
-        let SetExpr::Values(values) = source.body.as_ref() else { return Ok(None) };
-        let [row] = values.rows.as_slice() else { return Ok(None) };
+        let Some(source) = insert.source.as_ref() else {
+            return Ok(None);
+        };
+        let SetExpr::Values(values) = source.body.as_ref() else {
+            return Ok(None);
+        };
+        let [row] = values.rows.as_slice() else {
+            return Ok(None);
+        };
         // One column per placeholder, one row per parameter set.
         let mut columns: Vec<Vec<datafusion::common::ScalarValue>> = vec![];
         for (r, p) in rows.iter().enumerate() {
-            let ParamValues::List(list) = p else { return Ok(None) };
+            let ParamValues::List(list) = p else {
+                return Ok(None);
+            };
             if r == 0 {
                 columns = vec![vec![]; list.len()];
             } else if list.len() != columns.len() {
-                return Err(Error::invalid("every parameter row must have the same number of values"));
+                return Err(Error::invalid(
+                    "every parameter row must have the same number of values",
+                ));
             }
             for (c, v) in list.iter().enumerate() {
                 columns[c].push(v.value.clone());
@@ -376,7 +386,11 @@ impl Session {
         let mut arrays = vec![];
         for (i, values) in columns.into_iter().enumerate() {
             let array = datafusion::common::ScalarValue::iter_to_array(values)?;
-            fields.push(Field::new(format!("p{}", i + 1), array.data_type().clone(), true));
+            fields.push(Field::new(
+                format!("p{}", i + 1),
+                array.data_type().clone(),
+                true,
+            ));
             arrays.push(array);
         }
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
@@ -406,18 +420,31 @@ impl Session {
         }
         let select = format!(
             "SELECT {} FROM \"{PARAMS_RELATION}\"",
-            exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+            exprs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let query = match parse_one(&select)? {
             DFStatement::Statement(s) => match *s {
                 Statement::Query(q) => q,
-                _ => return Err(Error::internal("rewritten executemany source is not a query")),
+                _ => {
+                    return Err(Error::internal(
+                        "rewritten executemany source is not a query",
+                    ))
+                }
             },
-            _ => return Err(Error::internal("rewritten executemany source is not a query")),
+            _ => {
+                return Err(Error::internal(
+                    "rewritten executemany source is not a query",
+                ))
+            }
         };
         insert.source = Some(query);
-        let mem: Arc<dyn datafusion::catalog::TableProvider> =
-            Arc::new(datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?);
+        let mem: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(
+            datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?,
+        );
         let extra = [(PARAMS_RELATION.to_string(), mem)].into_iter().collect();
         match dml::insert_with(self, insert, None, extra).await? {
             QueryOutput::Count(n) => Ok(Some(n)),

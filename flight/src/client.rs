@@ -22,17 +22,24 @@ pub enum ClientError {
 }
 
 impl Client {
-    pub async fn connect(url: &str, user: Option<&str>, password: Option<&str>) -> Result<Self, ClientError> {
+    pub async fn connect(
+        url: &str,
+        user: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<Self, ClientError> {
         let (tls, rest) = if let Some(r) = url.strip_prefix("grpc+tls://") {
             (true, r)
-        } else if let Some(r) = url.strip_prefix("grpc://").or_else(|| url.strip_prefix("grpc+tcp://")) {
+        } else if let Some(r) = url
+            .strip_prefix("grpc://")
+            .or_else(|| url.strip_prefix("grpc+tcp://"))
+        {
             (false, r)
         } else {
             return Err(ClientError::Url(url.to_string()));
         };
         let scheme = if tls { "https" } else { "http" };
-        let mut endpoint =
-            Endpoint::from_shared(format!("{scheme}://{rest}")).map_err(|_| ClientError::Url(url.to_string()))?;
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{rest}"))
+            .map_err(|_| ClientError::Url(url.to_string()))?;
         if tls {
             endpoint = endpoint.tls_config(ClientTlsConfig::new().with_enabled_roots())?;
         }
@@ -45,12 +52,21 @@ impl Client {
     }
 
     /// Run one statement; a write statement's count comes back as a one-row `count` table.
-    pub async fn execute(&mut self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), ClientError> {
+    pub async fn execute(
+        &mut self,
+        sql: &str,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), ClientError> {
         let info = self.inner.execute(sql.to_string(), None).await?;
-        let mut schema: SchemaRef = Arc::new(info.clone().try_decode_schema().unwrap_or_else(|_| Schema::empty()));
+        let mut schema: SchemaRef = Arc::new(
+            info.clone()
+                .try_decode_schema()
+                .unwrap_or_else(|_| Schema::empty()),
+        );
         let mut batches = vec![];
         for endpoint in info.endpoint {
-            let Some(ticket) = endpoint.ticket else { continue };
+            let Some(ticket) = endpoint.ticket else {
+                continue;
+            };
             let stream = self.inner.do_get(ticket).await?;
             let got: Vec<RecordBatch> = stream.try_collect().await.map_err(ClientError::Flight)?;
             if let Some(b) = got.first() {

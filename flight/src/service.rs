@@ -408,7 +408,11 @@ async fn execute_update(
         }
         params => {
             let p = params.and_then(|mut rows| rows.pop());
-            match engine.execute_with_params(sql, p).await.map_err(to_status)? {
+            match engine
+                .execute_with_params(sql, p)
+                .await
+                .map_err(to_status)?
+            {
                 QueryOutput::Count(n) => Ok(n as i64),
                 QueryOutput::Done => Ok(-1),
                 QueryOutput::Rows(mut s) => {
