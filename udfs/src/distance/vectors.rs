@@ -112,7 +112,7 @@ pub(crate) fn check_vector_args(
     Ok(arg_types.to_vec())
 }
 
-/// `coerce_types` of bit-vector functions: NULL, a binary type, or a list of integers.
+/// `coerce_types` of bit-vector functions: NULL, a binary type, or a list of integers (or of NULLs).
 pub(crate) fn check_bit_args(
     name: &str,
     arg_types: &[DataType],
@@ -129,7 +129,8 @@ pub(crate) fn check_bit_args(
                 | DataType::LargeBinary
                 | DataType::BinaryView
                 | DataType::FixedSizeBinary(_)
-        ) || list_field(t).is_some_and(|f| f.data_type().is_integer());
+        ) || list_field(t)
+            .is_some_and(|f| f.data_type().is_integer() || f.data_type() == &DataType::Null);
         if !ok {
             return plan_err!("{name} does not support type {t}");
         }
