@@ -32,10 +32,3 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-# arrow-flight's own Flight SQL command-line client, used by the test suite as an independent Rust client.
-. scripts/env.sh
-tools="$HOME/.cache/marrow-tools"
-if [ ! -x "$tools/bin/flight_sql_client" ]; then
-  echo "setup: building arrow-flight's flight_sql_client"
-  cargo install -q arrow-flight --version 58.4.1 --features cli,flight-sql,tls-ring --debug --locked --root "$tools"
-fi

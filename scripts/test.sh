@@ -5,7 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 scripts/setup.sh
+# arrow-flight's own Flight SQL command-line client, used by the Python suite as an independent Rust client.
+tools="$HOME/.cache/marrow-tools"
+if [ ! -x "$tools/bin/flight_sql_client" ]; then
+  echo "test: building arrow-flight's flight_sql_client"
+  cargo install -q arrow-flight --version 58.4.1 --features cli,flight-sql,tls-ring --debug --locked --root "$tools"
+fi
 # --all-targets resolves features as `cargo test` does, so the binary and the tests share one build.
 cargo build --workspace --all-targets
 cargo test --workspace
-FLIGHT_SQL_CLIENT="$HOME/.cache/marrow-tools/bin/flight_sql_client" MARROW_BIN="$CARGO_TARGET_DIR/debug/marrow" .venv/bin/python -m pytest -q python/tests
+FLIGHT_SQL_CLIENT="$tools/bin/flight_sql_client" MARROW_BIN="$CARGO_TARGET_DIR/debug/marrow" .venv/bin/python -m pytest -q python/tests
