@@ -79,9 +79,7 @@ pub(crate) async fn create_table(
     let if_not_exists = ct.if_not_exists;
     let or_replace = ct.or_replace;
     let db = session.database();
-    if db.schema_provider().lance_table_exists(&name)
-        || db.schema_provider().table_names().contains(&name)
-    {
+    if db.schema_provider().table_exist(&name) {
         if if_not_exists {
             return Ok(QueryOutput::Count(0));
         }

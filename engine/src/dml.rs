@@ -62,7 +62,8 @@ pub(crate) fn table_name(name: &ObjectName) -> Result<String> {
     }
 }
 
-fn quote(s: &str) -> String {
+/// A double-quoted SQL identifier.
+pub(crate) fn quote(s: &str) -> String {
     Ident::with_quote('"', s).to_string()
 }
 

@@ -11,9 +11,10 @@ use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{Ident, Statement};
+use datafusion::sql::sqlparser::ast::Statement;
 
 use crate::catalog::{storage_schema, validate_table_name};
+use crate::dml::quote;
 use crate::error::{Error, ErrorKind, Result};
 use crate::session::{QueryOutput, Session};
 use crate::write::coerce_batches;
@@ -45,10 +46,6 @@ fn ingest_schema(schema: &Schema) -> SchemaRef {
         storage.fields().clone(),
         metadata,
     ))
-}
-
-fn quote(s: &str) -> String {
-    Ident::with_quote('"', s).to_string()
 }
 
 impl Session {
