@@ -85,6 +85,7 @@ pub struct MarrowSchema {
     lance_session: Arc<lance::session::Session>,
     views: RwLock<BTreeMap<String, String>>,
     external: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+    schemas: RwLock<HashMap<String, SchemaRef>>,
     state_factory: OnceLock<StateFactory>,
 }
 
@@ -110,6 +111,7 @@ impl MarrowSchema {
             lance_session: Arc::new(lance::session::Session::default()),
             views: RwLock::new(views),
             external: RwLock::new(HashMap::new()),
+            schemas: RwLock::new(HashMap::new()),
             state_factory: OnceLock::new(),
         })
     }
@@ -137,7 +139,8 @@ impl MarrowSchema {
         self.table_path(name).join("_versions").is_dir()
     }
 
-    fn lance_table_names(&self) -> Vec<String> {
+    /// The tables stored as Lance datasets, sorted by name.
+    pub fn lance_tables(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
             return vec![];
         };
@@ -174,11 +177,24 @@ impl MarrowSchema {
         } else {
             None
         };
-        Ok(Arc::new(MarrowTable::new(
-            ds,
-            with_row_addr,
-            state.as_ref(),
-        )?))
+        let table = MarrowTable::new(ds, with_row_addr, state.as_ref())?;
+        if !with_row_addr {
+            self.schemas
+                .write()
+                .expect("schema cache lock")
+                .insert(name.to_string(), table.schema());
+        }
+        Ok(Arc::new(table))
+    }
+
+    /// The schema a table had when it was last opened. Table functions are planned synchronously and read it from
+    /// here; the session opens the tables they name just before planning.
+    pub fn cached_schema(&self, name: &str) -> Option<SchemaRef> {
+        self.schemas
+            .read()
+            .expect("schema cache lock")
+            .get(name)
+            .cloned()
     }
 
     fn persist_views(&self, views: &BTreeMap<String, String>) -> DFResult<()> {
@@ -222,7 +238,7 @@ impl MarrowSchema {
 #[async_trait]
 impl SchemaProvider for MarrowSchema {
     fn table_names(&self) -> Vec<String> {
-        let mut names = self.lance_table_names();
+        let mut names = self.lance_tables();
         names.extend(self.views.read().expect("views lock").keys().cloned());
         names.extend(self.external.read().expect("external lock").keys().cloned());
         names

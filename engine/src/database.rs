@@ -173,7 +173,7 @@ impl Database {
         // Lance stores Utf8; planning VARCHAR as Utf8 keeps schemas identical before and after a restart.
         options.sql_parser.map_string_types_to_utf8view = false;
         options.execution.parquet.schema_force_view_types = false;
-        config
+        config.with_option_extension(crate::vector::VectorOptions::default())
     }
 
     pub(crate) fn new_state(&self) -> SessionState {
@@ -197,8 +197,10 @@ impl Database {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_catalog_list(Arc::new(list))
+            .with_optimizer_rule(Arc::new(crate::vector::VectorTopKRule))
             .build();
         marrow_udfs::register_all(&mut state).expect("Marrow functions register");
+        crate::table_functions::register(&mut state, self.inner.schema.clone());
         state
     }
 

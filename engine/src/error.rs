@@ -125,6 +125,10 @@ fn df_message(e: &DataFusionError) -> String {
             Some(marrow) => marrow.message.clone(),
             None => inner.to_string(),
         },
+        // An error Marrow raised inside an optimizer rule reads as itself.
+        DataFusionError::Context(ctx, inner) if ctx.starts_with("Optimizer rule") => {
+            df_message(inner)
+        }
         DataFusionError::Context(ctx, inner) => format!("{ctx}: {}", df_message(inner)),
         DataFusionError::Shared(inner) => df_message(inner),
         DataFusionError::Diagnostic(_, inner) => df_message(inner),

@@ -17,8 +17,11 @@ mod ddl;
 mod dml;
 pub mod error;
 pub mod fence;
+pub mod index;
 pub mod ingest;
 pub mod session;
+pub mod table_functions;
+pub mod vector;
 pub mod write;
 
 pub use database::{memories_schema, Config, Database, CATALOG, SCHEMA};

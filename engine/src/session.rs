@@ -17,7 +17,7 @@ use futures::TryStreamExt;
 
 use crate::database::Database;
 use crate::error::{Error, Result};
-use crate::{ddl, dml, fence};
+use crate::{ddl, dml, fence, index};
 
 /// What a statement produced.
 pub enum QueryOutput {
@@ -187,13 +187,15 @@ impl Session {
                 Statement::Insert(insert) => dml::insert(self, insert, params).await,
                 Statement::Update(update) => dml::update(self, update, params).await,
                 Statement::Delete(delete) => dml::delete(self, delete, params).await,
-                Statement::CreateIndex(_)
-                | Statement::Drop {
+                Statement::CreateIndex(ci) => index::create_index(self, ci).await,
+                Statement::Drop {
                     object_type: ObjectType::Index,
+                    names,
+                    if_exists,
+                    table,
                     ..
-                } => Err(Error::unsupported(
-                    "indexes are not supported yet: vector and scalar index DDL comes with the vector-search work",
-                )),
+                } => index::drop_index(self, &names, if_exists, table.as_ref()).await,
+                Statement::OptimizeTable { name, .. } => index::optimize_table(self, &name).await,
                 Statement::Merge(_) => Err(Error::unsupported(
                     "MERGE is not supported; use INSERT … ON CONFLICT (key) DO UPDATE SET …",
                 )),
@@ -224,6 +226,7 @@ impl Session {
         statement: DFStatement,
         params: Option<ParamValues>,
     ) -> Result<LogicalPlan> {
+        self.open_table_function_tables(&statement).await?;
         let plan = self.state().statement_to_plan(statement).await?;
         Ok(match params {
             Some(p) => plan.with_param_values(p)?,
@@ -292,6 +295,64 @@ impl Session {
             parameter_schema: parameter_schema(&plan)?,
             is_query,
         })
+    }
+}
+
+/// String arguments of Marrow's table functions (`vector_search('t', …)`) that may name tables.
+fn table_function_strings(statement: &DFStatement) -> Vec<String> {
+    use datafusion::sql::sqlparser::ast::{
+        FunctionArg, FunctionArgExpr, TableFactor, Visit, Visitor,
+    };
+    struct Collect(Vec<String>);
+    impl Visitor for Collect {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> std::ops::ControlFlow<()> {
+            if let TableFactor::Table {
+                name,
+                args: Some(args),
+                ..
+            } = tf
+            {
+                let fname = name.to_string().to_lowercase();
+                if crate::table_functions::TABLE_ARGUMENT_FUNCTIONS.contains(&fname.as_str()) {
+                    for a in &args.args {
+                        if let FunctionArg::Unnamed(FunctionArgExpr::Expr(
+                            datafusion::sql::sqlparser::ast::Expr::Value(v),
+                        )) = a
+                        {
+                            if let datafusion::sql::sqlparser::ast::Value::SingleQuotedString(s) =
+                                &v.value
+                            {
+                                self.0.push(s.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut c = Collect(vec![]);
+    match statement {
+        DFStatement::Statement(s) => {
+            let _ = s.visit(&mut c);
+        }
+        DFStatement::Explain(e) => return table_function_strings(&e.statement),
+        _ => {}
+    }
+    c.0
+}
+
+impl Session {
+    /// Table functions are planned synchronously: open the tables they name first, so their schemas are known.
+    async fn open_table_function_tables(&self, statement: &DFStatement) -> Result<()> {
+        let provider = self.db.schema_provider();
+        for name in table_function_strings(statement) {
+            if provider.lance_table_exists(&name) {
+                provider.open_table(&name, false).await?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -55,6 +55,47 @@ fn column_type(dt: &DataType) -> DefaultColumnType {
     }
 }
 
+/// Plans name each run's temporary paths and index UUIDs; EXPLAIN tests compare everything else.
+fn normalize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some((at, key)) = ["uri=", "uuid="]
+        .iter()
+        .filter_map(|k| rest.find(k).map(|i| (i, *k)))
+        .min()
+    {
+        out.push_str(&rest[..at + key.len()]);
+        rest = &rest[at + key.len()..];
+        let end = rest
+            .find(|c: char| c == ',' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        out.push_str(if key == "uri=" { "<path>" } else { "<uuid>" });
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// Multi-line cells (EXPLAIN plans) are compared line by line as one snapshot; everything else as sqllogictest does.
+fn validator(
+    normalizer: sqllogictest::Normalizer,
+    actual: &[Vec<String>],
+    expected: &[String],
+) -> bool {
+    if !actual.iter().flatten().any(|c| c.contains('\n')) {
+        return sqllogictest::default_validator(normalizer, actual, expected);
+    }
+    let snapshot = actual
+        .iter()
+        .map(|row| row.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let actual_lines: Vec<&str> = snapshot.lines().map(str::trim_end).collect();
+    let expected_lines: Vec<&str> = expected.iter().map(|l| l.trim_end()).collect();
+    actual_lines == expected_lines
+}
+
 fn render(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, SltError> {
     let options = FormatOptions::default().with_null("NULL");
     let mut rows = vec![];
@@ -70,7 +111,7 @@ fn render(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, SltError> {
                 formatters
                     .iter()
                     .map(|f| {
-                        let s = f.value(r).to_string();
+                        let s = normalize(&f.value(r).to_string());
                         if s.is_empty() {
                             "(empty)".to_string()
                         } else {
@@ -192,6 +233,7 @@ async fn sqllogictest_files() {
             async move { MarrowDb::open(config).await }
         });
         runner.with_column_validator(sqllogictest::default_column_validator);
+        runner.with_validator(validator);
         if let Err(e) = runner.run_file_async(&file).await {
             failures.push(format!("{}:\n{e}", file.display()));
         }
