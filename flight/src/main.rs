@@ -26,8 +26,9 @@ Examples:
     after_help = EXAMPLES
 )]
 struct Cli {
-    /// Log filter (tracing's env-filter syntax), e.g. `info` or `marrow_engine=debug`. Also RUST_LOG.
-    #[arg(long, global = true, env = "MARROW_LOG", default_value = "warn")]
+    /// Log filter (tracing's env-filter syntax), e.g. `info` or `marrow_engine=debug`. Also RUST_LOG. The default shows
+    /// warnings and the progress of index builds.
+    #[arg(long, global = true, env = "MARROW_LOG", default_value = "warn,marrow::index=info")]
     log: String,
     #[command(subcommand)]
     command: Command,
