@@ -14,5 +14,5 @@ import sys, time, lance
 ds = lance.dataset(sys.argv[1]); reps = int(sys.argv[2])
 for name, flt in [("SELECT *", None), ("filtered (b < 100, ~1%)", "b < 100")]:
     best = min((lambda t0: (ds.to_table(filter=flt).num_rows, time.perf_counter() - t0)[1])(time.perf_counter()) for _ in range(reps))
-    print(f"pylance  {name:<31} {best*1000:>9.1} ms  (best of {reps})")
+    print(f"pylance  {name:<31} {best*1000:>9.1f} ms  (best of {reps})")
 PY

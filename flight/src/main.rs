@@ -28,7 +28,12 @@ Examples:
 struct Cli {
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `marrow_engine=debug`. Also RUST_LOG. The default shows
     /// warnings and the progress of index builds.
-    #[arg(long, global = true, env = "MARROW_LOG", default_value = "warn,marrow::index=info")]
+    #[arg(
+        long,
+        global = true,
+        env = "MARROW_LOG",
+        default_value = "warn,marrow::index=info"
+    )]
     log: String,
     #[command(subcommand)]
     command: Command,
