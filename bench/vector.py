@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+os.environ.setdefault("LANCE_LOG", "error")  # pylance warns on every query that omits _distance
+
 K = 10
 
 
@@ -90,11 +92,6 @@ def recall(got: list[list[int]], truth: np.ndarray) -> float:
 
 
 def ann(d: Path, marrow_bin: str) -> None:
-    import adbc_driver_flightsql.dbapi as flight_sql
-    import hnswlib
-    import lance
-    import socket
-
     data = d / "data"
     queries = np.fromfile(data / "queries.f32", dtype=np.float32)
     truth = np.fromfile(data / "truth.i64", dtype=np.int64).reshape(-1, K)
@@ -102,7 +99,16 @@ def ann(d: Path, marrow_bin: str) -> None:
     queries = queries.reshape(-1, dim)
     settings = [(4, 50), (4, 100), (8, 100), (8, 200), (16, 300)]
 
-    # Marrow over Flight SQL: ADBC, prepared statement with the query vector bound as $1.
+    # Marrow over Flight SQL: ADBC, prepared statement with the query vector bound as $1 ("-" skips it).
+    if marrow_bin != "-":
+        flight(data, marrow_bin, queries, truth, settings)
+    others(d, data, queries, truth, settings, dim)
+
+
+def flight(data, marrow_bin, queries, truth, settings) -> None:
+    import adbc_driver_flightsql.dbapi as flight_sql
+    import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -137,6 +143,11 @@ def ann(d: Path, marrow_bin: str) -> None:
     finally:
         server.terminate()
         server.wait()
+
+
+def others(d, data, queries, truth, settings, dim) -> None:
+    import hnswlib
+    import lance
 
     # pylance on the same dataset and the same index files.
     ds = lance.dataset(str(data / "glove.lance"))

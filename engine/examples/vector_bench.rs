@@ -293,6 +293,44 @@ async fn ann(dir: &str) {
     // Leave the HNSW index for the Flight and pylance runs that follow.
 }
 
+macro_rules! time_it {
+    ($label:expr, $n:expr, $body:expr) => {{
+        let t = Instant::now();
+        for _ in 0..$n {
+            $body;
+        }
+        println!("{:<48} {:>8.3} ms", $label, t.elapsed().as_secs_f64() * 1000.0 / $n as f64);
+    }};
+}
+
+/// Where a single ANN query's time goes: planning, opening the table, index lookup, Lance's own search.
+async fn overhead(dir: &str) {
+    use lance::index::DatasetIndexExt;
+    let db = Database::open(Config::new(dir)).await.unwrap();
+    let queries = read_f32(&db.data_dir().join("queries.f32"));
+    let truth = read_i64(&db.data_dir().join("truth.i64"));
+    let dim = queries.len() / (truth.len() / 10);
+    let session = db.session();
+    let n = 300;
+    let q = &queries[..dim];
+    time_it!("SELECT 1", n, session.execute("SELECT 1").await.unwrap().collect().await.unwrap());
+    time_it!("SELECT id FROM glove LIMIT 1", n, session.execute("SELECT id FROM glove LIMIT 1").await.unwrap().collect().await.unwrap());
+    let sql = "SELECT id FROM glove ORDER BY cosine_distance(emb, $1) LIMIT 10";
+    time_it!("ANN query through SQL ($1)", n, session.execute_with_params(sql, Some(query_param(q))).await.unwrap().collect().await.unwrap());
+    let path = db.data_dir().join("glove.lance");
+    time_it!("open dataset", n, lance::Dataset::open(path.to_str().unwrap()).await.unwrap());
+    let ds = lance::Dataset::open(path.to_str().unwrap()).await.unwrap();
+    time_it!("describe_indices", n, ds.describe_indices(None).await.unwrap());
+    let qa = Float32Array::from(q.to_vec());
+    time_it!("lance scanner nearest (k=10)", n, {
+        let mut s = ds.scan();
+        s.project(&["id"]).unwrap();
+        s.nearest("emb", &qa, 10).unwrap();
+        s.distance_metric(lance_linalg::distance::DistanceType::Cosine);
+        s.try_into_batch().await.unwrap();
+    });
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -305,6 +343,7 @@ async fn main() {
             exact(dir, rows, dim, reps).await;
         }
         Some("ann") => ann(&args[2]).await,
+        Some("overhead") => overhead(&args[2]).await,
         _ => {
             eprintln!("usage: vector_bench exact DIR [ROWS] [DIM] [REPS] | vector_bench ann DIR");
             std::process::exit(2);
