@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 scripts/setup.sh
+. scripts/env.sh  # again: setup installed the model package
 cargo build -p marrow-flight --bin marrow
 if [ $# -eq 0 ]; then
   set -- serve --data-dir ./marrow-data

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 scripts/setup.sh
+. scripts/env.sh  # again: setup installed the model package
 # arrow-flight's own Flight SQL command-line client, used by the Python suite as an independent Rust client.
 tools="$HOME/.cache/marrow-tools"
 if [ ! -x "$tools/bin/flight_sql_client" ]; then

@@ -26,6 +26,9 @@ use crate::error::{Error, Result};
 /// own constraints and defaults wherever it is opened.
 pub const META_PRIMARY_KEY: &str = "marrow.primary_key";
 pub const META_DEFAULTS: &str = "marrow.defaults";
+/// `{"<vector column>": "<text column>"}`: rows written without the vector get `embed(<text column>)`, and an UPDATE
+/// that changes the text recomputes it. On for `memories`.
+pub const META_EMBED: &str = "marrow.embed";
 
 const VIEWS_FILE: &str = "_marrow_views.json";
 

@@ -12,7 +12,7 @@ use datafusion::execution::context::{SessionConfig, SessionContext, SessionState
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 
-use crate::catalog::{MarrowSchema, META_DEFAULTS, META_PRIMARY_KEY};
+use crate::catalog::{MarrowSchema, META_DEFAULTS, META_EMBED, META_PRIMARY_KEY};
 use crate::error::{Error, ErrorKind, Result};
 use crate::session::Session;
 
@@ -32,6 +32,11 @@ pub struct Config {
     pub export_root: Option<PathBuf>,
     /// Memory limit in bytes for each session's queries (sorts and joins spill or fail beyond it).
     pub memory_limit: Option<usize>,
+    /// The embedding model (`config.json`, `model.safetensors`, `tokenizer.json`) behind `embed()` and the
+    /// `minilm` tokenizer; `None` leaves them unavailable.
+    pub model_dir: Option<PathBuf>,
+    /// More tokenizers for `tokenize(text, name)`, by name.
+    pub tokenizers: BTreeMap<String, PathBuf>,
 }
 
 impl Config {
@@ -46,6 +51,7 @@ impl Config {
 pub(crate) struct DbInner {
     pub(crate) config: Config,
     pub(crate) schema: Arc<MarrowSchema>,
+    pub(crate) models: marrow_udfs::text::SharedModels,
     /// One writer per table at a time inside this process; other processes are kept out by the directory lock.
     write_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     _lock: File,
@@ -125,12 +131,19 @@ impl Database {
             import_root: canonical_root(&config.import_root, "import root")?,
             export_root: canonical_root(&config.export_root, "export root")?,
             memory_limit: config.memory_limit,
+            model_dir: config.model_dir.clone(),
+            tokenizers: config.tokenizers.clone(),
         };
+        let models = Arc::new(
+            marrow_udfs::text::TextModels::new(config.model_dir.clone(), config.tokenizers.clone())
+                .map_err(Error::invalid)?,
+        );
         let schema = Arc::new(MarrowSchema::open(&data_dir)?);
         let db = Database {
             inner: Arc::new(DbInner {
                 config,
                 schema: schema.clone(),
+                models,
                 write_locks: Mutex::new(BTreeMap::new()),
                 _lock: lock,
             }),
@@ -200,8 +213,15 @@ impl Database {
             .with_optimizer_rule(Arc::new(crate::vector::VectorTopKRule))
             .build();
         marrow_udfs::register_all(&mut state).expect("Marrow functions register");
+        marrow_udfs::register_text(&mut state, self.inner.models.clone())
+            .expect("text functions register");
         crate::table_functions::register(&mut state, self.inner.schema.clone());
         state
+    }
+
+    /// Tokenizers and the embedding model, shared by every session.
+    pub fn models(&self) -> &marrow_udfs::text::SharedModels {
+        &self.inner.models
     }
 
     pub(crate) fn write_lock(&self, table: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -244,6 +264,11 @@ pub fn memories_schema() -> Schema {
         (
             META_DEFAULTS.to_string(),
             serde_json::to_string(&defaults).expect("defaults serialize"),
+        ),
+        (
+            META_EMBED.to_string(),
+            serde_json::to_string(&BTreeMap::from([("embedding", "content")]))
+                .expect("embed setting serializes"),
         ),
     ]
     .into_iter()

@@ -392,7 +392,7 @@ pub(crate) async fn insert_with(
             )));
         }
         let n = rows.iter().map(|b| b.num_rows()).sum::<usize>();
-        write::append(&ds, rows).await?;
+        write::append(&ds, session.database().models(), rows).await?;
         return Ok(QueryOutput::Count(n as u64));
     }
     check_unique_batches(session, &name, &pk, &rows).await?;
@@ -437,7 +437,7 @@ pub(crate) async fn insert_with(
                 )));
             }
             let n = rows.iter().map(|b| b.num_rows()).sum::<usize>();
-            write::append(&ds, rows).await?;
+            write::append(&ds, session.database().models(), rows).await?;
             Ok(QueryOutput::Count(n as u64))
         }
         Some(action) => {
@@ -463,6 +463,7 @@ pub(crate) async fn insert_with(
                         qualify_columns(&mut value, &alias);
                         assigned.insert(col, value.to_string());
                     }
+                    clear_stale_embeddings(&target.table, &mut assigned);
                     let selection = du.selection.map(|mut e| {
                         qualify_columns(&mut e, &alias);
                         format!(" WHERE {e}")
@@ -482,8 +483,28 @@ pub(crate) async fn insert_with(
             let n = addrs.len() + fresh.iter().map(|b| b.num_rows()).sum::<usize>();
             let mut inserted = updated;
             inserted.extend(fresh);
-            write::commit(&ds, addrs, inserted).await?;
+            write::commit(&ds, session.database().models(), addrs, inserted).await?;
             Ok(QueryOutput::Count(n as u64))
+        }
+    }
+}
+
+/// An assignment that changes the text a vector column is embedded from also clears the vector, so that the write
+/// recomputes it (unless the statement sets the vector itself).
+fn clear_stale_embeddings(table: &MarrowTable, assigned: &mut HashMap<String, String>) {
+    let Some(setting) = table
+        .dataset()
+        .schema()
+        .metadata
+        .get(crate::catalog::META_EMBED)
+    else {
+        return;
+    };
+    let pairs: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(setting).unwrap_or_default();
+    for (target, source) in pairs {
+        if assigned.contains_key(&source) && !assigned.contains_key(&target) {
+            assigned.insert(target, "NULL".to_string());
         }
     }
 }
@@ -602,6 +623,7 @@ pub(crate) async fn update(
             )));
         }
     }
+    clear_stale_embeddings(&target.table, &mut assigned);
     let from = match &update.from {
         None => String::new(),
         Some(UpdateTableFromKind::AfterSet(t)) | Some(UpdateTableFromKind::BeforeSet(t)) => {
@@ -650,7 +672,13 @@ pub(crate) async fn update(
         }
     }
     let n = addrs.len();
-    write::commit(target.table.dataset(), addrs, rows).await?;
+    write::commit(
+        target.table.dataset(),
+        session.database().models(),
+        addrs,
+        rows,
+    )
+    .await?;
     Ok(QueryOutput::Count(n as u64))
 }
 
@@ -716,6 +744,12 @@ pub(crate) async fn delete(
         addrs.extend(col.values().iter().copied());
     }
     let n = addrs.len();
-    write::commit(target.table.dataset(), addrs, vec![]).await?;
+    write::commit(
+        target.table.dataset(),
+        session.database().models(),
+        addrs,
+        vec![],
+    )
+    .await?;
     Ok(QueryOutput::Count(n as u64))
 }

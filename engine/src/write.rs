@@ -10,6 +10,10 @@ use lance::dataset::transaction::{Operation, Transaction, UpdateMode};
 use lance::dataset::{CommitBuilder, InsertBuilder, WriteMode, WriteParams};
 use lance::Dataset;
 
+use arrow::array::AsArray;
+use marrow_udfs::text::TextModels;
+
+use crate::catalog::META_EMBED;
 use crate::error::{Error, Result};
 
 fn describe(dt: &DataType) -> String {
@@ -107,18 +111,101 @@ pub fn coerce_batches(batches: &[RecordBatch], schema: &SchemaRef) -> Result<Vec
 }
 
 /// Append rows as one commit. Returns the new dataset, or the old one if there was nothing to write.
-pub async fn append(ds: &Arc<Dataset>, batches: Vec<RecordBatch>) -> Result<Arc<Dataset>> {
-    commit(ds, vec![], batches).await
+pub async fn append(
+    ds: &Arc<Dataset>,
+    models: &TextModels,
+    batches: Vec<RecordBatch>,
+) -> Result<Arc<Dataset>> {
+    commit(ds, models, vec![], batches).await
+}
+
+/// Fill the vector columns a table computes from text (its `marrow.embed` setting) where a written row leaves them
+/// NULL. Without a configured model the rows are written as they are.
+pub fn embed_missing(
+    metadata: &std::collections::HashMap<String, String>,
+    models: &TextModels,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
+    let Some(setting) = metadata.get(META_EMBED) else {
+        return Ok(batches);
+    };
+    let pairs: BTreeMap<String, String> = serde_json::from_str(setting)
+        .map_err(|e| Error::internal(format!("table setting {META_EMBED} is unreadable: {e}")))?;
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let mut columns = batch.columns().to_vec();
+        for (target, source) in &pairs {
+            let (Ok(t), Ok(s)) = (
+                batch.schema().index_of(target),
+                batch.schema().index_of(source),
+            ) else {
+                continue;
+            };
+            let texts = arrow::compute::cast(batch.column(s), &DataType::Utf8)?;
+            let texts = texts.as_string::<i32>();
+            let current = &columns[t];
+            let missing: Vec<usize> = (0..batch.num_rows())
+                .filter(|&r| current.is_null(r) && texts.is_valid(r))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            if !models.has_model() {
+                tracing::warn!(
+                    "{} row(s) written without {target}: no embedding model is configured to compute it from {source}",
+                    missing.len()
+                );
+                continue;
+            }
+            let DataType::FixedSizeList(item, dim) = current.data_type() else {
+                return Err(Error::invalid(format!(
+                    "{target} is not a vector column; cannot embed {source} into it"
+                )));
+            };
+            let embedder = models.embedder().map_err(Error::invalid)?;
+            if embedder.dim() != *dim as usize {
+                return Err(Error::invalid(format!(
+                    "{target} has {dim} dimensions but the embedding model produces {}",
+                    embedder.dim()
+                )));
+            }
+            let wanted: Vec<&str> = missing.iter().map(|&r| texts.value(r)).collect();
+            let vectors = embedder.embed(&wanted).map_err(Error::invalid)?;
+            let list = current.as_fixed_size_list();
+            let old = arrow::compute::cast(list.values(), &DataType::Float32)?;
+            let mut values: Vec<f32> = old
+                .as_primitive::<arrow::datatypes::Float32Type>()
+                .values()
+                .to_vec();
+            let mut valid: Vec<bool> = (0..batch.num_rows()).map(|r| list.is_valid(r)).collect();
+            for (&r, v) in missing.iter().zip(vectors) {
+                values[r * *dim as usize..(r + 1) * *dim as usize].copy_from_slice(&v);
+                valid[r] = true;
+            }
+            let values =
+                arrow::compute::cast(&arrow::array::Float32Array::from(values), item.data_type())?;
+            columns[t] = Arc::new(arrow::array::FixedSizeListArray::try_new(
+                item.clone(),
+                *dim,
+                values,
+                Some(valid.into()),
+            )?);
+        }
+        out.push(RecordBatch::try_new(batch.schema(), columns)?);
+    }
+    Ok(out)
 }
 
 /// Replace the rows at `deleted` (row addresses from the same snapshot) with `inserted`, in one commit:
 /// a Delete, an Append or an Update transaction depending on which sides are present.
 pub async fn commit(
     ds: &Arc<Dataset>,
+    models: &TextModels,
     deleted: Vec<u64>,
     inserted: Vec<RecordBatch>,
 ) -> Result<Arc<Dataset>> {
     let inserted: Vec<RecordBatch> = inserted.into_iter().filter(|b| b.num_rows() > 0).collect();
+    let inserted = embed_missing(&ds.schema().metadata, models, inserted)?;
     if deleted.is_empty() && inserted.is_empty() {
         return Ok(ds.clone());
     }

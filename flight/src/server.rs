@@ -40,6 +40,10 @@ pub struct ServeOptions {
     pub export_root: Option<PathBuf>,
     /// Allow listening on a non-loopback address without authentication.
     pub allow_insecure_remote: bool,
+    /// The embedding model directory (see `marrow_engine::Config::model_dir`).
+    pub model_dir: Option<PathBuf>,
+    /// More tokenizers by name.
+    pub tokenizers: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl Default for ServeOptions {
@@ -56,6 +60,8 @@ impl Default for ServeOptions {
             import_root: None,
             export_root: None,
             allow_insecure_remote: false,
+            model_dir: None,
+            tokenizers: Default::default(),
         }
     }
 }
@@ -211,6 +217,8 @@ pub async fn start_on(
         import_root: opts.import_root.clone(),
         export_root: opts.export_root.clone(),
         memory_limit: opts.memory_limit,
+        model_dir: opts.model_dir.clone(),
+        tokenizers: opts.tokenizers.clone(),
     })
     .await?;
 

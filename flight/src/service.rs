@@ -91,6 +91,8 @@ enum Pending {
     Query {
         sql: String,
         params: Vec<ParamValues>,
+        /// The schema GetFlightInfo announced; DoGet sends exactly this one.
+        schema: SchemaRef,
     },
     Rows {
         schema: SchemaRef,
@@ -326,6 +328,7 @@ impl MarrowFlightService {
             let pending = Pending::Query {
                 sql,
                 params: params.unwrap_or_default(),
+                schema: info.dataset_schema.clone(),
             };
             return self.flight_info(session, &info.dataset_schema, pending, -1, descriptor);
         }
@@ -496,6 +499,45 @@ pub fn split_batch(batch: RecordBatch, max: usize) -> Vec<RecordBatch> {
         }
     }
     out
+}
+
+/// Relabel a batch with the schema a client was promised. Planning at GetFlightInfo and again at DoGet can differ
+/// in nullability (constant folding makes `f(literal)` non-nullable); clients such as ADBC reject any difference.
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Status> {
+    if batch.schema().as_ref() == schema.as_ref() {
+        return Ok(batch);
+    }
+    let same_types = batch.num_columns() == schema.fields().len()
+        && batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(schema.fields())
+            .all(|(a, b)| a.data_type() == b.data_type());
+    if !same_types {
+        return Err(Status::internal(format!(
+            "the result's schema changed between planning and execution: announced {schema:?}, got {:?}",
+            batch.schema()
+        )));
+    }
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| {
+            if c.null_count() > 0 && !f.is_nullable() {
+                Arc::new(f.as_ref().clone().with_nullable(true))
+            } else {
+                f.clone()
+            }
+        })
+        .collect();
+    let target = Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ));
+    RecordBatch::try_new(target, batch.columns().to_vec())
+        .map_err(|e| internal("conforming a result batch", e))
 }
 
 /// Encode a result stream as Flight data: the schema first (even with no rows), then batches of bounded size.
@@ -1045,10 +1087,17 @@ impl FlightSqlService for MarrowFlightService {
         let (session, pending) = self.take_ticket(&ctx, &ticket.statement_handle)?;
         let engine = session.engine();
         let response = match pending {
-            Pending::Query { sql, params } => {
+            Pending::Query {
+                sql,
+                params,
+                schema,
+            } => {
                 let results = run_query(engine.clone(), sql, params).await?;
-                let schema = results.schema();
-                Response::new(encode_stream(schema, results.map_err(from_datafusion)))
+                let announced = schema.clone();
+                let results = results
+                    .map_err(from_datafusion)
+                    .and_then(move |b| std::future::ready(conform(b, &announced)));
+                Response::new(encode_stream(schema, results))
             }
             Pending::Rows { schema, batches } => Response::new(encode_stream(
                 schema,

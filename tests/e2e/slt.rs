@@ -221,6 +221,8 @@ async fn sqllogictest_files() {
             import_root: Some(dir.path().join("import")),
             export_root: Some(dir.path().join("export")),
             memory_limit: None,
+            model_dir: std::env::var_os("MARROW_MODEL_DIR").map(PathBuf::from),
+            tokenizers: Default::default(),
         };
         std::fs::create_dir_all(dir.path().join("import")).unwrap();
         std::fs::write(

@@ -28,11 +28,23 @@ use datafusion::error::Result;
 use datafusion::execution::FunctionRegistry;
 
 pub mod distance;
+pub mod text;
 
 /// Register every Marrow function with a session, replacing DataFusion built-ins of the same name.
 pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
     for udf in distance::functions() {
         registry.register_udf(udf)?;
+    }
+    Ok(())
+}
+
+/// Register the text functions (`tokenize`, `token_count`, `detokenize`, `embed`) over one shared set of models.
+pub fn register_text(
+    registry: &mut dyn FunctionRegistry,
+    models: text::SharedModels,
+) -> Result<()> {
+    for udf in text::functions(models) {
+        registry.register_udf(std::sync::Arc::new(udf))?;
     }
     Ok(())
 }
