@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 ROWS=${1:-10000000}; REPS=${2:-5}
 DIR=/tmp/marrow-scan-bench
-cargo build --release -p marrow-engine --example scan_bench
+cargo build --release -p marrow-engine --example scan_bench --example vector_bench --example embed_bench -p marrow-flight --bin marrow
 "$CARGO_TARGET_DIR/release/examples/scan_bench" "$DIR" "$ROWS" "$REPS"
 .venv/bin/pip install -q pylance==14.0.2
 .venv/bin/python - "$DIR/numbers.lance" "$REPS" <<'PY'
