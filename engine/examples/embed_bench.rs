@@ -17,9 +17,30 @@ use marrow_engine::{Config, Database};
 const FLOP_PER_TOKEN: f64 = 6.0 * (4.0 * 384.0 * 384.0 + 2.0 * 384.0 * 1536.0) * 2.0;
 
 const WORDS: [&str; 24] = [
-    "memory", "agent", "retrieves", "the", "user", "prefers", "quiet", "mornings", "and", "strong", "coffee",
-    "before", "reviewing", "database", "indexes", "while", "planning", "tomorrow's", "experiments", "with",
-    "vector", "search", "latency", "budgets",
+    "memory",
+    "agent",
+    "retrieves",
+    "the",
+    "user",
+    "prefers",
+    "quiet",
+    "mornings",
+    "and",
+    "strong",
+    "coffee",
+    "before",
+    "reviewing",
+    "database",
+    "indexes",
+    "while",
+    "planning",
+    "tomorrow's",
+    "experiments",
+    "with",
+    "vector",
+    "search",
+    "latency",
+    "budgets",
 ];
 
 fn sentence(i: usize, words: usize) -> String {
@@ -52,8 +73,13 @@ async fn main() {
     .await
     .unwrap();
     let embedder = db.models().embedder().unwrap();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("threads: {threads}; FLOP estimate {:.1} MFLOP/token", FLOP_PER_TOKEN / 1e6);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "threads: {threads}; FLOP estimate {:.1} MFLOP/token",
+        FLOP_PER_TOKEN / 1e6
+    );
     for words in [12usize, 110] {
         let texts: Vec<String> = (0..n).map(|i| sentence(i, words)).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -65,13 +91,26 @@ async fn main() {
         let raw = t.elapsed().as_secs_f64();
         let session = db.session();
         let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, false)]));
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(texts.clone()))]).unwrap();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(texts.clone()))],
+        )
+        .unwrap();
         session
             .context()
-            .register_table("texts", Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()))
+            .register_table(
+                "texts",
+                Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
+            )
             .unwrap();
         let t = Instant::now();
-        let (_, out) = session.execute("SELECT embed(t) FROM texts").await.unwrap().collect().await.unwrap();
+        let (_, out) = session
+            .execute("SELECT embed(t) FROM texts")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
         let sql = t.elapsed().as_secs_f64();
         assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), n);
         for (label, secs) in [("raw call", raw), ("SQL SELECT embed(t)", sql)] {
@@ -90,16 +129,31 @@ async fn main() {
     let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, false)]));
     let batches: Vec<RecordBatch> = corpus
         .chunks(8192)
-        .map(|c| RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(c.to_vec()))]).unwrap())
+        .map(|c| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(StringArray::from(c.to_vec()))],
+            )
+            .unwrap()
+        })
         .collect();
     session
         .context()
-        .register_table("corpus", Arc::new(MemTable::try_new(schema, vec![batches]).unwrap()))
+        .register_table(
+            "corpus",
+            Arc::new(MemTable::try_new(schema, vec![batches]).unwrap()),
+        )
         .unwrap();
     let mut best = f64::MAX;
     for _ in 0..3 {
         let t = Instant::now();
-        session.execute("SELECT sum(token_count(t)) FROM corpus").await.unwrap().collect().await.unwrap();
+        session
+            .execute("SELECT sum(token_count(t)) FROM corpus")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
         best = best.min(t.elapsed().as_secs_f64());
     }
     println!(

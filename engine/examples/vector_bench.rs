@@ -299,7 +299,11 @@ macro_rules! time_it {
         for _ in 0..$n {
             $body;
         }
-        println!("{:<48} {:>8.3} ms", $label, t.elapsed().as_secs_f64() * 1000.0 / $n as f64);
+        println!(
+            "{:<48} {:>8.3} ms",
+            $label,
+            t.elapsed().as_secs_f64() * 1000.0 / $n as f64
+        );
     }};
 }
 
@@ -313,14 +317,52 @@ async fn overhead(dir: &str) {
     let session = db.session();
     let n = 300;
     let q = &queries[..dim];
-    time_it!("SELECT 1", n, session.execute("SELECT 1").await.unwrap().collect().await.unwrap());
-    time_it!("SELECT id FROM glove LIMIT 1", n, session.execute("SELECT id FROM glove LIMIT 1").await.unwrap().collect().await.unwrap());
+    time_it!(
+        "SELECT 1",
+        n,
+        session
+            .execute("SELECT 1")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
+    );
+    time_it!(
+        "SELECT id FROM glove LIMIT 1",
+        n,
+        session
+            .execute("SELECT id FROM glove LIMIT 1")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
+    );
     let sql = "SELECT id FROM glove ORDER BY cosine_distance(emb, $1) LIMIT 10";
-    time_it!("ANN query through SQL ($1)", n, session.execute_with_params(sql, Some(query_param(q))).await.unwrap().collect().await.unwrap());
+    time_it!(
+        "ANN query through SQL ($1)",
+        n,
+        session
+            .execute_with_params(sql, Some(query_param(q)))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
+    );
     let path = db.data_dir().join("glove.lance");
-    time_it!("open dataset", n, lance::Dataset::open(path.to_str().unwrap()).await.unwrap());
+    time_it!(
+        "open dataset",
+        n,
+        lance::Dataset::open(path.to_str().unwrap()).await.unwrap()
+    );
     let ds = lance::Dataset::open(path.to_str().unwrap()).await.unwrap();
-    time_it!("describe_indices", n, ds.describe_indices(None).await.unwrap());
+    time_it!(
+        "describe_indices",
+        n,
+        ds.describe_indices(None).await.unwrap()
+    );
     let qa = Float32Array::from(q.to_vec());
     time_it!("lance scanner nearest (k=10)", n, {
         let mut s = ds.scan();

@@ -211,11 +211,14 @@ impl Options {
 /// PQ splits each vector into sub-vectors of equal length: the default aims at 8 dimensions per sub-vector (16
 /// where that divides evenly), taking the nearest divisor of the dimension.
 fn default_sub_vectors(dim: usize) -> usize {
-    if dim % 16 == 0 && dim >= 128 {
+    if dim.is_multiple_of(16) && dim >= 128 {
         return dim / 16;
     }
     let target = (dim / 8).max(1);
-    (1..=target).rev().find(|d| dim % d == 0).unwrap_or(1)
+    (1..=target)
+        .rev()
+        .find(|d| dim.is_multiple_of(*d))
+        .unwrap_or(1)
 }
 
 fn vector_params(opts: &Options, dim: usize) -> Result<VectorIndexParams> {
@@ -234,7 +237,7 @@ fn vector_params(opts: &Options, dim: usize) -> Result<VectorIndexParams> {
         let num_sub_vectors = opts
             .usize("num_sub_vectors")?
             .unwrap_or_else(|| default_sub_vectors(dim));
-        if dim % num_sub_vectors != 0 {
+        if !dim.is_multiple_of(num_sub_vectors) {
             return Err(Error::invalid(format!(
                 "num_sub_vectors = {num_sub_vectors} must divide the vector dimension {dim}"
             )));

@@ -47,7 +47,7 @@ impl BertConfig {
                 .and_then(|x| x.as_f64())
                 .unwrap_or(1e-12) as f32,
         };
-        if cfg.hidden % cfg.heads != 0 {
+        if !cfg.hidden.is_multiple_of(cfg.heads) {
             return Err("config.json: hidden_size is not a multiple of num_attention_heads".into());
         }
         Ok(cfg)
@@ -307,8 +307,8 @@ impl Bert {
         let k = l.k.forward(&xv);
         let v = l.v.forward(&xv);
         let mut ctx = Array2::<f32>::zeros((b * len, h));
-        for i in 0..b {
-            let n = lens[i].max(1).min(len);
+        for (i, &real) in lens.iter().enumerate().take(b) {
+            let n = real.max(1).min(len);
             let rows = i * len..i * len + len;
             for hd in 0..heads {
                 let cols = hd * d..(hd + 1) * d;

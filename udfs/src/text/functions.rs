@@ -165,18 +165,19 @@ impl ScalarUDFImpl for Detokenize {
         &self.signature
     }
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        let ids =
-            match arg_types.first() {
-                Some(
-                    DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _),
-                ) if f.data_type().is_integer() || f.data_type().is_null() => {
-                    DataType::new_list(DataType::Int64, true)
-                }
-                Some(DataType::Null) => DataType::new_list(DataType::Int64, true),
-                other => return plan_err!(
+        let ids = match arg_types.first() {
+            Some(DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _))
+                if f.data_type().is_integer() || f.data_type().is_null() =>
+            {
+                DataType::new_list(DataType::Int64, true)
+            }
+            Some(DataType::Null) => DataType::new_list(DataType::Int64, true),
+            other => {
+                return plan_err!(
                     "detokenize(ids [, tokenizer]): ids must be a list of integers, got {other:?}"
-                ),
-            };
+                )
+            }
+        };
         match arg_types.len() {
             1 => Ok(vec![ids]),
             2 => Ok(vec![ids, DataType::Utf8]),
@@ -205,9 +206,11 @@ impl ScalarUDFImpl for Detokenize {
                     for v in values.iter() {
                         match v {
                             Some(v) if (0..vocab).contains(&v) => ids.push(v as u32),
-                            Some(v) => return exec_err!(
+                            Some(v) => {
+                                return exec_err!(
                                 "detokenize: token id {v} is outside the vocabulary (0..{vocab})"
-                            ),
+                            )
+                            }
                             None => return exec_err!("detokenize: token ids must not be NULL"),
                         }
                     }
