@@ -269,7 +269,8 @@ fn session_state(state: &dyn CatalogSession) -> DFResult<&SessionState> {
         })
 }
 
-fn project(
+/// Keep the columns at `projection` of a plan's output, by name and in that order.
+pub(crate) fn project(
     plan: Arc<dyn ExecutionPlan>,
     projection: Option<&Vec<usize>>,
 ) -> DFResult<Arc<dyn ExecutionPlan>> {

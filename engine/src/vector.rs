@@ -25,8 +25,6 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use datafusion::physical_expr::expressions::Column as PhysColumn;
-use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use lance::index::DatasetIndexExt;
 use lance::Dataset;
@@ -384,16 +382,11 @@ impl VectorSearchTable {
         let plan = scan.create_plan().await.map_err(lance_err)?;
         // Keep exactly the columns DataFusion asked for, in its order (Lance may add its own).
         let plan_schema = plan.schema();
-        let mut exprs = Vec::with_capacity(columns.len());
-        for name in &columns {
-            let i = plan_schema.index_of(name)?;
-            exprs.push((
-                Arc::new(PhysColumn::new(name, i))
-                    as Arc<dyn datafusion::physical_expr::PhysicalExpr>,
-                name.clone(),
-            ));
-        }
-        let plan: Arc<dyn ExecutionPlan> = Arc::new(ProjectionExec::try_new(exprs, plan)?);
+        let indices = columns
+            .iter()
+            .map(|name| plan_schema.index_of(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let plan = crate::table_functions::project(plan, Some(&indices))?;
         let filter = conjunction(filters.iter().cloned()).map(|f| f.to_string());
         Ok(Arc::new(VectorSearchExec::new(
             plan,
