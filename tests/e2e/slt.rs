@@ -203,7 +203,11 @@ fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqllogictest_files() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql");
+    // Read at run time: clones share one target directory, so a path baked in at compile time can name another
+    // clone's files when cargo reuses the binary.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let root = Path::new(&manifest_dir).join("../sql");
     let mut files = vec![];
     slt_files(&root, &mut files);
     assert!(!files.is_empty(), "no .slt files under {}", root.display());
