@@ -2,7 +2,8 @@
 
 1. DoGet of `SELECT *` over a 10M-row numeric table: raw pyarrow.flight DoGet and ADBC fetch_arrow_table against
    Marrow, next to a pyarrow C++ Flight server serving the same table from memory.
-2. Bulk ingest of 1M memories with 384-d embeddings: ADBC adbc_ingest into Marrow vs pylance write_dataset.
+2. Bulk ingest of 1M memories with 384-d embeddings: ADBC adbc_ingest into Marrow vs pylance write_dataset and
+   LanceDB Table.add.
 3. Point-query latency through ADBC with a prepared statement ($1), p50/p95.
 
 Usage: bench/flight.sh  (builds the release binary, prepares the data, runs this script)
@@ -19,6 +20,7 @@ import threading
 import time
 
 import lance
+import lancedb
 import numpy as np
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -171,10 +173,18 @@ def main() -> None:
         t = time.perf_counter()
         lance.write_dataset(mem_table, os.path.join(d, "pylance.lance"))
         t_lance = time.perf_counter() - t
+        ldb = lancedb.connect(os.path.join(d, "lancedb"))
+        ltable = ldb.create_table("memories", schema=mem_table.schema)
+        t = time.perf_counter()
+        ltable.add(mem_table)
+        t_lancedb = time.perf_counter() - t
+        assert ltable.count_rows() == N_INGEST
     print(f"\n## Bulk ingest of {N_INGEST} memories with 384-d float32 embeddings ({mem_table.nbytes/1e6:.0f} MB)")
     print(f"Marrow adbc_ingest (create)   {N_INGEST / t_marrow:>10.0f} rows/s  ({t_marrow:.2f} s)")
     print(f"pylance write_dataset         {N_INGEST / t_lance:>10.0f} rows/s  ({t_lance:.2f} s)")
+    print(f"LanceDB {lancedb.__version__} Table.add          {N_INGEST / t_lancedb:>10.0f} rows/s  ({t_lancedb:.2f} s)")
     print(f"ratio Marrow / pylance: {t_lance / t_marrow:.2f}")
+    print(f"ratio Marrow / LanceDB: {t_lancedb / t_marrow:.2f}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
@@ -90,6 +90,10 @@ pub struct MarrowSchema {
     external: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
     schemas: RwLock<HashMap<String, SchemaRef>>,
     state_factory: OnceLock<StateFactory>,
+    /// Table versions a statement pinned (`t VERSION AS OF n`), under names no table can have.
+    pinned: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+    /// Every dataset handle given out, per table: the versions queries in this process may still be reading.
+    readers: Mutex<HashMap<String, Vec<Weak<Dataset>>>>,
 }
 
 impl std::fmt::Debug for MarrowSchema {
@@ -116,6 +120,8 @@ impl MarrowSchema {
             external: RwLock::new(HashMap::new()),
             schemas: RwLock::new(HashMap::new()),
             state_factory: OnceLock::new(),
+            pinned: RwLock::new(HashMap::new()),
+            readers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -169,7 +175,52 @@ impl MarrowSchema {
             .with_session(self.lance_session.clone())
             .load()
             .await?;
-        Ok(Arc::new(ds))
+        Ok(self.track(name, ds))
+    }
+
+    /// Register a handle as a reader of its version until every clone of it (plans, streams) is dropped.
+    fn track(&self, name: &str, ds: Dataset) -> Arc<Dataset> {
+        let ds = Arc::new(ds);
+        let mut readers = self.readers.lock().expect("readers lock");
+        let list = readers.entry(name.to_string()).or_default();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(&ds));
+        ds
+    }
+
+    /// Versions of a table that handles alive in this process are at (cleanup keeps them).
+    pub fn reading_versions(&self, name: &str) -> Vec<u64> {
+        let readers = self.readers.lock().expect("readers lock");
+        readers
+            .get(name)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|w| w.upgrade())
+                    .map(|d| d.version_id())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A table as of one of its versions, read-only.
+    pub async fn open_table_version(&self, name: &str, version: u64) -> Result<Arc<MarrowTable>> {
+        let ds = crate::versions::checkout(self, name, version).await?;
+        let ds = self.track(name, ds);
+        Ok(Arc::new(MarrowTable::new(ds, false, None)?))
+    }
+
+    pub(crate) fn pin(&self, pinned_name: &str, table: Arc<dyn TableProvider>) {
+        self.pinned
+            .write()
+            .expect("pinned lock")
+            .insert(pinned_name.to_string(), table);
+    }
+
+    pub(crate) fn unpin(&self, pinned_name: &str) {
+        self.pinned
+            .write()
+            .expect("pinned lock")
+            .remove(pinned_name);
     }
 
     pub async fn open_table(&self, name: &str, with_row_addr: bool) -> Result<Arc<MarrowTable>> {
@@ -248,6 +299,9 @@ impl SchemaProvider for MarrowSchema {
     }
 
     async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(t) = self.pinned.read().expect("pinned lock").get(name) {
+            return Ok(Some(t.clone()));
+        }
         let view = self.views.read().expect("views lock").get(name).cloned();
         if let Some(definition) = view {
             return self.plan_view(name, &definition).await.map(Some);
@@ -327,7 +381,8 @@ impl SchemaProvider for MarrowSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.views.read().expect("views lock").contains_key(name)
+        self.pinned.read().expect("pinned lock").contains_key(name)
+            || self.views.read().expect("views lock").contains_key(name)
             || self
                 .external
                 .read()

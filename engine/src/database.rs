@@ -186,7 +186,7 @@ impl Database {
         // Lance stores Utf8; planning VARCHAR as Utf8 keeps schemas identical before and after a restart.
         options.sql_parser.map_string_types_to_utf8view = false;
         options.execution.parquet.schema_force_view_types = false;
-        config.with_option_extension(crate::vector::VectorOptions::default())
+        config.with_option_extension(crate::vector::MarrowOptions::default())
     }
 
     pub(crate) fn new_state(&self) -> SessionState {

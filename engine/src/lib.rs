@@ -14,14 +14,17 @@
 pub mod catalog;
 pub mod database;
 mod ddl;
+pub mod dialect;
 mod dml;
 pub mod error;
+pub mod export;
 pub mod fence;
 pub mod index;
 pub mod ingest;
 pub mod session;
 pub mod table_functions;
 pub mod vector;
+pub mod versions;
 pub mod write;
 
 pub use database::{memories_schema, Config, Database, CATALOG, SCHEMA};

@@ -12,8 +12,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
-use datafusion::sql::sqlparser::dialect::GenericDialect;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::database::Database;
 use crate::error::{Error, Result};
@@ -109,7 +108,7 @@ impl std::fmt::Debug for Session {
 }
 
 pub(crate) fn parse(sql: &str) -> Result<Vec<DFStatement>> {
-    let dialect = GenericDialect {};
+    let dialect = crate::dialect::MarrowDialect;
     let statements = DFParserBuilder::new(sql)
         .with_dialect(&dialect)
         .build()?
@@ -178,9 +177,10 @@ impl Session {
 
     pub(crate) async fn execute_statement(
         &self,
-        statement: DFStatement,
+        mut statement: DFStatement,
         params: Option<ParamValues>,
     ) -> Result<QueryOutput> {
+        let _pins = crate::versions::pin_versions(self, &mut statement).await?;
         match statement {
             DFStatement::Statement(stmt) => match *stmt {
                 Statement::CreateTable(ct) => ddl::create_table(self, ct, params).await,
@@ -196,6 +196,7 @@ impl Session {
                     ..
                 } => index::drop_index(self, &names, if_exists, table.as_ref()).await,
                 Statement::OptimizeTable { name, .. } => index::optimize_table(self, &name).await,
+                Statement::Call(function) => crate::versions::call(self, function, params).await,
                 Statement::Merge(_) => Err(Error::unsupported(
                     "MERGE is not supported; use INSERT … ON CONFLICT (key) DO UPDATE SET …",
                 )),
@@ -213,10 +214,7 @@ impl Session {
                 cet.location = fence::check_import(self.db.config(), &cet.location)?.to_string_lossy().into_owned();
                 self.run_datafusion(DFStatement::CreateExternalTable(cet), params).await
             }
-            DFStatement::CopyTo(mut copy) => {
-                copy.target = fence::check_export(self.db.config(), &copy.target)?.to_string_lossy().into_owned();
-                self.run_datafusion(DFStatement::CopyTo(copy), params).await
-            }
+            DFStatement::CopyTo(copy) => crate::export::copy(self, copy, params, None).await,
             other => self.run_datafusion(other, params).await,
         }
     }
@@ -241,9 +239,19 @@ impl Session {
     ) -> Result<QueryOutput> {
         let plan = self.plan(statement, params).await?;
         let returns_rows = !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
+        // The plan's tables hold the dataset versions being read: keep them alive while the rows stream, so
+        // cleanup sees those versions as in use (see versions.rs).
+        let tables = plan.clone();
         let df = self.ctx.execute_logical_plan(plan).await?;
         if returns_rows {
-            Ok(QueryOutput::Rows(df.execute_stream().await?))
+            let stream = df.execute_stream().await?;
+            let schema = stream.schema();
+            Ok(QueryOutput::Rows(Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                stream.inspect(move |_| {
+                    let _ = &tables;
+                }),
+            ))))
         } else {
             df.collect().await?;
             Ok(QueryOutput::Done)
@@ -252,7 +260,8 @@ impl Session {
 
     /// Plan a statement without running it: its result and parameter schemas.
     pub async fn prepare(&self, sql: &str) -> Result<PreparedInfo> {
-        let statement = parse_one(sql)?;
+        let mut statement = parse_one(sql)?;
+        let _pins = crate::versions::pin_versions(self, &mut statement).await?;
         let empty: SchemaRef = Arc::new(Schema::empty());
         let (planned, is_query) = match &statement {
             DFStatement::Statement(stmt) => match stmt.as_ref() {

@@ -43,7 +43,11 @@ pub(crate) fn register(state: &mut SessionState, schema: Arc<MarrowSchema>) {
     );
     state.register_udtf(
         "vector_search_batch",
-        Arc::new(VectorSearchBatchFunction(schema)),
+        Arc::new(VectorSearchBatchFunction(schema.clone())),
+    );
+    state.register_udtf(
+        "marrow_versions",
+        Arc::new(crate::versions::VersionsFunction(schema)),
     );
 }
 

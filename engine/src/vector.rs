@@ -37,8 +37,8 @@ use crate::error::Error;
 pub const MAX_ANN_K: usize = 10_000;
 
 extensions_options! {
-    /// Vector search settings (`SET marrow.<name> = …`), per session.
-    pub struct VectorOptions {
+    /// Marrow's settings (`SET marrow.<name> = …`), per session: vector search and version retention.
+    pub struct MarrowOptions {
         /// IVF partitions to probe (0: Lance's adaptive default).
         pub nprobes: usize, default = 0
         /// Re-rank refine_factor × k candidates with the stored vectors inside the index search (0: off).
@@ -47,10 +47,12 @@ extensions_options! {
         pub ef: usize, default = 0
         /// Ignore vector indexes: every ORDER BY distance LIMIT k query scans exactly.
         pub exact_search: bool, default = false
+        /// How long `CALL cleanup_versions('t')` keeps old versions (an interval: '7 days', '1 hour', '0 seconds').
+        pub version_retention: String, default = "7 days".to_string()
     }
 }
 
-impl ConfigExtension for VectorOptions {
+impl ConfigExtension for MarrowOptions {
     const PREFIX: &'static str = "marrow";
 }
 
@@ -112,7 +114,7 @@ impl OptimizerRule for VectorTopKRule {
         let options = config.options();
         let opts = options
             .extensions
-            .get::<VectorOptions>()
+            .get::<MarrowOptions>()
             .cloned()
             .unwrap_or_default();
         match rewrite_input(&sort.input, order, k, &opts)? {
@@ -132,7 +134,7 @@ fn rewrite_input(
     input: &LogicalPlan,
     order: &SortExpr,
     k: usize,
-    opts: &VectorOptions,
+    opts: &MarrowOptions,
 ) -> DFResult<Option<LogicalPlan>> {
     let mut key = order.expr.clone();
     let mut node = input;
@@ -189,7 +191,7 @@ fn rewrite_scan(
     key: &Expr,
     asc: bool,
     k: usize,
-    opts: &VectorOptions,
+    opts: &MarrowOptions,
 ) -> DFResult<Option<LogicalPlan>> {
     if scan.fetch.is_some() {
         return Ok(None);
@@ -338,7 +340,7 @@ pub struct VectorSearchTable {
     query: ArrayRef,
     k: usize,
     metric: DistanceType,
-    opts: VectorOptions,
+    opts: MarrowOptions,
 }
 
 impl VectorSearchTable {

@@ -222,15 +222,16 @@ async fn sqllogictest_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = Config {
             data_dir: dir.path().join("data"),
-            import_root: Some(dir.path().join("import")),
-            export_root: Some(dir.path().join("export")),
+            // One directory for both, so files a test exports can be read back with CREATE EXTERNAL TABLE.
+            import_root: Some(dir.path().join("files")),
+            export_root: Some(dir.path().join("files")),
             memory_limit: None,
             model_dir: std::env::var_os("MARROW_MODEL_DIR").map(PathBuf::from),
             tokenizers: Default::default(),
         };
-        std::fs::create_dir_all(dir.path().join("import")).unwrap();
+        std::fs::create_dir_all(dir.path().join("files")).unwrap();
         std::fs::write(
-            dir.path().join("import/people.csv"),
+            dir.path().join("files/people.csv"),
             "name,age\nada,36\nalan,41\n",
         )
         .unwrap();

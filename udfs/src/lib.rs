@@ -28,6 +28,7 @@ use datafusion::error::Result;
 use datafusion::execution::FunctionRegistry;
 
 pub mod distance;
+pub mod json;
 pub mod text;
 
 /// Register every Marrow function with a session, replacing DataFusion built-ins of the same name.
@@ -35,6 +36,7 @@ pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
     for udf in distance::functions() {
         registry.register_udf(udf)?;
     }
+    registry.register_udf(std::sync::Arc::new(json::to_json()))?;
     Ok(())
 }
 

@@ -1,0 +1,358 @@
+//! `COPY (query) TO 'path' STORED AS PARQUET | CSV | JSON | ARROW [PARTITIONED BY (cols)]`, and the CLI's export.
+//!
+//! Marrow runs DataFusion's writers with three changes:
+//! - output goes to a hidden temporary name next to the target and is renamed when complete, so a failed export
+//!   leaves nothing that looks finished (DataFusion would leave a partial file at the target);
+//! - a path is one file unless it ends in `/`, is an existing directory, or the output is partitioned (a directory
+//!   of `col=value/` subdirectories);
+//! - CSV cannot hold nested values: vector and list columns are written as JSON array text (`to_json`).
+//!
+//! Parquet and Arrow (IPC file, LZ4-compressed) keep vectors as fixed-size lists; JSON is newline-delimited.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use datafusion::common::ParamValues;
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    collect, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+};
+use datafusion::sql::parser::{CopyToStatement, Statement as DFStatement};
+use futures::StreamExt;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::fence;
+use crate::session::{QueryOutput, Session};
+
+/// The formats COPY writes, by the names `STORED AS` accepts.
+const FORMATS: &str = "PARQUET, CSV, JSON (newline-delimited) or ARROW (IPC file)";
+
+/// Run a COPY statement from SQL: the target must lie under the export root.
+pub(crate) async fn copy(
+    session: &Session,
+    copy: CopyToStatement,
+    params: Option<ParamValues>,
+    progress: Option<Arc<AtomicU64>>,
+) -> Result<QueryOutput> {
+    let target = fence::check_export(session.database().config(), &copy.target)?;
+    let dir_hint = copy.target.ends_with('/');
+    export(session, copy, &target, dir_hint, params, progress).await
+}
+
+/// Write a COPY statement's rows to `target` (any path: the CLI exports where its user asks). `progress` counts
+/// the rows written so far.
+pub async fn export(
+    session: &Session,
+    mut copy: CopyToStatement,
+    target: &Path,
+    dir_hint: bool,
+    params: Option<ParamValues>,
+    progress: Option<Arc<AtomicU64>>,
+) -> Result<QueryOutput> {
+    let format = format_of(copy.stored_as.as_deref(), target)?;
+    copy.stored_as = Some(format.to_string());
+    let directory = !copy.partitioned_by.is_empty() || dir_hint || target.is_dir();
+    check_target(target, directory)?;
+    let name = target
+        .file_name()
+        .ok_or_else(|| Error::invalid(format!("'{}' names no file", target.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent).map_err(|e| not_writable(parent, e))?;
+    let temp = parent.join(format!(".{name}.marrow-tmp-{}", unique()));
+    copy.target = format!(
+        "{}{}",
+        temp.to_string_lossy(),
+        if directory { "/" } else { "" }
+    );
+
+    let result = write(session, copy, &format, directory, params, progress).await;
+    match result {
+        Ok(count) => {
+            if directory && !temp.exists() {
+                // An empty result writes no files; the export is still an (empty) directory.
+                std::fs::create_dir_all(&temp).map_err(|e| not_writable(&temp, e))?;
+            }
+            if let Err(e) = std::fs::rename(&temp, target) {
+                remove(&temp);
+                return Err(not_writable(target, e));
+            }
+            Ok(QueryOutput::Count(count))
+        }
+        Err(e) => {
+            remove(&temp);
+            Err(e)
+        }
+    }
+}
+
+async fn write(
+    session: &Session,
+    copy: CopyToStatement,
+    format: &str,
+    directory: bool,
+    params: Option<ParamValues>,
+    progress: Option<Arc<AtomicU64>>,
+) -> Result<u64> {
+    let plan = session.plan(DFStatement::CopyTo(copy), params).await?;
+    let LogicalPlan::Copy(mut c) = plan else {
+        return Err(Error::internal("COPY did not plan to a copy"));
+    };
+    c.options
+        .insert("single_file_output".into(), (!directory).to_string());
+    if format == "CSV" {
+        c.input = Arc::new(nested_as_json(c.input.as_ref().clone())?);
+    }
+    let state = session.state();
+    let physical = state.create_physical_plan(&LogicalPlan::Copy(c)).await?;
+    let physical = match progress {
+        Some(counter) => count_rows_into(physical, counter)?,
+        None => physical,
+    };
+    let batches = collect(physical, state.task_ctx()).await.map_err(|e| {
+        let e = Error::from(e);
+        if e.message().contains("Permission denied") || e.message().contains("Read-only") {
+            Error::new(ErrorKind::PermissionDenied, e.message().to_string())
+        } else {
+            e
+        }
+    })?;
+    let count = batches
+        .first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::UInt64Array>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(0);
+    Ok(count)
+}
+
+fn format_of(stored_as: Option<&str>, target: &Path) -> Result<&'static str> {
+    let named = match stored_as {
+        Some(s) => s.to_ascii_uppercase(),
+        None => target
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_uppercase())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "COPY needs a format: add STORED AS {FORMATS}, or give the file an extension"
+                ))
+            })?,
+    };
+    match named.as_str() {
+        "PARQUET" => Ok("PARQUET"),
+        "CSV" => Ok("CSV"),
+        "JSON" | "NDJSON" | "JSONL" => Ok("JSON"),
+        "ARROW" | "IPC" | "FEATHER" => Ok("ARROW"),
+        other => Err(Error::invalid(format!(
+            "unknown format {other}: COPY writes {FORMATS}"
+        ))),
+    }
+}
+
+fn check_target(target: &Path, directory: bool) -> Result<()> {
+    match std::fs::metadata(target) {
+        Err(_) => Ok(()),
+        Ok(m) if directory && m.is_dir() => {
+            let empty = std::fs::read_dir(target)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if empty {
+                Ok(())
+            } else {
+                Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "'{}' already exists and is not empty: remove it or export to a new directory",
+                        target.display()
+                    ),
+                ))
+            }
+        }
+        Ok(m) if directory && !m.is_dir() => Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "'{}' is a file; partitioned output needs a directory",
+                target.display()
+            ),
+        )),
+        Ok(m) if m.is_dir() => Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!("'{}' is a directory", target.display()),
+        )),
+        // An existing file is replaced atomically when the export completes.
+        Ok(_) => Ok(()),
+    }
+}
+
+fn not_writable(path: &Path, e: std::io::Error) -> Error {
+    Error::new(
+        ErrorKind::PermissionDenied,
+        format!("cannot write '{}': {e}", path.display()),
+    )
+}
+
+fn remove(path: &PathBuf) {
+    let _ = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+}
+
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:x}", nanos, std::process::id())
+}
+
+/// Project nested columns (vectors, lists, structs) through `to_json`, keeping their names.
+fn nested_as_json(input: LogicalPlan) -> Result<LogicalPlan> {
+    let schema = input.schema().clone();
+    if !schema.fields().iter().any(|f| f.data_type().is_nested()) {
+        return Ok(input);
+    }
+    let to_json = Arc::new(marrow_udfs::json::to_json());
+    let exprs: Vec<Expr> = schema
+        .iter()
+        .map(|(q, f)| {
+            let c = Expr::Column(datafusion::common::Column::new(q.cloned(), f.name()));
+            if f.data_type().is_nested() {
+                to_json.call(vec![c]).alias(f.name())
+            } else {
+                c
+            }
+        })
+        .collect();
+    Ok(LogicalPlanBuilder::from(input).project(exprs)?.build()?)
+}
+
+/// Wrap the writer's input so each row passing into the sink is counted.
+fn count_rows_into(
+    plan: Arc<dyn ExecutionPlan>,
+    counter: Arc<AtomicU64>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    if children.len() != 1 {
+        return Ok(plan);
+    }
+    let counted: Arc<dyn ExecutionPlan> =
+        Arc::new(CountRowsExec::new(children[0].clone(), counter));
+    Ok(plan.with_new_children(vec![counted])?)
+}
+
+#[derive(Debug)]
+struct CountRowsExec {
+    input: Arc<dyn ExecutionPlan>,
+    counter: Arc<AtomicU64>,
+    properties: Arc<PlanProperties>,
+}
+
+impl CountRowsExec {
+    fn new(input: Arc<dyn ExecutionPlan>, counter: Arc<AtomicU64>) -> Self {
+        let properties = input.properties().clone();
+        Self {
+            input,
+            counter,
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for CountRowsExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "CountRowsExec")
+    }
+}
+
+impl ExecutionPlan for CountRowsExec {
+    fn name(&self) -> &str {
+        "CountRowsExec"
+    }
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let [child] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("CountRowsExec takes one child".into()))?;
+        Ok(Arc::new(Self::new(child, self.counter.clone())))
+    }
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DFResult<SendableRecordBatchStream> {
+        let stream = self.input.execute(partition, context)?;
+        let counter = self.counter.clone();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            stream.schema(),
+            stream.inspect(move |b| {
+                if let Ok(b) = b {
+                    counter.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                }
+            }),
+        )))
+    }
+}
+
+/// Export a table (by name) or a query's rows to a file or directory: the `marrow export` command.
+pub async fn export_query(
+    session: &Session,
+    table_or_query: &str,
+    format: Option<&str>,
+    out: &Path,
+    partition_by: &[String],
+    progress: Option<Arc<AtomicU64>>,
+) -> Result<u64> {
+    let query = if crate::catalog::validate_table_name(table_or_query).is_ok()
+        && session
+            .database()
+            .schema_provider()
+            .lance_table_exists(table_or_query)
+    {
+        format!("SELECT * FROM {}", crate::dml::quote(table_or_query))
+    } else {
+        table_or_query.to_string()
+    };
+    let mut sql = format!("COPY ({query}) TO 'export'");
+    if let Some(f) = format {
+        sql.push_str(&format!(" STORED AS {f}"));
+    }
+    if !partition_by.is_empty() {
+        let cols: Vec<String> = partition_by.iter().map(|c| crate::dml::quote(c)).collect();
+        sql.push_str(&format!(" PARTITIONED BY ({})", cols.join(", ")));
+    }
+    let mut statements = crate::session::parse(&sql)?;
+    let mut statement = match statements.len() {
+        1 => statements.remove(0),
+        _ => return Err(Error::invalid("export takes one table name or one query")),
+    };
+    let _pins = crate::versions::pin_versions(session, &mut statement).await?;
+    let DFStatement::CopyTo(copy) = statement else {
+        return Err(Error::internal("export did not parse as COPY"));
+    };
+    let out = std::path::absolute(out)?;
+    match export(session, copy, &out, false, None, progress).await? {
+        QueryOutput::Count(n) => Ok(n),
+        _ => Ok(0),
+    }
+}
