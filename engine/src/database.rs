@@ -224,6 +224,16 @@ impl Database {
         &self.inner.models
     }
 
+    /// The number of rows in a Marrow table, or None when `name` is not one (a view, a query, a typo).
+    pub async fn table_row_count(&self, name: &str) -> Option<u64> {
+        let schema = &self.inner.schema;
+        if crate::catalog::validate_table_name(name).is_err() || !schema.lance_table_exists(name) {
+            return None;
+        }
+        let ds = schema.open_dataset(name).await.ok()?;
+        ds.count_rows(None).await.ok().map(|n| n as u64)
+    }
+
     pub(crate) fn write_lock(&self, table: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.inner
             .write_locks

@@ -16,6 +16,10 @@ Examples:
   marrow sql -c \"INSERT INTO memories (id, content) VALUES ('m1', 'likes Rust')\"
   marrow sql -c \"SELECT id, content FROM memories\" --format json
   marrow sql --url grpc://127.0.0.1:50051 -c 'SHOW TABLES'
+  marrow sql -c \"SELECT version, timestamp, operation, rows FROM marrow_versions('memories')\"
+  marrow sql -c \"SELECT * FROM memories VERSION AS OF 3\"
+  marrow sql -c \"CALL restore_table('memories', 3)\"
+  marrow export memories --out memories.parquet
   marrow sql                                     # interactive: end statements with ';'";
 
 #[derive(Parser)]
@@ -50,6 +54,109 @@ Sessions: each client login (or cookie, without auth) has its own SET options an
     /// Run SQL statements against a local data directory (default) or a server (--url).
     #[command(after_help = EXAMPLES)]
     Sql(SqlArgs),
+    /// Export a table or a query's rows from a local data directory to Parquet, CSV, JSON or Arrow.
+    #[command(after_help = EXPORT_EXAMPLES)]
+    Export(ExportArgs),
+}
+
+const EXPORT_EXAMPLES: &str = "\
+The file appears only when the export is complete (it is written under a temporary name first). Parquet and Arrow
+keep vectors as fixed-size lists; CSV writes them as JSON arrays; JSON is one object per line.
+
+Examples:
+  marrow export memories --out memories.parquet
+  marrow export \"SELECT id, content, embedding FROM memories WHERE namespace = 'alice'\" --out alice.csv
+  marrow export memories --out by_ns --format parquet --partition-by namespace
+  marrow export \"SELECT * FROM memories VERSION AS OF 3\" --out memories_v3.arrow";
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// A table name, or a query in quotes.
+    source: String,
+    /// Output file (or directory, with --partition-by).
+    #[arg(long, short = 'o')]
+    out: PathBuf,
+    /// Output format; by default the --out extension decides (.parquet, .csv, .json/.ndjson, .arrow).
+    #[arg(long, value_enum)]
+    format: Option<ExportFormat>,
+    /// Write a directory with one subdirectory per value of this column (repeatable: nested).
+    #[arg(long = "partition-by")]
+    partition_by: Vec<String>,
+    /// Data directory to read.
+    #[arg(long, env = "MARROW_DATA_DIR", default_value = "./marrow-data")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    models: ModelArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Parquet,
+    Csv,
+    Json,
+    Arrow,
+}
+
+async fn run_export(args: ExportArgs) -> Result<()> {
+    let db = Database::open(Config {
+        data_dir: args.data_dir.clone(),
+        import_root: None,
+        export_root: None,
+        memory_limit: None,
+        model_dir: args.models.model_dir.clone(),
+        tokenizers: args.models.tokenizers.iter().cloned().collect(),
+    })
+    .await?;
+    let session = db.session();
+    let format = args.format.map(|f| match f {
+        ExportFormat::Parquet => "PARQUET",
+        ExportFormat::Csv => "CSV",
+        ExportFormat::Json => "JSON",
+        ExportFormat::Arrow => "ARROW",
+    });
+    // A table's row count is known up front (a bar); a query's is not (a counter).
+    let bar = match db.table_row_count(&args.source).await {
+        Some(n) => indicatif::ProgressBar::new(n).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bar:40} {human_pos}/{human_len} rows ({per_sec}, eta {eta})",
+            )?,
+        ),
+        None => indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {human_pos} rows ({per_sec})")?,
+        ),
+    };
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ticker = {
+        let (bar, counter) = (bar.clone(), counter.clone());
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(counter.load(std::sync::atomic::Ordering::Relaxed));
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let result = marrow_engine::export::export_query(
+        &session,
+        &args.source,
+        format,
+        &args.out,
+        &args.partition_by,
+        Some(counter),
+    )
+    .await;
+    ticker.abort();
+    bar.finish_and_clear();
+    let n = result?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "exported {n} row{} to {} in {:.2}s",
+        if n == 1 { "" } else { "s" },
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -385,6 +492,7 @@ async fn main() -> Result<()> {
             marrow_flight::server::serve(opts, shutdown).await?;
             Ok(())
         }
+        Command::Export(a) => run_export(a).await,
         Command::Sql(a) => {
             if !run_sql(a).await? {
                 std::process::exit(1);

@@ -6,3 +6,4 @@
 mod engine;
 mod flight;
 mod slt;
+mod versions;
