@@ -41,7 +41,9 @@ pub(crate) async fn copy(
 ) -> Result<QueryOutput> {
     let target = fence::check_export(session.database().config(), &copy.target)?;
     let dir_hint = copy.target.ends_with('/');
-    export(session, copy, &target, dir_hint, params, progress).await
+    // Errors name the path as the client wrote it, not where it lives on the server.
+    let shown = copy.target.clone();
+    export(session, copy, &target, &shown, dir_hint, params, progress).await
 }
 
 /// Write a COPY statement's rows to `target` (any path: the CLI exports where its user asks). `progress` counts
@@ -50,6 +52,7 @@ pub async fn export(
     session: &Session,
     mut copy: CopyToStatement,
     target: &Path,
+    shown: &str,
     dir_hint: bool,
     params: Option<ParamValues>,
     progress: Option<Arc<AtomicU64>>,
@@ -57,10 +60,10 @@ pub async fn export(
     let format = format_of(copy.stored_as.as_deref(), target)?;
     copy.stored_as = Some(format.to_string());
     let directory = !copy.partitioned_by.is_empty() || dir_hint || target.is_dir();
-    check_target(target, directory)?;
+    check_target(target, shown, directory)?;
     let name = target
         .file_name()
-        .ok_or_else(|| Error::invalid(format!("'{}' names no file", target.display())))?
+        .ok_or_else(|| Error::invalid(format!("'{shown}' names no file")))?
         .to_string_lossy()
         .into_owned();
     let parent = target.parent().unwrap_or(Path::new("/"));
@@ -72,7 +75,7 @@ pub async fn export(
         if directory { "/" } else { "" }
     );
 
-    let result = write(session, copy, &format, directory, params, progress).await;
+    let result = write(session, copy, format, directory, params, progress).await;
     match result {
         Ok(count) => {
             if directory && !temp.exists() {
@@ -83,7 +86,8 @@ pub async fn export(
                 remove(&temp);
                 return Err(not_writable(target, e));
             }
-            Ok(QueryOutput::Count(count))
+            // A row like DataFusion's own COPY: `count`.
+            Ok(QueryOutput::Rows(QueryOutput::Count(count).into_stream()))
         }
         Err(e) => {
             remove(&temp);
@@ -158,7 +162,7 @@ fn format_of(stored_as: Option<&str>, target: &Path) -> Result<&'static str> {
     }
 }
 
-fn check_target(target: &Path, directory: bool) -> Result<()> {
+fn check_target(target: &Path, shown: &str, directory: bool) -> Result<()> {
     match std::fs::metadata(target) {
         Err(_) => Ok(()),
         Ok(m) if directory && m.is_dir() => {
@@ -171,22 +175,18 @@ fn check_target(target: &Path, directory: bool) -> Result<()> {
                 Err(Error::new(
                     ErrorKind::AlreadyExists,
                     format!(
-                        "'{}' already exists and is not empty: remove it or export to a new directory",
-                        target.display()
+                        "'{shown}' already exists and is not empty: remove it or export to a new directory"
                     ),
                 ))
             }
         }
         Ok(m) if directory && !m.is_dir() => Err(Error::new(
             ErrorKind::AlreadyExists,
-            format!(
-                "'{}' is a file; partitioned output needs a directory",
-                target.display()
-            ),
+            format!("'{shown}' is a file; partitioned output needs a directory"),
         )),
         Ok(m) if m.is_dir() => Err(Error::new(
             ErrorKind::AlreadyExists,
-            format!("'{}' is a directory", target.display()),
+            format!("'{shown}' is a directory"),
         )),
         // An existing file is replaced atomically when the export completes.
         Ok(_) => Ok(()),
@@ -351,8 +351,18 @@ pub async fn export_query(
         return Err(Error::internal("export did not parse as COPY"));
     };
     let out = std::path::absolute(out)?;
-    match export(session, copy, &out, false, None, progress).await? {
-        QueryOutput::Count(n) => Ok(n),
-        _ => Ok(0),
-    }
+    let shown = out.display().to_string();
+    let (_, batches) = export(session, copy, &out, &shown, false, None, progress)
+        .await?
+        .collect()
+        .await?;
+    Ok(batches
+        .first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::UInt64Array>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(0))
 }

@@ -45,7 +45,7 @@ static NEXT_PIN: AtomicU64 = AtomicU64::new(1);
 
 enum AsOf {
     Version(u64),
-    Timestamp(Expr),
+    Timestamp(Box<Expr>),
 }
 
 struct VersionedRef {
@@ -138,7 +138,7 @@ fn collect_versioned(statement: &mut DFStatement) -> Result<Vec<VersionedRef>> {
                     }
                 },
                 TableVersion::TimestampAsOf(e) | TableVersion::ForSystemTimeAsOf(e) => {
-                    AsOf::Timestamp(e)
+                    AsOf::Timestamp(Box::new(e))
                 }
                 other => {
                     self.error = Some(Error::unsupported(format!(
@@ -502,9 +502,11 @@ pub(crate) async fn call(
                         Error::not_found(format!("table '{table}' has no tag '{tag}'"))
                     })?
                 }
-                other => return Err(Error::invalid(format!(
+                other => {
+                    return Err(Error::invalid(format!(
                     "CALL restore_table: the version must be a number or a tag name, got {other}"
-                ))),
+                )))
+                }
             };
             let mut old = checkout(&schema, &table, version).await?;
             old.restore().await.map_err(conflict)?;
@@ -623,7 +625,7 @@ pub(crate) struct CleanupStats {
 }
 
 /// Remove versions committed more than `retention_us` ago, except tagged ones, the latest, and every version from
-/// the oldest one a query in this process still reads.
+/// the oldest one a query in this process still reads onwards.
 pub(crate) async fn cleanup(
     schema: &MarrowSchema,
     db: &crate::Database,
@@ -634,20 +636,20 @@ pub(crate) async fn cleanup(
     let _guard = lock.lock().await;
     let latest = schema.open_dataset(table).await?;
     let reading = schema.reading_versions(table);
+    // Only versions older than the oldest one still being read (and than the latest) are candidates.
     let floor = reading
         .iter()
         .copied()
-        .filter(|v| *v < latest.version_id())
-        .min();
-    // Lance keeps the version of the handle that runs cleanup and every later one: run it from the oldest version
-    // still being read.
-    let handle: Dataset = match floor {
-        Some(v) => match latest.checkout_version(v).await {
-            Ok(d) => d,
-            Err(e) => return Err(e.into()),
-        },
-        None => latest.as_ref().clone(),
-    };
+        .chain([latest.version_id()])
+        .min()
+        .unwrap_or(latest.version_id());
+    let candidates: Vec<u64> = latest
+        .versions()
+        .await?
+        .iter()
+        .map(|v| v.version)
+        .filter(|v| *v < floor)
+        .collect();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -655,12 +657,17 @@ pub(crate) async fn cleanup(
     let before = arrow::temporal_conversions::timestamp_us_to_datetime(now - retention_us)
         .ok_or_else(|| Error::invalid("retention period out of range"))?
         .and_utc();
-    let policy = CleanupPolicyBuilder::default()
-        .before_timestamp(before)
-        .error_if_tagged_old_versions(false)
-        .build();
-    let stats = handle.cleanup_with_policy(policy).await?;
-    drop(handle);
+    let (old_versions, bytes_removed) = if candidates.is_empty() {
+        (0, 0)
+    } else {
+        let policy = CleanupPolicyBuilder::default()
+            .before_timestamp(before)
+            .versions(candidates)?
+            .error_if_tagged_old_versions(false)
+            .build();
+        let stats = latest.cleanup_with_policy(policy).await?;
+        (stats.old_versions, stats.bytes_removed)
+    };
     let oldest_kept = latest
         .versions()
         .await?
@@ -668,8 +675,8 @@ pub(crate) async fn cleanup(
         .map(|v| v.version)
         .unwrap_or(latest.version_id());
     Ok(CleanupStats {
-        old_versions: stats.old_versions,
-        bytes_removed: stats.bytes_removed,
+        old_versions,
+        bytes_removed,
         oldest_kept,
     })
 }

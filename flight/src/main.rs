@@ -116,11 +116,11 @@ async fn run_export(args: ExportArgs) -> Result<()> {
     });
     // A table's row count is known up front (a bar); a query's is not (a counter).
     let bar = match db.table_row_count(&args.source).await {
-        Some(n) => indicatif::ProgressBar::new(n).with_style(
-            indicatif::ProgressStyle::with_template(
+        Some(n) => {
+            indicatif::ProgressBar::new(n).with_style(indicatif::ProgressStyle::with_template(
                 "{spinner} {bar:40} {human_pos}/{human_len} rows ({per_sec}, eta {eta})",
-            )?,
-        ),
+            )?)
+        }
         None => indicatif::ProgressBar::new_spinner().with_style(
             indicatif::ProgressStyle::with_template("{spinner} {human_pos} rows ({per_sec})")?,
         ),

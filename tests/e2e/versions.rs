@@ -3,11 +3,10 @@
 
 use arrow::array::{Array, Int64Array, UInt64Array};
 use futures::StreamExt;
-use marrow_engine::{Config, Database};
+use marrow_engine::{Config, Database, Session};
 
-async fn rows(db: &Database, sql: &str) -> Vec<arrow::array::RecordBatch> {
-    db.session()
-        .execute(sql)
+async fn rows(s: &Session, sql: &str) -> Vec<arrow::array::RecordBatch> {
+    s.execute(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .collect()
@@ -45,11 +44,7 @@ async fn reader_keeps_its_version_through_compaction_and_cleanup() {
     let expected_sum: i64 = (1..=50_000).sum();
 
     // A reader at the current version, and one at an older version, each part-way through its rows.
-    let mut current = s
-        .execute("SELECT id FROM t")
-        .await
-        .unwrap()
-        .into_stream();
+    let mut current = s.execute("SELECT id FROM t").await.unwrap().into_stream();
     let mut old = s
         .execute("SELECT id FROM t VERSION AS OF 6")
         .await
@@ -62,12 +57,12 @@ async fn reader_keeps_its_version_through_compaction_and_cleanup() {
     // Meanwhile: delete, compact and clean up everything the retention allows (nothing is retained by age).
     let w = db.session();
     w.execute("DELETE FROM t WHERE id % 2 = 0").await.unwrap();
-    let compacted = rows(&db, "CALL compact_table('t')").await;
+    let compacted = rows(&w, "CALL compact_table('t')").await;
     assert!(u64_at(&compacted, "fragments_removed") >= 10);
     w.execute("SET marrow.version_retention = '0 seconds'")
         .await
         .unwrap();
-    let cleaned = rows(&db, "CALL cleanup_versions('t')").await;
+    let cleaned = rows(&w, "CALL cleanup_versions('t')").await;
     // Version 6 (the old reader's) and everything after it stay; versions 1-5 go.
     assert_eq!(u64_at(&cleaned, "oldest_kept"), 6);
     assert_eq!(u64_at(&cleaned, "versions_removed"), 5);
@@ -90,14 +85,10 @@ async fn reader_keeps_its_version_through_compaction_and_cleanup() {
 
     // Once the readers are gone, cleanup removes their versions too.
     drop((current, old, seen, old_seen));
-    let cleaned = rows(&db, "CALL cleanup_versions('t')").await;
-    let latest = rows(
-        &db,
-        "SELECT max(version) AS v FROM marrow_versions('t')",
-    )
-    .await;
+    let cleaned = rows(&w, "CALL cleanup_versions('t')").await;
+    let latest = rows(&w, "SELECT max(version) AS v FROM marrow_versions('t')").await;
     assert_eq!(u64_at(&cleaned, "oldest_kept"), u64_at(&latest, "v"));
-    let count = rows(&db, "SELECT count(*) FROM t").await;
+    let count = rows(&w, "SELECT count(*) FROM t").await;
     let n = count[0]
         .column(0)
         .as_any()
@@ -120,7 +111,7 @@ async fn failed_export_leaves_no_file() {
         .await
         .unwrap();
     // 20,000 good rows, then one that fails to cast: the writer has started when the error comes.
-    s.execute("INSERT INTO t SELECT value, CAST(value AS VARCHAR) FROM generate_series(1, 20000)")
+    s.execute("INSERT INTO t SELECT value AS id, CAST(value AS VARCHAR) AS n FROM generate_series(1, 20000)")
         .await
         .unwrap();
     s.execute("INSERT INTO t VALUES (20001, 'not a number')")
@@ -135,12 +126,19 @@ async fn failed_export_leaves_no_file() {
             .await
             .map(|_| ())
             .unwrap_err();
-        assert!(err.message().contains("not a number") || err.message().contains("Cast"), "{err}");
+        assert!(
+            err.message().contains("not a number") || err.message().contains("Cast"),
+            "{err}"
+        );
         let left: Vec<_> = std::fs::read_dir(&export).unwrap().collect();
         assert!(left.is_empty(), "{format}: files left behind: {left:?}");
     }
     // A good export replaces nothing until it is complete, and reports its row count.
-    let out = rows(&db, "COPY (SELECT id, n FROM t WHERE id <= 20000) TO 'out.csv'").await;
+    let out = rows(
+        &s,
+        "COPY (SELECT id, n FROM t WHERE id <= 20000) TO 'out.csv'",
+    )
+    .await;
     assert_eq!(u64_at(&out, "count"), 20_000);
     let names: Vec<String> = std::fs::read_dir(&export)
         .unwrap()

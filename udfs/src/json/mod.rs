@@ -98,6 +98,6 @@ mod tests {
             Arc::new(Float32Array::from(vec![f32::NAN, 3.0e-8])),
             None,
         );
-        assert_eq!(encode(&nan).unwrap().value(0), "[null,3e-8]");
+        assert_eq!(encode(&nan).unwrap().value(0), "[null,3.0e-8]");
     }
 }
