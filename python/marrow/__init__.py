@@ -29,8 +29,10 @@ def connect(
 
     ``user``/``password`` log in with the Flight handshake; the server's bearer token is then sent on every call.
     ``tls_root_certs`` is a PEM string to trust for ``grpc+tls://`` URIs with a private CA.
+    Settings made with ``SET`` last for the connection (its session cookie, or its login).
     """
-    kwargs: dict[str, str] = {}
+    # Without a login the server keys the session (SET options, prepared statements) by a cookie: send it back.
+    kwargs: dict[str, str] = {DatabaseOptions.WITH_COOKIE_MIDDLEWARE.value: "true"}
     if user is not None:
         kwargs["username"] = user
     if password is not None:
