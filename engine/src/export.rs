@@ -113,6 +113,13 @@ async fn write(
     if format == "CSV" {
         c.input = Arc::new(nested_as_json(c.input.as_ref().clone())?);
     }
+    if format == "PARQUET" && !c.options.contains_key("format.max_row_group_size") {
+        // A row group is buffered whole before it is written; DataFusion's default of 1M rows is 1.6 GB for
+        // 384-d embeddings. Size groups by bytes instead, so a large export streams in bounded memory.
+        let rows = row_group_rows(c.input.schema().as_arrow());
+        c.options
+            .insert("format.max_row_group_size".into(), rows.to_string());
+    }
     let state = session.state();
     let physical = state.create_physical_plan(&LogicalPlan::Copy(c)).await?;
     let physical = match progress {
@@ -214,6 +221,22 @@ fn unique() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{:x}{:x}", nanos, std::process::id())
+}
+
+/// Rows per Parquet row group: about 128 MB of estimated row width, between 4,096 and 1,048,576 rows.
+fn row_group_rows(schema: &arrow::datatypes::Schema) -> usize {
+    fn width(t: &arrow::datatypes::DataType) -> usize {
+        use arrow::datatypes::DataType::*;
+        match t {
+            FixedSizeList(f, n) => width(f.data_type()) * (*n as usize),
+            List(f) | LargeList(f) | ListView(f) | LargeListView(f) => 16 * width(f.data_type()),
+            Struct(fields) => fields.iter().map(|f| width(f.data_type())).sum(),
+            Utf8 | LargeUtf8 | Utf8View | Binary | LargeBinary | BinaryView => 64,
+            other => other.primitive_width().unwrap_or(8),
+        }
+    }
+    let row: usize = schema.fields().iter().map(|f| width(f.data_type())).sum();
+    ((128 << 20) / row.max(1)).clamp(4096, 1 << 20)
 }
 
 /// Project nested columns (vectors, lists, structs) through `to_json`, keeping their names.
