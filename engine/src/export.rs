@@ -9,21 +9,14 @@
 //!
 //! Parquet and Arrow (IPC file, LZ4-compressed) keep vectors as fixed-size lists; JSON is newline-delimited.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use datafusion::common::ParamValues;
-use datafusion::error::{DataFusionError, Result as DFResult};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    collect, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-};
+use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::sql::parser::{CopyToStatement, Statement as DFStatement};
-use futures::StreamExt;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::fence;
@@ -134,15 +127,7 @@ async fn write(
             e
         }
     })?;
-    let count = batches
-        .first()
-        .and_then(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<arrow::array::UInt64Array>()
-                .map(|a| a.value(0))
-        })
-        .unwrap_or(0);
+    let count = QueryOutput::count_in(&batches);
     Ok(count)
 }
 
@@ -269,72 +254,12 @@ fn count_rows_into(
     if children.len() != 1 {
         return Ok(plan);
     }
-    let counted: Arc<dyn ExecutionPlan> =
-        Arc::new(CountRowsExec::new(children[0].clone(), counter));
+    let counted: Arc<dyn ExecutionPlan> = Arc::new(crate::exec::PassExec::counting(
+        "CountRowsExec",
+        children[0].clone(),
+        counter,
+    ));
     Ok(plan.with_new_children(vec![counted])?)
-}
-
-#[derive(Debug)]
-struct CountRowsExec {
-    input: Arc<dyn ExecutionPlan>,
-    counter: Arc<AtomicU64>,
-    properties: Arc<PlanProperties>,
-}
-
-impl CountRowsExec {
-    fn new(input: Arc<dyn ExecutionPlan>, counter: Arc<AtomicU64>) -> Self {
-        let properties = input.properties().clone();
-        Self {
-            input,
-            counter,
-            properties,
-        }
-    }
-}
-
-impl DisplayAs for CountRowsExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "CountRowsExec")
-    }
-}
-
-impl ExecutionPlan for CountRowsExec {
-    fn name(&self) -> &str {
-        "CountRowsExec"
-    }
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        let [child] = <[_; 1]>::try_from(children)
-            .map_err(|_| DataFusionError::Internal("CountRowsExec takes one child".into()))?;
-        Ok(Arc::new(Self::new(child, self.counter.clone())))
-    }
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> DFResult<SendableRecordBatchStream> {
-        let stream = self.input.execute(partition, context)?;
-        let counter = self.counter.clone();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            stream.schema(),
-            stream.inspect(move |b| {
-                if let Ok(b) = b {
-                    counter.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                }
-            }),
-        )))
-    }
 }
 
 /// Export a table (by name) or a query's rows to a file or directory: the `marrow export` command.
@@ -379,13 +304,5 @@ pub async fn export_query(
         .await?
         .collect()
         .await?;
-    Ok(batches
-        .first()
-        .and_then(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<arrow::array::UInt64Array>()
-                .map(|a| a.value(0))
-        })
-        .unwrap_or(0))
+    Ok(QueryOutput::count_in(&batches))
 }

@@ -17,6 +17,7 @@ mod ddl;
 pub mod dialect;
 mod dml;
 pub mod error;
+mod exec;
 pub mod export;
 pub mod fence;
 pub mod index;

@@ -74,6 +74,16 @@ impl QueryOutput {
         }
     }
 
+    /// The number in a `count` result (0 when there is none).
+    pub fn count_in(batches: &[RecordBatch]) -> u64 {
+        batches
+            .first()
+            .filter(|b| b.num_rows() > 0)
+            .and_then(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
+            .map(|a| a.value(0))
+            .unwrap_or(0)
+    }
+
     pub async fn collect(self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let stream = self.into_stream();
         let schema = stream.schema();

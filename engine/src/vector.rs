@@ -5,7 +5,6 @@
 //! distance with Marrow's kernels, so the distances a query returns are exact for the rows it returns, and Lance's own
 //! conventions (squared L2, 1 − dot) never reach the user.
 
-use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef};
@@ -18,14 +17,13 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{extensions_options, Result as DFResult, ScalarValue};
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::error::DataFusionError;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
     Expr, LogicalPlan, SortExpr, TableProviderFilterPushDown, TableScan, TableType,
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::ExecutionPlan;
 use lance::index::DatasetIndexExt;
 use lance::Dataset;
 use lance_linalg::distance::DistanceType;
@@ -390,7 +388,8 @@ impl VectorSearchTable {
             .collect::<Result<Vec<_>, _>>()?;
         let plan = crate::table_functions::project(plan, Some(&indices))?;
         let filter = conjunction(filters.iter().cloned()).map(|f| f.to_string());
-        Ok(Arc::new(VectorSearchExec::new(
+        Ok(Arc::new(crate::exec::PassExec::new(
+            "VectorSearchExec",
             plan,
             format!(
                 "mode=ann, index={} ({}, {}), column={}, k={}, nprobes={}, refine_factor={}, ef={}, prefilter={}",
@@ -462,7 +461,8 @@ impl TableProvider for VectorSearchTable {
             }
         };
         let plan = self.inner.scan(state, projection, filters, limit).await?;
-        Ok(Arc::new(VectorSearchExec::new(
+        Ok(Arc::new(crate::exec::PassExec::new(
+            "VectorSearchExec",
             plan,
             format!(
                 "mode=exact, column={}, metric={}, k={}, reason={reason}",
@@ -478,65 +478,5 @@ impl TableProvider for VectorSearchTable {
         filters: &[&Expr],
     ) -> DFResult<Vec<TableProviderFilterPushDown>> {
         self.inner.supports_filters_pushdown(filters)
-    }
-}
-
-/// Names the path a vector query took in EXPLAIN; passes its input through unchanged.
-#[derive(Debug)]
-pub struct VectorSearchExec {
-    input: Arc<dyn ExecutionPlan>,
-    description: String,
-    properties: Arc<PlanProperties>,
-}
-
-impl VectorSearchExec {
-    fn new(input: Arc<dyn ExecutionPlan>, description: String) -> Self {
-        let properties = input.properties().clone();
-        Self {
-            input,
-            description,
-            properties,
-        }
-    }
-}
-
-impl DisplayAs for VectorSearchExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "VectorSearchExec: {}", self.description)
-    }
-}
-
-impl ExecutionPlan for VectorSearchExec {
-    fn name(&self) -> &str {
-        "VectorSearchExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        let [child] = <[_; 1]>::try_from(children)
-            .map_err(|_| DataFusionError::Internal("VectorSearchExec takes one child".into()))?;
-        Ok(Arc::new(Self::new(child, self.description.clone())))
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> DFResult<SendableRecordBatchStream> {
-        self.input.execute(partition, context)
     }
 }

@@ -286,15 +286,7 @@ fn print_result(
 ) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if is_count {
-        let n = batches
-            .first()
-            .and_then(|b| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<arrow::array::UInt64Array>()
-                    .map(|a| a.value(0))
-            })
-            .unwrap_or(0);
+        let n = marrow_engine::QueryOutput::count_in(batches);
         if let Format::Table = format {
             writeln!(out, "{n} row(s) affected")?;
             return Ok(());

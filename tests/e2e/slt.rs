@@ -152,15 +152,7 @@ impl sqllogictest::AsyncDB for MarrowDb {
             return Ok(DBOutput::StatementComplete(0));
         }
         if is_count {
-            let n = batches
-                .first()
-                .and_then(|b| {
-                    b.column(0)
-                        .as_any()
-                        .downcast_ref::<arrow::array::UInt64Array>()
-                        .map(|a| a.value(0))
-                })
-                .unwrap_or(0);
+            let n = marrow_engine::QueryOutput::count_in(&batches);
             return Ok(DBOutput::StatementComplete(n));
         }
         let types = schema
