@@ -106,8 +106,9 @@ def ann(d: Path, marrow_bin: str) -> None:
 
 
 def flight(data, marrow_bin, queries, truth, settings) -> None:
-    import adbc_driver_flightsql.dbapi as flight_sql
     import socket
+
+    import marrow  # keeps the session cookie, so the SET options below apply to the queries
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -121,7 +122,7 @@ def flight(data, marrow_bin, queries, truth, settings) -> None:
         conn = None
         for _ in range(100):
             try:
-                conn = flight_sql.connect(f"grpc://127.0.0.1:{port}")
+                conn = marrow.connect(f"grpc://127.0.0.1:{port}")
                 conn.cursor().execute("SELECT 1").fetchall()
                 break
             except Exception:

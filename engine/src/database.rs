@@ -216,6 +216,10 @@ impl Database {
         marrow_udfs::register_text(&mut state, self.inner.models.clone())
             .expect("text functions register");
         crate::table_functions::register(&mut state, self.inner.schema.clone());
+        state.register_udtf(
+            "read_safetensors",
+            Arc::new(crate::weights::ReadSafetensors(self.inner.config.clone())),
+        );
         state
     }
 

@@ -67,6 +67,11 @@ pub(crate) fn quote(s: &str) -> String {
     Ident::with_quote('"', s).to_string()
 }
 
+/// A single-quoted SQL string literal.
+pub(crate) fn literal(s: &str) -> String {
+    datafusion::sql::sqlparser::ast::Value::SingleQuotedString(s.to_string()).to_string()
+}
+
 /// The session's catalog with some names bound to fixed providers: the statement's snapshot of its target table
 /// (with row addresses), and in-memory relations such as `excluded`.
 #[derive(Debug)]

@@ -26,6 +26,7 @@ pub mod session;
 pub mod table_functions;
 pub mod vector;
 pub mod versions;
+pub mod weights;
 pub mod write;
 
 pub use database::{memories_schema, Config, Database, CATALOG, SCHEMA};

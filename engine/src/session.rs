@@ -206,7 +206,10 @@ impl Session {
                     ..
                 } => index::drop_index(self, &names, if_exists, table.as_ref()).await,
                 Statement::OptimizeTable { name, .. } => index::optimize_table(self, &name).await,
-                Statement::Call(function) => crate::versions::call(self, function, params).await,
+                Statement::Call(function) => {
+                    // Procedures run statements of their own.
+                    Box::pin(crate::versions::call(self, function, params)).await
+                }
                 Statement::Merge(_) => Err(Error::unsupported(
                     "MERGE is not supported; use INSERT … ON CONFLICT (key) DO UPDATE SET …",
                 )),

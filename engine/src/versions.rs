@@ -427,7 +427,8 @@ async fn versions_batch(schema: &MarrowSchema, table: &str) -> Result<RecordBatc
 
 const PROCEDURES: &str =
     "restore_table('t', version), tag_version('t', 'name'[, version]), drop_tag('t', 'name'), \
-compact_table('t'), cleanup_versions('t'[, retention])";
+compact_table('t'), cleanup_versions('t'[, retention]), import_safetensors('file', 'model'), \
+export_safetensors('model', 'file'), drop_model('model')";
 
 /// `CALL name(args…)`: one of Marrow's table maintenance procedures. Each returns one row describing what it did.
 pub(crate) async fn call(
@@ -602,6 +603,33 @@ pub(crate) async fn call(
                 ("bytes_removed", uint(stats.bytes_removed)),
                 ("oldest_kept", uint(stats.oldest_kept)),
             ])
+        }
+        "import_safetensors" => {
+            arity(2, 2)?;
+            let file = string_value(&values[0], "CALL import_safetensors: the file")?;
+            let model = string_value(&values[1], "CALL import_safetensors: the model name")?;
+            let path = crate::fence::check_import(db.config(), &file)?;
+            let stats = crate::weights::import(session, &path, &model, None).await?;
+            one_row(&[
+                ("model", text(&model)),
+                ("tensors", uint(stats.tensors)),
+                ("bytes", uint(stats.bytes)),
+                ("rows", uint(stats.rows)),
+            ])
+        }
+        "export_safetensors" => {
+            arity(2, 2)?;
+            let model = string_value(&values[0], "CALL export_safetensors: the model name")?;
+            let file = string_value(&values[1], "CALL export_safetensors: the file")?;
+            let path = crate::fence::check_export(db.config(), &file)?;
+            let bytes = crate::weights::export(session, &model, &path, None).await?;
+            one_row(&[("model", text(&model)), ("bytes", uint(bytes))])
+        }
+        "drop_model" => {
+            arity(1, 1)?;
+            let model = string_value(&values[0], "CALL drop_model: the model name")?;
+            let rows = crate::weights::drop_model(session, &model).await?;
+            one_row(&[("model", text(&model)), ("rows_deleted", uint(rows))])
         }
         other => {
             return Err(Error::not_found(format!(

@@ -57,6 +57,116 @@ Sessions: each client login (or cookie, without auth) has its own SET options an
     /// Export a table or a query's rows from a local data directory to Parquet, CSV, JSON or Arrow.
     #[command(after_help = EXPORT_EXAMPLES)]
     Export(ExportArgs),
+    /// Import a safetensors file (or a directory of shards) into the `tensors` table as one model.
+    #[command(
+        after_help = "Each tensor is stored as rows of at most 4 MiB of its raw bytes; `models` gets one row \
+with the file's __metadata__.\n\nExample:\n  marrow import-weights ./all-MiniLM-L6-v2/model.safetensors --model minilm"
+    )]
+    ImportWeights(ImportWeightsArgs),
+    /// Write a model from the `tensors` table back to one safetensors file.
+    #[command(after_help = "Example:\n  marrow export-weights minilm --out minilm.safetensors")]
+    ExportWeights(ExportWeightsArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportWeightsArgs {
+    /// A .safetensors file, or a directory of .safetensors shards.
+    path: PathBuf,
+    /// The name the model gets in Marrow.
+    #[arg(long)]
+    model: String,
+    /// Data directory.
+    #[arg(long, env = "MARROW_DATA_DIR", default_value = "./marrow-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ExportWeightsArgs {
+    /// The model's name in Marrow.
+    model: String,
+    /// The safetensors file to write.
+    #[arg(long, short = 'o')]
+    out: PathBuf,
+    /// Data directory.
+    #[arg(long, env = "MARROW_DATA_DIR", default_value = "./marrow-data")]
+    data_dir: PathBuf,
+}
+
+fn byte_bar(total: u64) -> Result<indicatif::ProgressBar> {
+    Ok(indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {bar:40} {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, eta {eta})",
+        )?,
+    ))
+}
+
+/// Show `counter` on `bar` until the returned handle is aborted.
+fn tick(
+    bar: &indicatif::ProgressBar,
+    counter: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    let (bar, counter) = (bar.clone(), counter.clone());
+    tokio::spawn(async move {
+        loop {
+            bar.set_position(counter.load(std::sync::atomic::Ordering::Relaxed));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+}
+
+async fn run_import_weights(args: ImportWeightsArgs) -> Result<()> {
+    let db = Database::open(Config::new(&args.data_dir)).await?;
+    let session = db.session();
+    let files = marrow_engine::weights::model_files(&args.path)?;
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = byte_bar(total)?;
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ticker = tick(&bar, &counter);
+    let started = std::time::Instant::now();
+    let result =
+        marrow_engine::weights::import(&session, &args.path, &args.model, Some(&counter)).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    let s = result?;
+    writeln!(
+        std::io::stdout().lock(),
+        "imported model {}: {} tensors, {} bytes in {} rows, {:.2}s",
+        args.model,
+        s.tensors,
+        s.bytes,
+        s.rows,
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(())
+}
+
+async fn run_export_weights(args: ExportWeightsArgs) -> Result<()> {
+    let db = Database::open(Config::new(&args.data_dir)).await?;
+    let session = db.session();
+    let bar =
+        indicatif::ProgressBar::new_spinner().with_style(indicatif::ProgressStyle::with_template(
+            "{spinner} {binary_bytes} ({binary_bytes_per_sec})",
+        )?);
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ticker = tick(&bar, &counter);
+    let started = std::time::Instant::now();
+    let result =
+        marrow_engine::weights::export(&session, &args.model, &args.out, Some(&counter)).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    let bytes = result?;
+    writeln!(
+        std::io::stdout().lock(),
+        "exported model {} ({bytes} bytes of tensors) to {} in {:.2}s",
+        args.model,
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(())
 }
 
 const EXPORT_EXAMPLES: &str = "\
@@ -126,15 +236,7 @@ async fn run_export(args: ExportArgs) -> Result<()> {
         ),
     };
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let ticker = {
-        let (bar, counter) = (bar.clone(), counter.clone());
-        tokio::spawn(async move {
-            loop {
-                bar.set_position(counter.load(std::sync::atomic::Ordering::Relaxed));
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let ticker = tick(&bar, &counter);
     let started = std::time::Instant::now();
     let result = marrow_engine::export::export_query(
         &session,
@@ -485,6 +587,8 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Export(a) => run_export(a).await,
+        Command::ImportWeights(a) => run_import_weights(a).await,
+        Command::ExportWeights(a) => run_export_weights(a).await,
         Command::Sql(a) => {
             if !run_sql(a).await? {
                 std::process::exit(1);

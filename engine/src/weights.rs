@@ -1,0 +1,696 @@
+//! Model weights as rows: safetensors files in and out of the `tensors` table.
+//!
+//! A tensor is stored as one or more rows of at most [`CHUNK_BYTES`] of its raw little-endian bytes (a 47 MB embedding
+//! matrix is 12 rows), so every row passes through default Flight clients and Lance pages:
+//!
+//! | column | type | |
+//! |---|---|---|
+//! | model | TEXT | the model's name (import `--model`) |
+//! | name | TEXT | the tensor's name in the file |
+//! | dtype | TEXT | safetensors dtype (F32, F16, BF16, I8, …) |
+//! | shape | LIST<BIGINT> | |
+//! | quantization | TEXT | NULL for raw bytes; a scheme such as q8_0 for GGUF block bytes |
+//! | chunk | INT | 0, 1, … in byte order |
+//! | n_chunks | INT | |
+//! | data | BINARY | |
+//!
+//! The primary key is (model, name, chunk). `models` holds one row per model: its `__metadata__` as JSON, the number
+//! of tensors and bytes, and when it was imported.
+//!
+//! The safetensors header is parsed and checked here (length inside the file, known dtypes, offsets in range, in
+//! order and without overlap or holes, sizes matching shapes) before anything is written; an import is one commit
+//! of `tensors` (then one row in `models`), so a bad file imports nothing.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BinaryBuilder, Int32Array, Int64Builder, ListBuilder, RecordBatch, StringArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde_json::Value;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::ingest::IngestMode;
+use crate::session::Session;
+
+/// The largest `data` value of one row.
+pub const CHUNK_BYTES: usize = 4 << 20;
+/// Headers larger than this are refused (the format's own reference implementation uses the same bound).
+const MAX_HEADER: u64 = 100 << 20;
+
+pub const TENSORS_DDL: &str = "CREATE TABLE IF NOT EXISTS tensors (model TEXT NOT NULL, name TEXT NOT NULL, \
+dtype TEXT NOT NULL, shape BIGINT[] NOT NULL, quantization TEXT, chunk INT NOT NULL, n_chunks INT NOT NULL, \
+data BYTEA NOT NULL, PRIMARY KEY (model, name, chunk))";
+pub const MODELS_DDL: &str =
+    "CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, format TEXT NOT NULL, \
+metadata TEXT, tensors BIGINT NOT NULL, bytes BIGINT NOT NULL, imported_at TIMESTAMP NOT NULL)";
+
+/// Bytes per element of the safetensors dtypes.
+fn dtype_size(dtype: &str) -> Option<usize> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
+        "I16" | "U16" | "F16" | "BF16" => 2,
+        "I32" | "U32" | "F32" => 4,
+        "I64" | "U64" | "F64" => 8,
+        _ => return None,
+    })
+}
+
+/// One tensor of a safetensors file, as its header describes it.
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<i64>,
+    /// Byte range inside the data section.
+    pub begin: u64,
+    pub end: u64,
+}
+
+/// A checked safetensors header.
+#[derive(Debug)]
+pub struct Header {
+    pub tensors: Vec<TensorInfo>,
+    pub metadata: BTreeMap<String, String>,
+    /// Where the data section starts in the file.
+    pub data_start: u64,
+}
+
+fn corrupt(path: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::invalid(format!(
+        "{}: not a valid safetensors file: {msg}",
+        path.display()
+    ))
+}
+
+/// Read and check a safetensors header; tensors come back in data order.
+pub fn read_header(path: &Path) -> Result<Header> {
+    let mut f = File::open(path).map_err(|e| {
+        Error::new(
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ErrorKind::NotFound
+            } else {
+                ErrorKind::PermissionDenied
+            },
+            format!("cannot open {}: {e}", path.display()),
+        )
+    })?;
+    let file_len = f.metadata()?.len();
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|_| corrupt(path, "shorter than its 8-byte header length"))?;
+    let n = u64::from_le_bytes(len);
+    if n > MAX_HEADER || 8 + n > file_len {
+        return Err(corrupt(
+            path,
+            format!("header length {n} runs past the end of the {file_len}-byte file"),
+        ));
+    }
+    let mut text = vec![0u8; n as usize];
+    f.read_exact(&mut text)?;
+    let json: Value = serde_json::from_slice(&text)
+        .map_err(|e| corrupt(path, format!("header is not JSON: {e}")))?;
+    let Value::Object(entries) = json else {
+        return Err(corrupt(path, "header is not a JSON object"));
+    };
+    let data_len = file_len - 8 - n;
+    let mut metadata = BTreeMap::new();
+    let mut tensors = vec![];
+    for (name, v) in entries {
+        if name == "__metadata__" {
+            let Value::Object(m) = v else {
+                return Err(corrupt(path, "__metadata__ is not an object of strings"));
+            };
+            for (k, v) in m {
+                let Value::String(s) = v else {
+                    return Err(corrupt(path, format!("__metadata__.{k} is not a string")));
+                };
+                metadata.insert(k, s);
+            }
+            continue;
+        }
+        let dtype = v
+            .get("dtype")
+            .and_then(Value::as_str)
+            .ok_or_else(|| corrupt(path, format!("tensor {name} has no dtype")))?
+            .to_string();
+        let size = dtype_size(&dtype)
+            .ok_or_else(|| corrupt(path, format!("tensor {name} has unknown dtype {dtype}")))?;
+        let shape: Vec<i64> = v
+            .get("shape")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().map(|d| d.as_i64().filter(|d| *d >= 0)).collect())
+            .ok_or_else(|| corrupt(path, format!("tensor {name} has no valid shape")))?;
+        let offsets: Vec<u64> = v
+            .get("data_offsets")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().map(Value::as_u64).collect())
+            .filter(|o: &Vec<u64>| o.len() == 2)
+            .ok_or_else(|| corrupt(path, format!("tensor {name} has no valid data_offsets")))?;
+        let (begin, end) = (offsets[0], offsets[1]);
+        if begin > end || end > data_len {
+            return Err(corrupt(
+                path,
+                format!(
+                    "tensor {name}: offsets [{begin}, {end}] are outside the {data_len}-byte data section"
+                ),
+            ));
+        }
+        let elements = shape
+            .iter()
+            .try_fold(1u64, |acc, d| acc.checked_mul(*d as u64))
+            .ok_or_else(|| corrupt(path, format!("tensor {name}: shape overflows")))?;
+        if elements.checked_mul(size as u64) != Some(end - begin) {
+            return Err(corrupt(
+                path,
+                format!(
+                    "tensor {name}: shape {shape:?} of {dtype} needs {} bytes, its offsets hold {}",
+                    elements.saturating_mul(size as u64),
+                    end - begin
+                ),
+            ));
+        }
+        tensors.push(TensorInfo {
+            name,
+            dtype,
+            shape,
+            begin,
+            end,
+        });
+    }
+    tensors.sort_by_key(|t| (t.begin, t.end));
+    let mut at = 0;
+    for t in &tensors {
+        if t.begin < at {
+            return Err(corrupt(
+                path,
+                format!("tensor {} overlaps the tensor before it", t.name),
+            ));
+        }
+        if t.begin > at {
+            return Err(corrupt(
+                path,
+                format!("a gap of {} bytes before tensor {}", t.begin - at, t.name),
+            ));
+        }
+        at = t.end;
+    }
+    if at != data_len {
+        return Err(corrupt(
+            path,
+            format!("{} bytes after the last tensor", data_len - at),
+        ));
+    }
+    Ok(Header {
+        tensors,
+        metadata,
+        data_start: 8 + n,
+    })
+}
+
+/// The files of a model: one `.safetensors` file, or every `.safetensors` shard in a directory.
+pub fn model_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(Error::not_found(format!(
+                "{} holds no .safetensors files",
+                path.display()
+            )));
+        }
+        Ok(files)
+    } else {
+        Ok(vec![path.to_path_buf()])
+    }
+}
+
+/// The schema of `tensors` rows, without the model column (read_safetensors' result).
+pub fn chunk_schema(with_model: bool) -> SchemaRef {
+    let mut fields = vec![];
+    if with_model {
+        fields.push(Field::new("model", DataType::Utf8, false));
+    }
+    fields.extend([
+        Field::new("name", DataType::Utf8, false),
+        Field::new("dtype", DataType::Utf8, false),
+        Field::new(
+            "shape",
+            DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
+            false,
+        ),
+        Field::new("quantization", DataType::Utf8, true),
+        Field::new("chunk", DataType::Int32, false),
+        Field::new("n_chunks", DataType::Int32, false),
+        Field::new("data", DataType::Binary, false),
+    ]);
+    Arc::new(Schema::new(fields))
+}
+
+/// Collects chunk rows into batches of about 64 MiB.
+struct ChunkBatches {
+    model: Option<String>,
+    schema: SchemaRef,
+    names: Vec<String>,
+    dtypes: Vec<String>,
+    shapes: ListBuilder<Int64Builder>,
+    chunks: Vec<i32>,
+    n_chunks: Vec<i32>,
+    data: BinaryBuilder,
+    bytes: usize,
+    done: Vec<RecordBatch>,
+}
+
+impl ChunkBatches {
+    fn new(model: Option<String>) -> Self {
+        Self {
+            schema: chunk_schema(model.is_some()),
+            model,
+            names: vec![],
+            dtypes: vec![],
+            shapes: ListBuilder::new(Int64Builder::new()),
+            chunks: vec![],
+            n_chunks: vec![],
+            data: BinaryBuilder::new(),
+            bytes: 0,
+            done: vec![],
+        }
+    }
+
+    fn push(&mut self, t: &TensorInfo, chunk: i32, n_chunks: i32, bytes: &[u8]) -> Result<()> {
+        self.names.push(t.name.clone());
+        self.dtypes.push(t.dtype.clone());
+        self.shapes.values().append_slice(&t.shape);
+        self.shapes.append(true);
+        self.chunks.push(chunk);
+        self.n_chunks.push(n_chunks);
+        self.data.append_value(bytes);
+        self.bytes += bytes.len();
+        if self.bytes >= 64 << 20 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let n = self.names.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let mut columns: Vec<ArrayRef> = vec![];
+        if let Some(m) = &self.model {
+            columns.push(Arc::new(StringArray::from(vec![m.as_str(); n])));
+        }
+        columns.push(Arc::new(StringArray::from(std::mem::take(&mut self.names))));
+        columns.push(Arc::new(StringArray::from(std::mem::take(
+            &mut self.dtypes,
+        ))));
+        columns.push(Arc::new(self.shapes.finish()));
+        columns.push(Arc::new(StringArray::from(vec![None::<&str>; n])));
+        columns.push(Arc::new(Int32Array::from(std::mem::take(&mut self.chunks))));
+        columns.push(Arc::new(Int32Array::from(std::mem::take(
+            &mut self.n_chunks,
+        ))));
+        columns.push(Arc::new(self.data.finish()));
+        self.done
+            .push(RecordBatch::try_new(self.schema.clone(), columns)?);
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+/// Read a model's files into chunk rows (with a `model` column when `model` is given). `progress` counts bytes.
+pub fn read_chunks(
+    files: &[PathBuf],
+    model: Option<&str>,
+    progress: Option<&AtomicU64>,
+) -> Result<(Vec<RecordBatch>, BTreeMap<String, String>, u64, u64)> {
+    let mut out = ChunkBatches::new(model.map(str::to_string));
+    let mut metadata = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    let (mut tensors, mut bytes) = (0u64, 0u64);
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    for path in files {
+        let header = read_header(path)?;
+        metadata.extend(header.metadata);
+        let mut f = File::open(path)?;
+        for t in &header.tensors {
+            if !seen.insert(t.name.clone()) {
+                return Err(Error::invalid(format!(
+                    "tensor {} appears in more than one shard",
+                    t.name
+                )));
+            }
+            let len = (t.end - t.begin) as usize;
+            let n_chunks = len.div_ceil(CHUNK_BYTES).max(1) as i32;
+            f.seek(SeekFrom::Start(header.data_start + t.begin))?;
+            for chunk in 0..n_chunks {
+                let part = (len - chunk as usize * CHUNK_BYTES).min(CHUNK_BYTES);
+                f.read_exact(&mut buf[..part])
+                    .map_err(|e| corrupt(path, format!("reading tensor {}: {e}", t.name)))?;
+                out.push(t, chunk, n_chunks, &buf[..part])?;
+                if let Some(p) = progress {
+                    p.fetch_add(part as u64, Ordering::Relaxed);
+                }
+            }
+            tensors += 1;
+            bytes += len as u64;
+        }
+    }
+    out.flush()?;
+    Ok((out.done, metadata, tensors, bytes))
+}
+
+/// What an import wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportStats {
+    pub tensors: u64,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+async fn model_exists(session: &Session, model: &str) -> Result<bool> {
+    let (_, batches) = session
+        .execute(&format!(
+            "SELECT count(*) FROM models WHERE model = {}",
+            crate::dml::literal(model)
+        ))
+        .await?
+        .collect()
+        .await?;
+    Ok(batches
+        .first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(0)
+        > 0)
+}
+
+/// Import a safetensors file, or a directory of shards, as model `model`: one commit of `tensors`, then its row in
+/// `models`. Nothing is written if any file is invalid or the model exists.
+pub async fn import(
+    session: &Session,
+    path: &Path,
+    model: &str,
+    progress: Option<&AtomicU64>,
+) -> Result<ImportStats> {
+    if model.is_empty() {
+        return Err(Error::invalid("the model needs a name"));
+    }
+    let files = model_files(path)?;
+    // Check every header before reading data.
+    for f in &files {
+        read_header(f)?;
+    }
+    session.execute(TENSORS_DDL).await?;
+    session.execute(MODELS_DDL).await?;
+    if model_exists(session, model).await? {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!("model '{model}' already exists; CALL drop_model('{model}') first"),
+        ));
+    }
+    let (batches, metadata, tensors, bytes) = read_chunks(&files, Some(model), progress)?;
+    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    session
+        .ingest("tensors", IngestMode::Append, chunk_schema(true), batches)
+        .await?;
+    let metadata = if metadata.is_empty() {
+        "NULL".to_string()
+    } else {
+        crate::dml::literal(&serde_json::to_string(&metadata).unwrap_or_default())
+    };
+    let insert = format!(
+        "INSERT INTO models VALUES ({}, 'safetensors', {metadata}, {tensors}, {bytes}, now())",
+        crate::dml::literal(model)
+    );
+    if let Err(e) = session.execute(&insert).await {
+        // Keep the two tables consistent: take the tensors back out.
+        let _ = session
+            .execute(&format!(
+                "DELETE FROM tensors WHERE model = {}",
+                crate::dml::literal(model)
+            ))
+            .await;
+        return Err(e);
+    }
+    Ok(ImportStats {
+        tensors,
+        bytes,
+        rows,
+    })
+}
+
+/// Delete a model's tensors and its `models` row.
+pub async fn drop_model(session: &Session, model: &str) -> Result<u64> {
+    if !model_exists(session, model).await? {
+        return Err(Error::not_found(format!("model '{model}' not found")));
+    }
+    let m = crate::dml::literal(model);
+    let (_, b) = session
+        .execute(&format!("DELETE FROM tensors WHERE model = {m}"))
+        .await?
+        .collect()
+        .await?;
+    session
+        .execute(&format!("DELETE FROM models WHERE model = {m}"))
+        .await?;
+    Ok(crate::session::QueryOutput::count_in(&b))
+}
+
+/// Write model `model` back as one safetensors file at `out` (written under a temporary name, then renamed).
+/// Tensors are read one at a time, so memory holds at most the largest tensor.
+pub async fn export(
+    session: &Session,
+    model: &str,
+    out: &Path,
+    progress: Option<&AtomicU64>,
+) -> Result<u64> {
+    if !model_exists(session, model).await? {
+        return Err(Error::not_found(format!("model '{model}' not found")));
+    }
+    let m = crate::dml::literal(model);
+    let (_, meta) = session
+        .execute(&format!("SELECT metadata FROM models WHERE model = {m}"))
+        .await?
+        .collect()
+        .await?;
+    let metadata: Option<BTreeMap<String, String>> = meta
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<StringArray>().cloned())
+        .filter(|a| !a.is_empty() && !a.is_null(0))
+        .and_then(|a| serde_json::from_str(a.value(0)).ok());
+    let (_, listing) = session
+        .execute(&format!(
+            "SELECT name, dtype, shape, quantization, count(*) AS chunks, max(n_chunks) AS n_chunks \
+             FROM tensors WHERE model = {m} GROUP BY name, dtype, shape, quantization ORDER BY name"
+        ))
+        .await?
+        .collect()
+        .await?;
+    let mut infos = vec![];
+    let mut header = serde_json::Map::new();
+    if let Some(md) = metadata {
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(md).unwrap_or_default(),
+        );
+    }
+    let mut offset = 0u64;
+    for b in &listing {
+        let col = |name: &str| b.column(b.schema().index_of(name).unwrap_or(0)).clone();
+        let names = col("name");
+        let names = names.as_any().downcast_ref::<StringArray>();
+        let dtypes = col("dtype");
+        let dtypes = dtypes.as_any().downcast_ref::<StringArray>();
+        let shapes = col("shape");
+        let shapes = shapes.as_any().downcast_ref::<arrow::array::ListArray>();
+        let quant = col("quantization");
+        let counts = arrow::compute::cast(&col("chunks"), &DataType::Int64)?;
+        let counts = counts.as_any().downcast_ref::<arrow::array::Int64Array>();
+        let n_chunks = arrow::compute::cast(&col("n_chunks"), &DataType::Int64)?;
+        let n_chunks = n_chunks.as_any().downcast_ref::<arrow::array::Int64Array>();
+        let (Some(names), Some(dtypes), Some(shapes), Some(counts), Some(n_chunks)) =
+            (names, dtypes, shapes, counts, n_chunks)
+        else {
+            return Err(Error::internal("tensors table has unexpected column types"));
+        };
+        for i in 0..b.num_rows() {
+            let name = names.value(i).to_string();
+            if !quant.is_null(i) {
+                return Err(Error::unsupported(format!(
+                    "tensor {name} is quantized; safetensors holds raw dtypes only"
+                )));
+            }
+            if counts.value(i) != n_chunks.value(i) {
+                return Err(Error::internal(format!(
+                    "tensor {name} has {} of its {} chunks",
+                    counts.value(i),
+                    n_chunks.value(i)
+                )));
+            }
+            let shape: Vec<i64> = shapes
+                .value(i)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .map(|a| a.values().to_vec())
+                .unwrap_or_default();
+            let size = dtype_size(dtypes.value(i)).ok_or_else(|| {
+                Error::invalid(format!(
+                    "tensor {name} has dtype {}, not a safetensors dtype",
+                    dtypes.value(i)
+                ))
+            })?;
+            let len = shape.iter().product::<i64>() as u64 * size as u64;
+            header.insert(
+                name.clone(),
+                serde_json::json!({
+                    "dtype": dtypes.value(i),
+                    "shape": shape,
+                    "data_offsets": [offset, offset + len],
+                }),
+            );
+            infos.push((name, len));
+            offset += len;
+        }
+    }
+    let mut text = serde_json::to_vec(&Value::Object(header))
+        .map_err(|e| Error::internal(format!("header: {e}")))?;
+    // The data section starts 8-aligned, as the reference writer does.
+    while (text.len() + 8) % 8 != 0 {
+        text.push(b' ');
+    }
+    let parent = out.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let temp = parent.join(format!(
+        ".{}.marrow-tmp-{}",
+        out.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let result = async {
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, File::create(&temp)?);
+        f.write_all(&(text.len() as u64).to_le_bytes())?;
+        f.write_all(&text)?;
+        for (name, len) in &infos {
+            let mut written = 0u64;
+            let mut stream = session
+                .execute(&format!(
+                    "SELECT data FROM tensors WHERE model = {m} AND name = {} ORDER BY chunk",
+                    crate::dml::literal(name)
+                ))
+                .await?
+                .into_stream();
+            use futures::StreamExt;
+            while let Some(b) = stream.next().await {
+                let b = b?;
+                let data = arrow::compute::cast(b.column(0), &DataType::Binary)?;
+                let data = data
+                    .as_any()
+                    .downcast_ref::<arrow::array::BinaryArray>()
+                    .ok_or_else(|| Error::internal("data is not binary"))?;
+                for v in data.iter().flatten() {
+                    written += v.len() as u64;
+                    if written > *len {
+                        break;
+                    }
+                    f.write_all(v)?;
+                    if let Some(p) = progress {
+                        p.fetch_add(v.len() as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+            if written != *len {
+                return Err(Error::invalid(format!(
+                    "tensor {name}: its chunks hold {written} bytes, its shape and dtype need {len}"
+                )));
+            }
+        }
+        f.into_inner()
+            .map_err(|e| Error::from(e.into_error()))?
+            .sync_all()?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            std::fs::rename(&temp, out)?;
+            Ok(offset)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            Err(e)
+        }
+    }
+}
+
+/// `read_safetensors('file')`: a safetensors file under the import root as chunk rows (name, dtype, shape,
+/// quantization, chunk, n_chunks, data), so `INSERT INTO tensors SELECT 'm', * FROM read_safetensors('f')` imports.
+#[derive(Debug)]
+pub struct ReadSafetensors(pub crate::database::Config);
+
+impl datafusion::catalog::TableFunctionImpl for ReadSafetensors {
+    fn call_with_args(
+        &self,
+        args: datafusion::catalog::TableFunctionArgs,
+    ) -> datafusion::common::Result<Arc<dyn datafusion::catalog::TableProvider>> {
+        let file =
+            match args.exprs() {
+                [datafusion::logical_expr::Expr::Literal(
+                    datafusion::common::ScalarValue::Utf8(Some(s)),
+                    _,
+                )] => s.clone(),
+                _ => return Err(Error::invalid(
+                    "read_safetensors(file) takes one argument, a file name under the import root",
+                )
+                .into()),
+            };
+        let path = crate::fence::check_import(&self.0, &file)?;
+        let files = model_files(&path)?;
+        for f in &files {
+            read_header(f)?;
+        }
+        Ok(Arc::new(SafetensorsTable(files)))
+    }
+}
+
+#[derive(Debug)]
+struct SafetensorsTable(Vec<PathBuf>);
+
+#[async_trait::async_trait]
+impl datafusion::catalog::TableProvider for SafetensorsTable {
+    fn schema(&self) -> SchemaRef {
+        chunk_schema(false)
+    }
+    fn table_type(&self) -> datafusion::logical_expr::TableType {
+        datafusion::logical_expr::TableType::View
+    }
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let files = self.0.clone();
+        let (batches, ..) = tokio::task::spawn_blocking(move || read_chunks(&files, None, None))
+            .await
+            .map_err(|e| Error::internal(format!("reading safetensors: {e}")))??;
+        datafusion::datasource::MemTable::try_new(chunk_schema(false), vec![batches])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
