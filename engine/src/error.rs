@@ -142,7 +142,12 @@ fn df_message(e: &DataFusionError) -> String {
 
 impl From<DataFusionError> for Error {
     fn from(e: DataFusionError) -> Self {
-        Self::new(classify_datafusion(&e), df_message(&e))
+        let message = df_message(&e);
+        // A full disk is the operator's to fix, not a server fault.
+        if message.contains("No space left on device") {
+            return Self::new(ErrorKind::ResourcesExhausted, message);
+        }
+        Self::new(classify_datafusion(&e), message)
     }
 }
 

@@ -428,7 +428,7 @@ async fn versions_batch(schema: &MarrowSchema, table: &str) -> Result<RecordBatc
 const PROCEDURES: &str =
     "restore_table('t', version), tag_version('t', 'name'[, version]), drop_tag('t', 'name'), \
 compact_table('t'), cleanup_versions('t'[, retention]), import_safetensors('file', 'model'), \
-export_safetensors('model', 'file'), drop_model('model')";
+export_safetensors('model', 'file'), export_gguf('model', 'file'), quantize_model('model', 'new', 'q8_0'), drop_model('model')";
 
 /// `CALL name(args…)`: one of Marrow's table maintenance procedures. Each returns one row describing what it did.
 pub(crate) async fn call(
@@ -624,6 +624,27 @@ pub(crate) async fn call(
             let path = crate::fence::check_export(db.config(), &file)?;
             let bytes = crate::weights::export(session, &model, &path, None).await?;
             one_row(&[("model", text(&model)), ("bytes", uint(bytes))])
+        }
+        "export_gguf" => {
+            arity(2, 2)?;
+            let model = string_value(&values[0], "CALL export_gguf: the model name")?;
+            let file = string_value(&values[1], "CALL export_gguf: the file")?;
+            let path = crate::fence::check_export(db.config(), &file)?;
+            let bytes = crate::weights::export_gguf(session, &model, &path, None).await?;
+            one_row(&[("model", text(&model)), ("bytes", uint(bytes))])
+        }
+        "quantize_model" => {
+            arity(3, 3)?;
+            let source = string_value(&values[0], "CALL quantize_model: the source model")?;
+            let target = string_value(&values[1], "CALL quantize_model: the new model's name")?;
+            let scheme = string_value(&values[2], "CALL quantize_model: the scheme")?;
+            let (quantized, copied) =
+                crate::weights::quantize_model(session, &source, &target, &scheme).await?;
+            one_row(&[
+                ("model", text(&target)),
+                ("tensors_quantized", uint(quantized)),
+                ("tensors_copied", uint(copied)),
+            ])
         }
         "drop_model" => {
             arity(1, 1)?;

@@ -470,14 +470,32 @@ pub async fn drop_model(session: &Session, model: &str) -> Result<u64> {
     Ok(crate::session::QueryOutput::count_in(&b))
 }
 
-/// Write model `model` back as one safetensors file at `out` (written under a temporary name, then renamed).
-/// Tensors are read one at a time, so memory holds at most the largest tensor.
-pub async fn export(
+/// One stored tensor, as the export writers see it.
+struct Stored {
+    name: String,
+    dtype: String,
+    shape: Vec<i64>,
+    quantization: Option<String>,
+    /// The bytes its chunks must add up to.
+    bytes: u64,
+}
+
+/// Bytes per block and values per block of the GGML quantization schemes Marrow stores.
+fn block_layout(scheme: &str) -> Option<(u64, u64)> {
+    Some(match scheme {
+        "q8_0" => (34, 32),
+        "q4_0" => (18, 32),
+        "q4_k" => (144, 256),
+        "q2_k" => (84, 256),
+        _ => return None,
+    })
+}
+
+/// The model's metadata and its tensors (sorted by name), each checked for complete chunks.
+async fn stored_tensors(
     session: &Session,
     model: &str,
-    out: &Path,
-    progress: Option<&AtomicU64>,
-) -> Result<u64> {
+) -> Result<(Option<BTreeMap<String, String>>, Vec<Stored>)> {
     if !model_exists(session, model).await? {
         return Err(Error::not_found(format!("model '{model}' not found")));
     }
@@ -500,42 +518,30 @@ pub async fn export(
         .await?
         .collect()
         .await?;
-    let mut infos = vec![];
-    let mut header = serde_json::Map::new();
-    if let Some(md) = metadata {
-        header.insert(
-            "__metadata__".into(),
-            serde_json::to_value(md).unwrap_or_default(),
-        );
-    }
-    let mut offset = 0u64;
+    let mut out = vec![];
     for b in &listing {
         let col = |name: &str| b.column(b.schema().index_of(name).unwrap_or(0)).clone();
         let names = col("name");
-        let names = names.as_any().downcast_ref::<StringArray>();
         let dtypes = col("dtype");
-        let dtypes = dtypes.as_any().downcast_ref::<StringArray>();
         let shapes = col("shape");
-        let shapes = shapes.as_any().downcast_ref::<arrow::array::ListArray>();
         let quant = col("quantization");
+        let quant = arrow::compute::cast(&quant, &DataType::Utf8)?;
         let counts = arrow::compute::cast(&col("chunks"), &DataType::Int64)?;
-        let counts = counts.as_any().downcast_ref::<arrow::array::Int64Array>();
         let n_chunks = arrow::compute::cast(&col("n_chunks"), &DataType::Int64)?;
-        let n_chunks = n_chunks.as_any().downcast_ref::<arrow::array::Int64Array>();
-        let (Some(names), Some(dtypes), Some(shapes), Some(counts), Some(n_chunks)) =
-            (names, dtypes, shapes, counts, n_chunks)
-        else {
+        let (Some(names), Some(dtypes), Some(shapes), Some(quant), Some(counts), Some(n_chunks)) = (
+            names.as_any().downcast_ref::<StringArray>(),
+            dtypes.as_any().downcast_ref::<StringArray>(),
+            shapes.as_any().downcast_ref::<arrow::array::ListArray>(),
+            quant.as_any().downcast_ref::<StringArray>(),
+            counts.as_any().downcast_ref::<arrow::array::Int64Array>(),
+            n_chunks.as_any().downcast_ref::<arrow::array::Int64Array>(),
+        ) else {
             return Err(Error::internal("tensors table has unexpected column types"));
         };
         for i in 0..b.num_rows() {
             let name = names.value(i).to_string();
-            if !quant.is_null(i) {
-                return Err(Error::unsupported(format!(
-                    "tensor {name} is quantized; safetensors holds raw dtypes only"
-                )));
-            }
             if counts.value(i) != n_chunks.value(i) {
-                return Err(Error::internal(format!(
+                return Err(Error::invalid(format!(
                     "tensor {name} has {} of its {} chunks",
                     counts.value(i),
                     n_chunks.value(i)
@@ -547,64 +553,85 @@ pub async fn export(
                 .downcast_ref::<arrow::array::Int64Array>()
                 .map(|a| a.values().to_vec())
                 .unwrap_or_default();
-            let size = dtype_size(dtypes.value(i)).ok_or_else(|| {
-                Error::invalid(format!(
-                    "tensor {name} has dtype {}, not a safetensors dtype",
-                    dtypes.value(i)
-                ))
-            })?;
-            let len = shape.iter().product::<i64>() as u64 * size as u64;
-            header.insert(
-                name.clone(),
-                serde_json::json!({
-                    "dtype": dtypes.value(i),
-                    "shape": shape,
-                    "data_offsets": [offset, offset + len],
-                }),
-            );
-            infos.push((name, len));
-            offset += len;
+            let elements = shape.iter().product::<i64>().max(0) as u64;
+            let quantization = (!quant.is_null(i)).then(|| quant.value(i).to_string());
+            let bytes = match &quantization {
+                None => {
+                    let size = dtype_size(dtypes.value(i)).ok_or_else(|| {
+                        Error::invalid(format!(
+                            "tensor {name} has dtype {}, not a safetensors dtype",
+                            dtypes.value(i)
+                        ))
+                    })?;
+                    elements * size as u64
+                }
+                Some(q) => {
+                    let (block_bytes, block) = block_layout(q).ok_or_else(|| {
+                        Error::unsupported(format!(
+                            "tensor {name} is quantized as {q}, which no weight file format Marrow writes holds"
+                        ))
+                    })?;
+                    elements.div_ceil(block) * block_bytes
+                }
+            };
+            out.push(Stored {
+                name,
+                dtype: dtypes.value(i).to_string(),
+                shape,
+                quantization,
+                bytes,
+            });
         }
     }
-    let mut text = serde_json::to_vec(&Value::Object(header))
-        .map_err(|e| Error::internal(format!("header: {e}")))?;
-    // The data section starts 8-aligned, as the reference writer does.
-    while (text.len() + 8) % 8 != 0 {
-        text.push(b' ');
-    }
+    Ok((metadata, out))
+}
+
+/// Write `header`, then each tensor's chunks at its offset (zero padding between), to `out` through a temporary
+/// name. Returns the bytes of tensor data written.
+async fn write_tensor_file(
+    session: &Session,
+    model: &str,
+    out: &Path,
+    header: &[u8],
+    tensors: &[(&Stored, u64)],
+    progress: Option<&AtomicU64>,
+) -> Result<u64> {
+    let m = crate::dml::literal(model);
     let parent = out.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)?;
     let temp = parent.join(format!(
         ".{}.marrow-tmp-{}",
-        out.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
+        out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
         std::process::id()
     ));
     let result = async {
         let mut f = std::io::BufWriter::with_capacity(1 << 20, File::create(&temp)?);
-        f.write_all(&(text.len() as u64).to_le_bytes())?;
-        f.write_all(&text)?;
-        for (name, len) in &infos {
+        f.write_all(header)?;
+        let mut at = header.len() as u64;
+        let mut total = 0u64;
+        for (t, offset) in tensors {
+            if *offset > at {
+                f.write_all(&vec![0u8; (*offset - at) as usize])?;
+                at = *offset;
+            }
             let mut written = 0u64;
             let mut stream = session
                 .execute(&format!(
                     "SELECT data FROM tensors WHERE model = {m} AND name = {} ORDER BY chunk",
-                    crate::dml::literal(name)
+                    crate::dml::literal(&t.name)
                 ))
                 .await?
                 .into_stream();
             use futures::StreamExt;
             while let Some(b) = stream.next().await {
-                let b = b?;
-                let data = arrow::compute::cast(b.column(0), &DataType::Binary)?;
+                let data = arrow::compute::cast(b?.column(0), &DataType::Binary)?;
                 let data = data
                     .as_any()
                     .downcast_ref::<arrow::array::BinaryArray>()
                     .ok_or_else(|| Error::internal("data is not binary"))?;
                 for v in data.iter().flatten() {
                     written += v.len() as u64;
-                    if written > *len {
+                    if written > t.bytes {
                         break;
                     }
                     f.write_all(v)?;
@@ -613,28 +640,268 @@ pub async fn export(
                     }
                 }
             }
-            if written != *len {
+            if written != t.bytes {
                 return Err(Error::invalid(format!(
-                    "tensor {name}: its chunks hold {written} bytes, its shape and dtype need {len}"
+                    "tensor {}: its chunks hold {written} bytes, its shape and type need {}",
+                    t.name, t.bytes
                 )));
             }
+            at += written;
+            total += written;
         }
         f.into_inner()
             .map_err(|e| Error::from(e.into_error()))?
             .sync_all()?;
-        Ok::<_, Error>(())
+        Ok::<_, Error>(total)
     }
     .await;
     match result {
-        Ok(()) => {
+        Ok(total) => {
             std::fs::rename(&temp, out)?;
-            Ok(offset)
+            Ok(total)
         }
         Err(e) => {
             let _ = std::fs::remove_file(&temp);
             Err(e)
         }
     }
+}
+
+/// Write model `model` back as one safetensors file at `out` (written under a temporary name, then renamed).
+/// Tensors are read one at a time, so memory holds at most the largest tensor.
+pub async fn export(
+    session: &Session,
+    model: &str,
+    out: &Path,
+    progress: Option<&AtomicU64>,
+) -> Result<u64> {
+    let (metadata, tensors) = stored_tensors(session, model).await?;
+    let mut header = serde_json::Map::new();
+    if let Some(md) = metadata {
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(md).unwrap_or_default(),
+        );
+    }
+    let mut plan = vec![];
+    let mut offset = 0u64;
+    for t in &tensors {
+        if let Some(q) = &t.quantization {
+            return Err(Error::unsupported(format!(
+                "tensor {} is quantized ({q}); safetensors holds raw dtypes only: CALL export_gguf",
+                t.name
+            )));
+        }
+        header.insert(
+            t.name.clone(),
+            serde_json::json!({
+                "dtype": t.dtype,
+                "shape": t.shape,
+                "data_offsets": [offset, offset + t.bytes],
+            }),
+        );
+        plan.push((t, offset));
+        offset += t.bytes;
+    }
+    let mut text = serde_json::to_vec(&Value::Object(header))
+        .map_err(|e| Error::internal(format!("header: {e}")))?;
+    // The data section starts 8-aligned, as the reference writer does.
+    while (text.len() + 8) % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut head = (text.len() as u64).to_le_bytes().to_vec();
+    head.extend_from_slice(&text);
+    // safetensors offsets are relative to the data section: shift them past the header for the writer.
+    let base = head.len() as u64;
+    let plan: Vec<(&Stored, u64)> = plan.into_iter().map(|(t, o)| (t, o + base)).collect();
+    write_tensor_file(session, model, out, &head, &plan, progress).await
+}
+
+/// GGML type ids (ggml.h) of what Marrow writes to GGUF.
+fn ggml_type(t: &Stored) -> Option<u32> {
+    Some(match (t.quantization.as_deref(), t.dtype.as_str()) {
+        (None, "F32") => 0,
+        (None, "F16") => 1,
+        (None, "I8") => 24,
+        (None, "I16") => 25,
+        (None, "I32") => 26,
+        (None, "I64") => 27,
+        (None, "F64") => 28,
+        (None, "BF16") => 30,
+        (Some("q4_0"), _) => 2,
+        (Some("q8_0"), _) => 8,
+        (Some("q2_k"), _) => 10,
+        (Some("q4_k"), _) => 12,
+        _ => return None,
+    })
+}
+
+const GGUF_ALIGNMENT: u64 = 32;
+
+fn gguf_string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Write model `model` as a GGUF (version 3) file: quantized tensors keep their GGML block bytes (q8_0, q4_0, q4_k,
+/// q2_k), raw ones their dtype; dimensions innermost first, as GGML orders them; `general.name` and the model's
+/// safetensors metadata as string key-values.
+pub async fn export_gguf(
+    session: &Session,
+    model: &str,
+    out: &Path,
+    progress: Option<&AtomicU64>,
+) -> Result<u64> {
+    let (metadata, tensors) = stored_tensors(session, model).await?;
+    let metadata = metadata.unwrap_or_default();
+    let mut head = Vec::new();
+    head.extend_from_slice(b"GGUF");
+    head.extend_from_slice(&3u32.to_le_bytes());
+    head.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    head.extend_from_slice(&(2 + metadata.len() as u64).to_le_bytes());
+    gguf_string(&mut head, "general.name");
+    head.extend_from_slice(&8u32.to_le_bytes()); // string
+    gguf_string(&mut head, model);
+    gguf_string(&mut head, "general.alignment");
+    head.extend_from_slice(&4u32.to_le_bytes()); // uint32
+    head.extend_from_slice(&(GGUF_ALIGNMENT as u32).to_le_bytes());
+    for (k, v) in &metadata {
+        gguf_string(&mut head, &format!("safetensors.{k}"));
+        head.extend_from_slice(&8u32.to_le_bytes());
+        gguf_string(&mut head, v);
+    }
+    let mut offset = 0u64;
+    let mut plan = vec![];
+    for t in &tensors {
+        let ty = ggml_type(t).ok_or_else(|| {
+            Error::unsupported(format!(
+                "tensor {}: {} has no GGUF type Marrow writes",
+                t.name,
+                t.quantization.as_deref().unwrap_or(&t.dtype)
+            ))
+        })?;
+        if let Some(q) = &t.quantization {
+            let block = block_layout(q).map(|b| b.1).unwrap_or(1);
+            let inner = t.shape.last().copied().unwrap_or(1) as u64;
+            if inner % block != 0 {
+                return Err(Error::invalid(format!(
+                    "tensor {}: rows of {inner} values are not whole {q} blocks of {block}",
+                    t.name
+                )));
+            }
+        }
+        gguf_string(&mut head, &t.name);
+        let dims: Vec<u64> = if t.shape.is_empty() {
+            vec![1]
+        } else {
+            t.shape.iter().rev().map(|d| *d as u64).collect()
+        };
+        head.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in dims {
+            head.extend_from_slice(&d.to_le_bytes());
+        }
+        head.extend_from_slice(&ty.to_le_bytes());
+        head.extend_from_slice(&offset.to_le_bytes());
+        plan.push((t, offset));
+        offset = (offset + t.bytes).div_ceil(GGUF_ALIGNMENT) * GGUF_ALIGNMENT;
+    }
+    while head.len() as u64 % GGUF_ALIGNMENT != 0 {
+        head.push(0);
+    }
+    let base = head.len() as u64;
+    let plan: Vec<(&Stored, u64)> = plan.into_iter().map(|(t, o)| (t, o + base)).collect();
+    write_tensor_file(session, model, out, &head, &plan, progress).await
+}
+
+/// Quantize model `source` into a new model `target`: every F32 tensor whose rows are whole blocks of `scheme`
+/// (q8_0, q4_0, q4_k, q2_k) is stored as GGML block bytes (`quantize(data, scheme)`, chunk by chunk: chunks are
+/// whole blocks), every other tensor is copied as it is. One commit of `tensors`, then the `models` row.
+/// Returns (tensors quantized, tensors copied).
+pub async fn quantize_model(
+    session: &Session,
+    source: &str,
+    target: &str,
+    scheme: &str,
+) -> Result<(u64, u64)> {
+    let scheme = scheme.to_ascii_lowercase();
+    let (_, block) = block_layout(&scheme).ok_or_else(|| {
+        Error::invalid(format!(
+            "a model is quantized to a GGML type (q8_0, q4_0, q4_k, q2_k), not '{scheme}'; \
+             quantize(values, scheme) works on any vector"
+        ))
+    })?;
+    if !model_exists(session, source).await? {
+        return Err(Error::not_found(format!("model '{source}' not found")));
+    }
+    if target.is_empty() || model_exists(session, target).await? {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!("model '{target}' already exists (or has no name)"),
+        ));
+    }
+    let (s, t, q) = (
+        crate::dml::literal(source),
+        crate::dml::literal(target),
+        crate::dml::literal(&scheme),
+    );
+    let fits = format!(
+        "dtype = 'F32' AND quantization IS NULL AND array_element(shape, array_length(shape)) % {block} = 0"
+    );
+    let count = |sql: String| async move {
+        let (_, b) = session.execute(&sql).await?.collect().await?;
+        Ok::<u64, Error>(
+            b.first()
+                .and_then(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<arrow::array::Int64Array>()
+                        .map(|a| a.value(0) as u64)
+                })
+                .unwrap_or(0),
+        )
+    };
+    let quantized = count(format!(
+        "SELECT count(DISTINCT name) FROM tensors WHERE model = {s} AND {fits}"
+    ))
+    .await?;
+    let copied = count(format!(
+        "SELECT count(DISTINCT name) FROM tensors WHERE model = {s} AND NOT ({fits})"
+    ))
+    .await?;
+    session
+        .execute(&format!(
+            "INSERT INTO tensors \
+             SELECT {t}, name, dtype, shape, {q}, chunk, n_chunks, quantize(data, {q}) FROM tensors \
+             WHERE model = {s} AND {fits} \
+             UNION ALL \
+             SELECT {t}, name, dtype, shape, quantization, chunk, n_chunks, data FROM tensors \
+             WHERE model = {s} AND NOT ({fits})"
+        ))
+        .await?;
+    let (block_bytes, _) = block_layout(&scheme).unwrap_or((1, 1));
+    let (_, stored) = stored_tensors(session, source).await?;
+    let bytes: u64 = stored
+        .iter()
+        .map(|x| {
+            let inner = x.shape.last().copied().unwrap_or(1) as u64;
+            if x.dtype == "F32" && x.quantization.is_none() && inner % block == 0 {
+                x.bytes / 4 / block * block_bytes
+            } else {
+                x.bytes
+            }
+        })
+        .sum();
+    let insert = format!(
+        "INSERT INTO models SELECT {t}, {}, metadata, tensors, {bytes}, now() FROM models WHERE model = {s}",
+        crate::dml::literal(&format!("quantized:{scheme}"))
+    );
+    if let Err(e) = session.execute(&insert).await {
+        let _ = session
+            .execute(&format!("DELETE FROM tensors WHERE model = {t}"))
+            .await;
+        return Err(e);
+    }
+    Ok((quantized, copied))
 }
 
 /// `read_safetensors('file')`: a safetensors file under the import root as chunk rows (name, dtype, shape,
