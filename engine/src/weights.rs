@@ -601,7 +601,9 @@ async fn write_tensor_file(
     std::fs::create_dir_all(parent)?;
     let temp = parent.join(format!(
         ".{}.marrow-tmp-{}",
-        out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        out.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let result = async {
@@ -845,7 +847,7 @@ pub async fn quantize_model(
         crate::dml::literal(&scheme),
     );
     let fits = format!(
-        "dtype = 'F32' AND quantization IS NULL AND array_element(shape, array_length(shape)) % {block} = 0"
+        "dtype = 'F32' AND quantization IS NULL AND array_element(shape, CAST(array_length(shape) AS BIGINT)) % {block} = 0"
     );
     let count = |sql: String| async move {
         let (_, b) = session.execute(&sql).await?.collect().await?;

@@ -147,3 +147,40 @@ def test_corrupt_safetensors_import_nothing(weights_server, kind: str, needle: s
         cur.execute("SHOW TABLES")
         assert not {"tensors", "models"} & {r[2] for r in cur.fetchall()}
     assert server.alive()
+
+
+@pytest.mark.parametrize("scheme", ["q8_0", "q4_0"])
+def test_quantized_model_exports_to_gguf(weights_server, scheme: str) -> None:
+    gguf = pytest.importorskip("gguf")
+    server, imports, exports = weights_server
+    tensors = load_file(str(imports / "minilm.safetensors"))
+    qtype = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}[scheme]
+    with marrow.connect(server.uri) as conn, conn.cursor() as cur:
+        cur.execute("CALL import_safetensors('minilm.safetensors', 'minilm')")
+        cur.fetchall()
+        cur.execute(f"CALL quantize_model('minilm', 'minilm_{scheme}', '{scheme}')")
+        row = cur.fetch_arrow_table().to_pylist()[0]
+        # Every F32 tensor of MiniLM has rows of 384 or 1536 values and is quantized; position_ids (I64) is copied.
+        floats = sum(1 for t in tensors.values() if t.dtype == np.float32)
+        assert floats == len(tensors) - 1
+        assert row == {"model": f"minilm_{scheme}", "tensors_quantized": floats, "tensors_copied": 1}
+        cur.execute(f"CALL export_gguf('minilm_{scheme}', 'minilm_{scheme}.gguf')")
+        cur.fetchall()
+        with pytest.raises(adbc_driver_manager.Error) as err:
+            cur.execute(f"CALL export_safetensors('minilm_{scheme}', 'nope.safetensors')")
+            cur.fetchall()
+        assert "quantized" in str(err.value)
+    reader = gguf.GGUFReader(str(exports / f"minilm_{scheme}.gguf"))
+    got = {t.name: t for t in reader.tensors}
+    assert set(got) == set(tensors)
+    ids = got["embeddings.position_ids"]
+    assert ids.tensor_type == gguf.GGMLQuantizationType.I64
+    np.testing.assert_array_equal(np.asarray(ids.data).reshape(1, 512), tensors["embeddings.position_ids"])
+    for name in [EMBEDDINGS, "encoder.layer.0.attention.self.query.weight", "pooler.dense.bias"]:
+        t = got[name]
+        assert t.tensor_type == qtype
+        ref = gguf.quants.quantize(tensors[name], qtype)
+        # Block bytes identical to llama.cpp's reference quantizer, and the values it dequantizes to.
+        assert np.asarray(t.data).tobytes() == ref.tobytes(), name
+        deq = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type)
+        np.testing.assert_array_equal(deq.reshape(tensors[name].shape), gguf.quants.dequantize(ref, qtype))
