@@ -327,12 +327,15 @@ impl ChunkBatches {
     }
 }
 
+/// A model's files as chunk rows: the batches, the merged `__metadata__`, the tensor count and the byte count.
+pub type Chunks = (Vec<RecordBatch>, BTreeMap<String, String>, u64, u64);
+
 /// Read a model's files into chunk rows (with a `model` column when `model` is given). `progress` counts bytes.
 pub fn read_chunks(
     files: &[PathBuf],
     model: Option<&str>,
     progress: Option<&AtomicU64>,
-) -> Result<(Vec<RecordBatch>, BTreeMap<String, String>, u64, u64)> {
+) -> Result<Chunks> {
     let mut out = ChunkBatches::new(model.map(str::to_string));
     let mut metadata = BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
@@ -785,7 +788,7 @@ pub async fn export_gguf(
         if let Some(q) = &t.quantization {
             let block = block_layout(q).map(|b| b.1).unwrap_or(1);
             let inner = t.shape.last().copied().unwrap_or(1) as u64;
-            if inner % block != 0 {
+            if !inner.is_multiple_of(block) {
                 return Err(Error::invalid(format!(
                     "tensor {}: rows of {inner} values are not whole {q} blocks of {block}",
                     t.name
@@ -807,7 +810,7 @@ pub async fn export_gguf(
         plan.push((t, offset));
         offset = (offset + t.bytes).div_ceil(GGUF_ALIGNMENT) * GGUF_ALIGNMENT;
     }
-    while head.len() as u64 % GGUF_ALIGNMENT != 0 {
+    while !(head.len() as u64).is_multiple_of(GGUF_ALIGNMENT) {
         head.push(0);
     }
     let base = head.len() as u64;
@@ -886,7 +889,7 @@ pub async fn quantize_model(
         .iter()
         .map(|x| {
             let inner = x.shape.last().copied().unwrap_or(1) as u64;
-            if x.dtype == "F32" && x.quantization.is_none() && inner % block == 0 {
+            if x.dtype == "F32" && x.quantization.is_none() && inner.is_multiple_of(block) {
                 x.bytes / 4 / block * block_bytes
             } else {
                 x.bytes
