@@ -18,6 +18,8 @@
 //! assert_eq!(kernels::cosine_distance(&b, &q), Some(1.0 - 1.0 / 2f64.sqrt()));
 //! ```
 //!
+//! Quantization (`quantize`/`dequantize`: ggml's q8_0, q4_0, q4_k, q2_k blocks, NF4, int8) is in [`quant`].
+//!
 //! In SQL:
 //!
 //! ```sql
@@ -29,6 +31,7 @@ use datafusion::execution::FunctionRegistry;
 
 pub mod distance;
 pub mod json;
+pub mod quant;
 pub mod text;
 
 /// Register every Marrow function with a session, replacing DataFusion built-ins of the same name.
@@ -37,6 +40,9 @@ pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
         registry.register_udf(udf)?;
     }
     registry.register_udf(std::sync::Arc::new(json::to_json()))?;
+    quant::functions()
+        .into_iter()
+        .try_for_each(|udf| registry.register_udf(udf).map(drop))?;
     Ok(())
 }
 
