@@ -483,15 +483,15 @@ struct Stored {
     bytes: u64,
 }
 
-/// Bytes per block and values per block of the GGML quantization schemes Marrow stores.
+/// Bytes and values per block of the GGML schemes (the ones a GGUF file holds), from the quantization kernels' table.
 fn block_layout(scheme: &str) -> Option<(u64, u64)> {
-    Some(match scheme {
-        "q8_0" => (34, 32),
-        "q4_0" => (18, 32),
-        "q4_k" => (144, 256),
-        "q2_k" => (84, 256),
-        _ => return None,
-    })
+    use marrow_udfs::quant::Scheme;
+    match Scheme::parse(scheme).ok()? {
+        s @ (Scheme::Q8_0 | Scheme::Q4_0 | Scheme::Q4K | Scheme::Q2K) => s
+            .block()
+            .map(|(values, bytes)| (bytes as u64, values as u64)),
+        _ => None,
+    }
 }
 
 /// The model's metadata and its tensors (sorted by name), each checked for complete chunks.
