@@ -380,15 +380,9 @@ pub struct ImportStats {
     pub rows: u64,
 }
 
-async fn model_exists(session: &Session, model: &str) -> Result<bool> {
-    let (_, batches) = session
-        .execute(&format!(
-            "SELECT count(*) FROM models WHERE model = {}",
-            crate::dml::literal(model)
-        ))
-        .await?
-        .collect()
-        .await?;
+/// The one `count(*)` a query returns.
+async fn count_of(session: &Session, sql: &str) -> Result<i64> {
+    let (_, batches) = session.execute(sql).await?.collect().await?;
     Ok(batches
         .first()
         .and_then(|b| {
@@ -397,8 +391,23 @@ async fn model_exists(session: &Session, model: &str) -> Result<bool> {
                 .downcast_ref::<arrow::array::Int64Array>()
                 .map(|a| a.value(0))
         })
-        .unwrap_or(0)
-        > 0)
+        .unwrap_or(0))
+}
+
+async fn model_exists(session: &Session, model: &str) -> Result<bool> {
+    let sql = format!(
+        "SELECT count(*) FROM models WHERE model = {}",
+        crate::dml::literal(model)
+    );
+    Ok(count_of(session, &sql).await? > 0)
+}
+
+async fn require_model(session: &Session, model: &str) -> Result<()> {
+    if model_exists(session, model).await? {
+        Ok(())
+    } else {
+        Err(Error::not_found(format!("model '{model}' not found")))
+    }
 }
 
 /// Import a safetensors file, or a directory of shards, as model `model`: one commit of `tensors`, then its row in
@@ -458,9 +467,7 @@ pub async fn import(
 
 /// Delete a model's tensors and its `models` row.
 pub async fn drop_model(session: &Session, model: &str) -> Result<u64> {
-    if !model_exists(session, model).await? {
-        return Err(Error::not_found(format!("model '{model}' not found")));
-    }
+    require_model(session, model).await?;
     let m = crate::dml::literal(model);
     let (_, b) = session
         .execute(&format!("DELETE FROM tensors WHERE model = {m}"))
@@ -499,9 +506,7 @@ async fn stored_tensors(
     session: &Session,
     model: &str,
 ) -> Result<(Option<BTreeMap<String, String>>, Vec<Stored>)> {
-    if !model_exists(session, model).await? {
-        return Err(Error::not_found(format!("model '{model}' not found")));
-    }
+    require_model(session, model).await?;
     let m = crate::dml::literal(model);
     let (_, meta) = session
         .execute(&format!("SELECT metadata FROM models WHERE model = {m}"))
@@ -835,9 +840,7 @@ pub async fn quantize_model(
              quantize(values, scheme) works on any vector"
         ))
     })?;
-    if !model_exists(session, source).await? {
-        return Err(Error::not_found(format!("model '{source}' not found")));
-    }
+    require_model(session, source).await?;
     if target.is_empty() || model_exists(session, target).await? {
         return Err(Error::new(
             ErrorKind::AlreadyExists,
@@ -852,27 +855,16 @@ pub async fn quantize_model(
     let fits = format!(
         "dtype = 'F32' AND quantization IS NULL AND array_element(shape, CAST(array_length(shape) AS BIGINT)) % {block} = 0"
     );
-    let count = |sql: String| async move {
-        let (_, b) = session.execute(&sql).await?.collect().await?;
-        Ok::<u64, Error>(
-            b.first()
-                .and_then(|b| {
-                    b.column(0)
-                        .as_any()
-                        .downcast_ref::<arrow::array::Int64Array>()
-                        .map(|a| a.value(0) as u64)
-                })
-                .unwrap_or(0),
-        )
-    };
-    let quantized = count(format!(
-        "SELECT count(DISTINCT name) FROM tensors WHERE model = {s} AND {fits}"
-    ))
-    .await?;
-    let copied = count(format!(
-        "SELECT count(DISTINCT name) FROM tensors WHERE model = {s} AND NOT ({fits})"
-    ))
-    .await?;
+    let quantized = count_of(
+        session,
+        &format!("SELECT count(DISTINCT name) FROM tensors WHERE model = {s} AND {fits}"),
+    )
+    .await? as u64;
+    let copied = count_of(
+        session,
+        &format!("SELECT count(DISTINCT name) FROM tensors WHERE model = {s} AND NOT ({fits})"),
+    )
+    .await? as u64;
     session
         .execute(&format!(
             "INSERT INTO tensors \

@@ -15,6 +15,16 @@ async fn rows(s: &Session, sql: &str) -> Vec<arrow::array::RecordBatch> {
         .1
 }
 
+/// The first column of a one-row Int64 result (a `count(*)`).
+fn first_i64(batches: &[arrow::array::RecordBatch]) -> i64 {
+    batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
 fn u64_at(batches: &[arrow::array::RecordBatch], column: &str) -> u64 {
     let b = &batches[0];
     b.column(b.schema().index_of(column).unwrap())
@@ -89,12 +99,7 @@ async fn reader_keeps_its_version_through_compaction_and_cleanup() {
     let latest = rows(&w, "SELECT max(version) AS v FROM marrow_versions('t')").await;
     assert_eq!(u64_at(&cleaned, "oldest_kept"), u64_at(&latest, "v"));
     let count = rows(&w, "SELECT count(*) FROM t").await;
-    let n = count[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
-        .value(0);
+    let n = first_i64(&count);
     assert_eq!(n, 25_000);
 }
 
@@ -188,18 +193,8 @@ async fn restore_racing_writers_leaves_a_consistent_table() {
         ),
     )
     .await;
-    let appends_after = appends_after[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
-        .value(0);
+    let appends_after = first_i64(&appends_after);
     let count = rows(&s, "SELECT count(*) FROM t").await;
-    let n = count[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
-        .value(0);
+    let n = first_i64(&count);
     assert_eq!(n, 100 + 10 * appends_after);
 }
