@@ -1,42 +1,68 @@
-"""Marrow's Python client: a thin layer over ADBC's Flight SQL driver.
+"""Marrow's Python package: a client over ADBC's Flight SQL driver and the evolution layer above it.
 
 >>> import marrow
->>> with marrow.connect("grpc://127.0.0.1:50051") as conn:      # doctest: +SKIP
-...     with conn.cursor() as cur:
-...         cur.execute("SELECT id, content FROM memories WHERE namespace = $1", ["default"])
-...         table = cur.fetch_arrow_table()
+>>> with marrow.connect("grpc://127.0.0.1:50051") as db:                      # doctest: +SKIP
+...     mem = marrow.Memory(db)
+...     mem.remember("the user prefers Rust", namespace="alice")
+...     hits = mem.recall("which language does the user like?", namespace="alice", k=3)
+
+Everything the layer stores (memories, their history, access logs, feedback, learned weights and thresholds, router
+decisions, training-job requests) is a Marrow table reached through SQL; nothing reads Lance files directly.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from .client import Client, connect
+from .conditioner import ConditionedContext, MemoryConditioner, ScoredMemory, Weights
+from .errors import (
+    AlreadyExistsError,
+    AuthenticationError,
+    ConnectionError,
+    InternalError,
+    InvalidArgumentError,
+    MarrowError,
+    NotFoundError,
+    NotSupportedError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    SQLError,
+    TimeoutError,
+)
+from .memory import ForgetReport, Hit, MaintenanceReport, Memory, MemoryEvent, MemoryRecord, Merge
+from .router import AdapterMatch, Decision, EvolutionRouter, MaintenanceResult, Thresholds
+from .uncertainty import Uncertainty, UncertaintyEstimator
 
-import adbc_driver_flightsql.dbapi as flightsql
-from adbc_driver_flightsql import DatabaseOptions
-
-__all__ = ["connect"]
-
-
-def connect(
-    uri: str = "grpc://127.0.0.1:50051",
-    user: Optional[str] = None,
-    password: Optional[str] = None,
-    *,
-    tls_root_certs: Optional[str] = None,
-    autocommit: bool = True,
-) -> flightsql.Connection:
-    """Open an ADBC (DB-API 2.0) connection to a Marrow server.
-
-    ``user``/``password`` log in with the Flight handshake; the server's bearer token is then sent on every call.
-    ``tls_root_certs`` is a PEM string to trust for ``grpc+tls://`` URIs with a private CA.
-    Settings made with ``SET`` last for the connection (its session cookie, or its login).
-    """
-    # Without a login the server keys the session (SET options, prepared statements) by a cookie: send it back.
-    kwargs: dict[str, str] = {DatabaseOptions.WITH_COOKIE_MIDDLEWARE.value: "true"}
-    if user is not None:
-        kwargs["username"] = user
-    if password is not None:
-        kwargs["password"] = password
-    if tls_root_certs is not None:
-        kwargs[DatabaseOptions.TLS_ROOT_CERTS.value] = tls_root_certs
-    return flightsql.connect(uri, db_kwargs=kwargs, autocommit=autocommit)
+__all__ = [
+    "AdapterMatch",
+    "AlreadyExistsError",
+    "AuthenticationError",
+    "Client",
+    "ConditionedContext",
+    "ConnectionError",
+    "Decision",
+    "EvolutionRouter",
+    "ForgetReport",
+    "Hit",
+    "MaintenanceReport",
+    "MaintenanceResult",
+    "Memory",
+    "MemoryConditioner",
+    "MemoryEvent",
+    "MemoryRecord",
+    "Merge",
+    "ScoredMemory",
+    "Thresholds",
+    "Uncertainty",
+    "UncertaintyEstimator",
+    "Weights",
+    "InternalError",
+    "InvalidArgumentError",
+    "MarrowError",
+    "NotFoundError",
+    "NotSupportedError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "SQLError",
+    "TimeoutError",
+    "connect",
+]

@@ -1,0 +1,231 @@
+"""The connection to a Marrow server: SQL in, Arrow tables out, over ADBC's Flight SQL driver.
+
+>>> import marrow
+>>> with marrow.connect("grpc://127.0.0.1:50051") as db:                       # doctest: +SKIP
+...     table = db.sql("SELECT id, content FROM memories WHERE namespace = $1", ["alice"])
+...     db.ingest("events", table, mode="create_append")
+"""
+
+from __future__ import annotations
+
+import re
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
+
+import adbc_driver_flightsql.dbapi as flightsql
+import adbc_driver_manager
+import pyarrow as pa
+from adbc_driver_flightsql import DatabaseOptions
+
+from .errors import InvalidArgumentError, MarrowError, map_error
+
+if TYPE_CHECKING:
+    import pandas
+    import polars
+
+__all__ = ["Client", "connect", "IngestMode", "quote_ident", "quote_literal"]
+
+IngestMode = Literal["append", "create", "replace", "create_append"]
+# What `ingest` accepts: Arrow data, or a pandas / Polars DataFrame (converted to Arrow without copying where possible).
+IngestData = Union[pa.Table, pa.RecordBatch, pa.RecordBatchReader, "pandas.DataFrame", "polars.DataFrame"]
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a SQL identifier; only plain names (letters, digits, ``_``) are accepted, so no quoting games."""
+    if not _IDENT.match(name):
+        raise InvalidArgumentError(f"not a plain SQL identifier: {name!r}", grpc_code="INVALID_ARGUMENT")
+    return name
+
+
+def quote_literal(value: str) -> str:
+    """``value`` as a SQL string literal (single quotes doubled). Prefer ``$n`` parameters; this is for the few
+    places that take no parameters (``CALL`` arguments, SQL text stored for later, ``COPY`` paths)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+class Client:
+    """A session with a Marrow server (made by :func:`connect`).
+
+    ``sql`` returns a :class:`pyarrow.Table` (``sql_pandas`` / ``sql_polars`` convert it); errors are raised as
+    :class:`marrow.MarrowError` subclasses mapped from the server's gRPC status. The underlying ADBC DB-API
+    connection is ``client.adbc``; ``cursor()`` and the ``adbc_*`` methods pass through to it, so a ``Client`` is a
+    drop-in for code written against the plain ADBC connection. ``SET`` options last for the client's session.
+    """
+
+    def __init__(self, conn: flightsql.Connection, uri: str) -> None:
+        self.adbc = conn
+        self.uri = uri
+        self._closed = False
+
+    # -- DB-API passthrough ----------------------------------------------------------------------------------
+    def cursor(self) -> flightsql.Cursor:
+        """A raw ADBC DB-API cursor (errors from it are ADBC's, not mapped)."""
+        return self.adbc.cursor()
+
+    def __getattr__(self, name: str) -> Any:
+        # adbc_get_info, adbc_get_objects, commit, … of the ADBC connection.
+        if name.startswith("_") or name == "adbc":
+            raise AttributeError(name)
+        return getattr(self.adbc, name)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.adbc.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        self.close()
+
+    # -- SQL -------------------------------------------------------------------------------------------------
+    def sql(self, query: str, params: Optional[Sequence[Any]] = None) -> pa.Table:
+        """Run one statement and return its result as an Arrow table (DDL/DML return a one-row ``count`` table).
+
+        ``params`` bind ``$1, $2, …``: str, int, float, bool, None, ``datetime``, bytes and lists of floats (vectors)
+        work; a list bound to a ``FLOAT[n]`` column must have exactly n values.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidArgumentError("empty SQL statement", grpc_code="INVALID_ARGUMENT")
+        if self._closed:
+            raise MarrowError("the client is closed")
+        try:
+            with self.adbc.cursor() as cur:
+                if not params:
+                    cur.execute(query)
+                else:
+                    cur.execute(query, parameters=list(params))
+                return cur.fetch_arrow_table()
+        except adbc_driver_manager.Error as e:
+            raise map_error(e) from e
+
+    def execute(self, query: str, params: Optional[Sequence[Any]] = None) -> int:
+        """Run a statement for its effect; the number of rows it wrote (0 for statements that report none)."""
+        table = self.sql(query, params)
+        if table.num_rows == 1 and table.column_names == ["count"]:
+            return int(table.column(0)[0].as_py() or 0)
+        return 0
+
+    def scalar(self, query: str, params: Optional[Sequence[Any]] = None) -> Any:
+        """The first column of the first row (``None`` when there are no rows)."""
+        table = self.sql(query, params)
+        if table.num_rows == 0 or table.num_columns == 0:
+            return None
+        return table.column(0)[0].as_py()
+
+    def sql_pandas(self, query: str, params: Optional[Sequence[Any]] = None) -> pandas.DataFrame:
+        return self.sql(query, params).to_pandas()
+
+    def sql_polars(self, query: str, params: Optional[Sequence[Any]] = None) -> polars.DataFrame:
+        import polars as pl
+
+        frame = pl.from_arrow(self.sql(query, params))
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    def ingest(self, table_name: str, data: IngestData, mode: IngestMode = "append") -> int:
+        """Bulk-write Arrow data (or a pandas / Polars DataFrame) through ADBC ingestion; the number of rows sent.
+
+        ``mode``: ``append`` (the table must exist), ``create`` (it must not), ``replace`` (drop and create),
+        ``create_append`` (create if missing, then append). Columns left out get their defaults; ``memories`` rows
+        without an ``embedding`` are embedded by the server.
+        """
+        quote_ident(table_name)
+        if mode not in ("append", "create", "replace", "create_append"):
+            raise InvalidArgumentError(f"unknown ingest mode {mode!r}", grpc_code="INVALID_ARGUMENT")
+        arrow = _to_arrow(data)
+        try:
+            with self.adbc.cursor() as cur:
+                cur.adbc_ingest(table_name, arrow, mode=mode)
+        except adbc_driver_manager.Error as e:
+            raise map_error(e, f"ingest into {table_name}") from e
+        return arrow.num_rows if isinstance(arrow, (pa.Table, pa.RecordBatch)) else -1
+
+    def table_exists(self, name: str) -> bool:
+        return bool(
+            self.scalar(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name = $1",
+                [name],
+            )
+        )
+
+    def server_version(self) -> str:
+        info = self.adbc.adbc_get_info()
+        return str(info.get("vendor_version", ""))
+
+
+def _to_arrow(data: Any) -> Union[pa.Table, pa.RecordBatch, pa.RecordBatchReader]:
+    if isinstance(data, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)):
+        return data
+    module = type(data).__module__.split(".")[0]
+    if module == "polars":
+        table = data.to_arrow()
+        assert isinstance(table, pa.Table)
+        return table
+    if module == "pandas":
+        return pa.Table.from_pandas(data, preserve_index=False)
+    raise InvalidArgumentError(
+        f"ingest takes a pyarrow Table/RecordBatch/RecordBatchReader or a pandas/Polars DataFrame, not {type(data)}",
+        grpc_code="INVALID_ARGUMENT",
+    )
+
+
+def connect(
+    uri: str = "grpc://127.0.0.1:50051",
+    user: Optional[str] = None,
+    password: Optional[str] = None,
+    *,
+    tls_root_certs: Optional[str] = None,
+    autocommit: bool = True,
+    connect_timeout: float = 10.0,
+    query_timeout: Optional[float] = None,
+) -> Client:
+    """Open a session with a Marrow server and check it answers.
+
+    ``user``/``password`` log in with the Flight handshake; the server's bearer token is then sent on every call.
+    ``tls_root_certs`` is a PEM string to trust for ``grpc+tls://`` URIs with a private CA. Settings made with ``SET``
+    last for the session (its login, or without one its session cookie).
+
+    The connection is checked with ``SELECT 1`` bounded by ``connect_timeout`` seconds, so a server that is down
+    raises :class:`marrow.ConnectionError` and wrong credentials :class:`marrow.AuthenticationError` here, at once,
+    rather than on first use or never. ``query_timeout`` (seconds, default none) bounds every later call.
+    """
+    # Without a login the server keys the session (SET options, prepared statements) by a cookie: send it back.
+    kwargs: dict[str, str] = {DatabaseOptions.WITH_COOKIE_MIDDLEWARE.value: "true"}
+    if user is not None:
+        kwargs["username"] = user
+    if password is not None:
+        kwargs["password"] = password
+    if tls_root_certs is not None:
+        kwargs[DatabaseOptions.TLS_ROOT_CERTS.value] = tls_root_certs
+    for option in (DatabaseOptions.TIMEOUT_QUERY, DatabaseOptions.TIMEOUT_FETCH, DatabaseOptions.TIMEOUT_UPDATE):
+        kwargs[option.value] = f"{connect_timeout:g}"
+    try:
+        conn = flightsql.connect(uri, db_kwargs=kwargs, autocommit=autocommit)
+    except adbc_driver_manager.Error as e:
+        raise map_error(e, f"cannot connect to Marrow at {uri}") from e
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        after = f"{query_timeout:g}" if query_timeout is not None else "0"
+        conn.adbc_connection.set_options(
+            **{
+                DatabaseOptions.TIMEOUT_QUERY.value: after,
+                DatabaseOptions.TIMEOUT_FETCH.value: after,
+                DatabaseOptions.TIMEOUT_UPDATE.value: after,
+            }
+        )
+    except adbc_driver_manager.Error as e:
+        conn.close()
+        raise map_error(e, f"cannot connect to Marrow at {uri}") from e
+    return Client(conn, uri)

@@ -1,0 +1,337 @@
+"""MemoryConditioner: retrieval as one SQL query scoring relevance, recency and importance (Generative Agents).
+
+For a query ``q`` and a memory ``m`` (all three features in [0, 1])::
+
+    relevance(m)  = max(0, 1 - cosine_distance(m.embedding, embed(q)))
+    recency(m)    = 0.5 ** (hours since coalesce(m.last_accessed_at, m.created_at) / half_life_hours)
+    importance(m) = m.importance
+    score(m)      = w_rel · relevance + w_rec · recency + w_imp · importance
+
+The query takes a candidate pool of the ``pool`` nearest memories (a vector search: ANN when ``memories.embedding``
+is indexed, the namespace as its prefilter) and ranks the pool by ``score`` in SQL; the ``k`` best are the
+conditioned context. ``last_accessed_at`` is what maintenance folded from the access log, so recency is "recently
+used" once maintenance has run and "recently written" before.
+
+**Weights live in ``conditioner_weights``** (one row per namespace; the row ``'*'`` is the default for namespaces
+without one; without either the constructor's defaults apply). They are read on every call, so a change made by SQL
+or by :meth:`MemoryConditioner.learn` in another process applies at once, without a restart.
+
+**Learning** (:meth:`MemoryConditioner.learn`), from the namespace's ``memory_feedback`` rows not yet applied —
+each says whether a retrieved memory helped, with its three features at feedback time. For each feature ``f``::
+
+    Δ_f = mean(f | helpful) - mean(f | not helpful)
+    w_f ← max(w_min, w_f + learning_rate · Δ_f),   then w ← w / Σ w
+
+(a Rocchio-style step toward what separates helpful memories from unhelpful ones). It needs both kinds of feedback;
+with one kind only, nothing changes and the rows stay pending.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import pyarrow as pa
+
+from .errors import InvalidArgumentError, NotFoundError
+from .memory import Memory, MemoryRecord
+
+__all__ = ["ConditionedContext", "MemoryConditioner", "ScoredMemory", "Weights"]
+
+WEIGHTS_DDL = """CREATE TABLE IF NOT EXISTS conditioner_weights (
+    namespace TEXT PRIMARY KEY,
+    w_relevance DOUBLE NOT NULL,
+    w_recency DOUBLE NOT NULL,
+    w_importance DOUBLE NOT NULL,
+    half_life_hours DOUBLE NOT NULL,
+    pool INT NOT NULL,
+    learning_rate DOUBLE NOT NULL,
+    updates BIGINT DEFAULT 0,
+    updated_at TIMESTAMP DEFAULT now())"""
+
+FEEDBACK_DDL = """CREATE TABLE IF NOT EXISTS memory_feedback (
+    id TEXT PRIMARY KEY DEFAULT uuid(),
+    namespace TEXT NOT NULL,
+    memory_id TEXT NOT NULL,
+    query TEXT,
+    helpful BOOLEAN NOT NULL,
+    relevance DOUBLE,
+    recency DOUBLE,
+    importance DOUBLE,
+    applied BOOLEAN DEFAULT false,
+    at TIMESTAMP DEFAULT now())"""
+
+W_MIN = 0.02
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The conditioner's parameters for one namespace (``source``: the row they came from, or ``defaults``)."""
+
+    w_relevance: float = 0.6
+    w_recency: float = 0.15
+    w_importance: float = 0.25
+    half_life_hours: float = 72.0
+    pool: int = 30
+    learning_rate: float = 0.5
+    updates: int = 0
+    source: str = "defaults"
+
+    def __post_init__(self) -> None:
+        ws = (self.w_relevance, self.w_recency, self.w_importance)
+        if any(w < 0 for w in ws) or sum(ws) <= 0:
+            raise InvalidArgumentError("weights must be >= 0 and not all 0")
+        if self.half_life_hours <= 0 or self.pool < 1 or self.learning_rate < 0:
+            raise InvalidArgumentError("half_life_hours > 0, pool >= 1 and learning_rate >= 0 are required")
+
+
+@dataclass(frozen=True)
+class ScoredMemory:
+    memory: MemoryRecord
+    distance: float
+    relevance: float
+    recency: float
+    importance: float
+    score: float
+
+    @property
+    def id(self) -> str:
+        return self.memory.id
+
+    @property
+    def content(self) -> str:
+        return self.memory.content
+
+
+@dataclass(frozen=True)
+class ConditionedContext:
+    """The ``k`` best memories by score, and the distances of the whole candidate pool (nearest first), which the
+    uncertainty estimator reads."""
+
+    query: str
+    namespace: str
+    items: list[ScoredMemory]
+    pool_distances: list[float]
+    weights: Weights
+    access_logged: bool = field(default=False)
+
+    @property
+    def ids(self) -> list[str]:
+        return [i.id for i in self.items]
+
+    @property
+    def text(self) -> str:
+        """The context as prompt text, one memory per line, best first."""
+        return "\n".join(f"- {i.content}" for i in self.items)
+
+
+class MemoryConditioner:
+    """Builds and runs the conditioned retrieval query; stores feedback and learns its weights from it."""
+
+    def __init__(self, memory: Memory, *, defaults: Optional[Weights] = None) -> None:
+        self.memory = memory
+        self.db = memory.db
+        self.defaults = defaults or Weights()
+        self.db.execute(WEIGHTS_DDL)
+        self.db.execute(FEEDBACK_DDL)
+
+    # -- weights ---------------------------------------------------------------------------------------------
+    def weights(self, namespace: str) -> Weights:
+        """The namespace's weights as stored now (its row, else ``'*'``, else the defaults)."""
+        rows = self.db.sql(
+            "SELECT namespace, w_relevance, w_recency, w_importance, half_life_hours, pool, learning_rate, updates"
+            " FROM conditioner_weights WHERE namespace IN ($1, '*')",
+            [namespace],
+        ).to_pylist()
+        rows.sort(key=lambda r: r["namespace"] == "*")
+        if not rows:
+            return self.defaults
+        r = rows[0]
+        return Weights(
+            w_relevance=r["w_relevance"],
+            w_recency=r["w_recency"],
+            w_importance=r["w_importance"],
+            half_life_hours=r["half_life_hours"],
+            pool=int(r["pool"]),
+            learning_rate=r["learning_rate"],
+            updates=int(r["updates"] or 0),
+            source=r["namespace"],
+        )
+
+    def set_weights(self, namespace: str, weights: Weights) -> None:
+        """Store ``weights`` for ``namespace`` (``'*'`` for the default row)."""
+        Memory._check_text(namespace, "namespace")
+        self.db.execute(
+            "INSERT INTO conditioner_weights (namespace, w_relevance, w_recency, w_importance, half_life_hours, pool,"
+            " learning_rate, updates) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (namespace) DO UPDATE SET"
+            " w_relevance = excluded.w_relevance, w_recency = excluded.w_recency,"
+            " w_importance = excluded.w_importance, half_life_hours = excluded.half_life_hours,"
+            " pool = excluded.pool, learning_rate = excluded.learning_rate, updates = excluded.updates,"
+            " updated_at = now()",
+            [
+                namespace,
+                float(weights.w_relevance),
+                float(weights.w_recency),
+                float(weights.w_importance),
+                float(weights.half_life_hours),
+                int(weights.pool),
+                float(weights.learning_rate),
+                int(weights.updates),
+            ],
+        )
+
+    # -- retrieval -------------------------------------------------------------------------------------------
+    def query_sql(self, weights: Weights, *, k: int, by_vector: bool) -> str:
+        """The SQL of a conditioned retrieval: ``$1`` is the query text (or its vector), ``$2`` the namespace."""
+        target = "$1" if by_vector else "embed($1)"
+        return f"""WITH pool AS (
+    SELECT id, namespace, kind, content, importance, created_at, updated_at, last_accessed_at, access_count,
+           metadata, cosine_distance(embedding, {target}) AS _distance
+    FROM memories WHERE namespace = $2
+    ORDER BY _distance LIMIT {int(weights.pool)}),
+features AS (
+    SELECT *, greatest(0.0, 1.0 - _distance) AS relevance,
+           power(0.5, (date_part('epoch', now()) - date_part('epoch', coalesce(last_accessed_at, created_at)))
+                      / 3600.0 / {float(weights.half_life_hours)!r}) AS recency
+    FROM pool)
+SELECT *, {float(weights.w_relevance)!r} * relevance + {float(weights.w_recency)!r} * recency
+          + {float(weights.w_importance)!r} * importance AS score
+FROM features ORDER BY score DESC, _distance ASC"""
+
+    def condition(
+        self,
+        query: str,
+        namespace: str,
+        k: int = 5,
+        *,
+        embedding: Optional[Sequence[float]] = None,
+        log_access: bool = True,
+    ) -> ConditionedContext:
+        """The ``k`` best memories for ``query`` by ``score`` (module docstring), with the current weights.
+
+        The returned memories are logged to the access log like :meth:`Memory.recall`'s. Unknown namespace →
+        :class:`NotFoundError`; empty query → :class:`InvalidArgumentError`; nothing is written in either case.
+        """
+        if not isinstance(k, int) or k < 1:
+            raise InvalidArgumentError(f"k must be a positive integer, got {k!r}")
+        vector = self.memory._check_embedding(embedding)
+        if vector is None:
+            Memory._check_text(query, "query")
+        Memory._check_text(namespace, "namespace")
+        weights = self.weights(namespace)
+        rows = self.db.sql(
+            self.query_sql(weights, k=k, by_vector=vector is not None),
+            [vector if vector is not None else query, namespace],
+        ).to_pylist()
+        if not rows:
+            self.memory.require_namespace(namespace)
+        items = [
+            ScoredMemory(
+                memory=MemoryRecord.from_row(r),
+                distance=float(r["_distance"]),
+                relevance=float(r["relevance"]),
+                recency=float(r["recency"]),
+                importance=float(r["importance"]),
+                score=float(r["score"]),
+            )
+            for r in rows[: max(k, 0)]
+        ]
+        pool = sorted(float(r["_distance"]) for r in rows)
+        logged = False
+        if items and log_access:
+            from .memory import Hit
+
+            self.memory.log_access([Hit(i.memory, i.distance) for i in items], namespace, query)
+            logged = True
+        return ConditionedContext(query or "", namespace, items, pool, weights, logged)
+
+    # -- feedback and learning -------------------------------------------------------------------------------
+    def feedback(self, namespace: str, query: str, judgments: Mapping[str, bool]) -> int:
+        """Record whether each memory (id → helpful) helped answer ``query``; returns the rows written.
+
+        The features are recomputed in SQL for the named memories; a memory that does not exist in the namespace
+        raises :class:`NotFoundError` and nothing is written.
+        """
+        Memory._check_text(namespace, "namespace")
+        Memory._check_text(query, "query")
+        if not judgments:
+            raise InvalidArgumentError("feedback needs at least one memory id")
+        ids = list(judgments)
+        for i in ids:
+            Memory._check_text(i, "memory id")
+        weights = self.weights(namespace)
+        marks = ", ".join(f"${n + 3}" for n in range(len(ids)))
+        rows = self.db.sql(
+            "SELECT id, greatest(0.0, 1.0 - cosine_distance(embedding, embed($1))) AS relevance,"
+            " power(0.5, (date_part('epoch', now()) - date_part('epoch', coalesce(last_accessed_at, created_at)))"
+            f" / 3600.0 / {float(weights.half_life_hours)!r}) AS recency, importance"
+            f" FROM memories WHERE namespace = $2 AND id IN ({marks})",
+            [query, namespace, *ids],
+        ).to_pylist()
+        found = {r["id"]: r for r in rows}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise NotFoundError(
+                f"feedback for unknown memories in namespace {namespace!r}: {missing}", grpc_code="NOT_FOUND"
+            )
+        table = pa.table(
+            {
+                "id": [str(uuid.uuid4()) for _ in ids],
+                "namespace": [namespace] * len(ids),
+                "memory_id": ids,
+                "query": [query] * len(ids),
+                "helpful": [bool(judgments[i]) for i in ids],
+                "relevance": [float(found[i]["relevance"]) for i in ids],
+                "recency": [float(found[i]["recency"]) for i in ids],
+                "importance": [float(found[i]["importance"]) for i in ids],
+            }
+        )
+        return self.db.ingest("memory_feedback", table)
+
+    def feedback_on(self, context: ConditionedContext, helpful: Iterable[str]) -> int:
+        """Feedback on a conditioned context: the listed ids helped, the context's other memories did not."""
+        good = set(helpful)
+        judgments: dict[str, bool] = {i: i in good for i in context.ids}
+        for i in good - set(judgments):
+            judgments[i] = True
+        return self.feedback(context.namespace, context.query, judgments)
+
+    def learn(self, namespace: str) -> Weights:
+        """Apply the update rule (module docstring) to the namespace's pending feedback; the weights after it."""
+        Memory._check_text(namespace, "namespace")
+        rows = self.db.sql(
+            "SELECT id, helpful, relevance, recency, importance FROM memory_feedback"
+            " WHERE namespace = $1 AND applied = false",
+            [namespace],
+        ).to_pylist()
+        good = [r for r in rows if r["helpful"]]
+        bad = [r for r in rows if not r["helpful"]]
+        current = self.weights(namespace)
+        if not good or not bad:
+            return current
+
+        def mean(rs: list[dict[str, Any]], f: str) -> float:
+            return sum(float(r[f]) for r in rs) / len(rs)
+
+        eta = current.learning_rate
+        raw = {
+            f: max(W_MIN, getattr(current, "w_" + f) + eta * (mean(good, f) - mean(bad, f)))
+            for f in ("relevance", "recency", "importance")
+        }
+        total = sum(raw.values())
+        new = Weights(
+            w_relevance=raw["relevance"] / total,
+            w_recency=raw["recency"] / total,
+            w_importance=raw["importance"] / total,
+            half_life_hours=current.half_life_hours,
+            pool=current.pool,
+            learning_rate=current.learning_rate,
+            updates=current.updates + 1,
+            source=namespace,
+        )
+        self.set_weights(namespace, new)
+        ids = [r["id"] for r in rows]
+        marks = ", ".join(f"${n + 1}" for n in range(len(ids)))
+        self.db.execute(f"UPDATE memory_feedback SET applied = true WHERE id IN ({marks})", ids)
+        return new

@@ -1,0 +1,148 @@
+"""Marrow's exceptions, mapped from the gRPC status codes the server returns (``flight/src/status.rs``).
+
+Every class is also the matching DB-API exception of ``adbc_driver_manager``, so code written against the plain ADBC
+connection (``except adbc_driver_manager.ProgrammingError``) keeps catching them.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any, Optional
+
+import adbc_driver_manager as adbc
+
+__all__ = [
+    "MarrowError",
+    "ConnectionError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "SQLError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "AlreadyExistsError",
+    "NotSupportedError",
+    "ResourceExhaustedError",
+    "TimeoutError",
+    "InternalError",
+    "map_error",
+]
+
+
+class MarrowError(adbc.Error):
+    """Base class of every error raised by the ``marrow`` package.
+
+    ``grpc_code`` is the gRPC status name (``"INVALID_ARGUMENT"``, …) when the server answered, else ``None``.
+    """
+
+    grpc_code: Optional[str] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        grpc_code: Optional[str] = None,
+        status_code: adbc.AdbcStatusCode = adbc.AdbcStatusCode.UNKNOWN,
+        vendor_code: Any = None,
+    ) -> None:
+        # adbc's NotSupportedError has its own constructor; the base one sets the fields every subclass reads.
+        adbc.Error.__init__(self, message, status_code=status_code, vendor_code=vendor_code)
+        if grpc_code is not None:
+            self.grpc_code = grpc_code
+
+
+class ConnectionError(MarrowError, adbc.OperationalError, builtins.ConnectionError):  # noqa: A001 - marrow.ConnectionError
+    """The server is not running, not reachable, or stopped answering (gRPC UNAVAILABLE)."""
+
+
+class AuthenticationError(MarrowError, adbc.OperationalError):
+    """Wrong or missing credentials (gRPC UNAUTHENTICATED)."""
+
+
+class PermissionDeniedError(MarrowError, adbc.ProgrammingError):
+    """The request reaches outside what the server allows, e.g. a path outside ``--export-root`` (PERMISSION_DENIED)."""
+
+
+class SQLError(MarrowError, adbc.ProgrammingError):
+    """Bad SQL or bad input to a statement (gRPC INVALID_ARGUMENT)."""
+
+
+class InvalidArgumentError(SQLError, ValueError):
+    """A Python-side argument was rejected before anything was sent or written (empty query, wrong dimension, …)."""
+
+
+class NotFoundError(MarrowError, adbc.ProgrammingError, LookupError):
+    """A table, memory, namespace, version or adapter does not exist (gRPC NOT_FOUND)."""
+
+
+class AlreadyExistsError(MarrowError, adbc.IntegrityError):
+    """A table or primary key already exists (gRPC ALREADY_EXISTS)."""
+
+
+class NotSupportedError(MarrowError, adbc.NotSupportedError):
+    """The server does not support the statement (gRPC UNIMPLEMENTED)."""
+
+
+class ResourceExhaustedError(MarrowError, adbc.OperationalError):
+    """A memory limit or a full disk (gRPC RESOURCE_EXHAUSTED)."""
+
+
+class TimeoutError(MarrowError, adbc.OperationalError, builtins.TimeoutError):  # noqa: A001 - marrow.TimeoutError
+    """The call did not finish within the configured timeout (gRPC DEADLINE_EXCEEDED)."""
+
+
+class InternalError(MarrowError, adbc.InternalError):
+    """Anything else the server reported (gRPC INTERNAL; details are in the server's log)."""
+
+
+# gRPC status numbers (the Flight SQL driver reports them as the vendor code) → (name, class).
+_BY_GRPC: dict[int, tuple[str, type[MarrowError]]] = {
+    3: ("INVALID_ARGUMENT", SQLError),
+    4: ("DEADLINE_EXCEEDED", TimeoutError),
+    5: ("NOT_FOUND", NotFoundError),
+    6: ("ALREADY_EXISTS", AlreadyExistsError),
+    7: ("PERMISSION_DENIED", PermissionDeniedError),
+    8: ("RESOURCE_EXHAUSTED", ResourceExhaustedError),
+    12: ("UNIMPLEMENTED", NotSupportedError),
+    13: ("INTERNAL", InternalError),
+    14: ("UNAVAILABLE", ConnectionError),
+    16: ("UNAUTHENTICATED", AuthenticationError),
+}
+
+# ADBC status codes, when the driver gives no gRPC code.
+_BY_ADBC: dict[adbc.AdbcStatusCode, tuple[str, type[MarrowError]]] = {
+    adbc.AdbcStatusCode.INVALID_ARGUMENT: ("INVALID_ARGUMENT", SQLError),
+    adbc.AdbcStatusCode.NOT_FOUND: ("NOT_FOUND", NotFoundError),
+    adbc.AdbcStatusCode.ALREADY_EXISTS: ("ALREADY_EXISTS", AlreadyExistsError),
+    adbc.AdbcStatusCode.NOT_IMPLEMENTED: ("UNIMPLEMENTED", NotSupportedError),
+    adbc.AdbcStatusCode.UNAUTHENTICATED: ("UNAUTHENTICATED", AuthenticationError),
+    adbc.AdbcStatusCode.UNAUTHORIZED: ("PERMISSION_DENIED", PermissionDeniedError),
+    adbc.AdbcStatusCode.IO: ("UNAVAILABLE", ConnectionError),
+    adbc.AdbcStatusCode.TIMEOUT: ("DEADLINE_EXCEEDED", TimeoutError),
+    adbc.AdbcStatusCode.INTERNAL: ("INTERNAL", InternalError),
+}
+
+
+def map_error(err: BaseException, context: str = "") -> MarrowError:
+    """The Marrow exception for an ADBC/gRPC error (``err`` itself if it already is one)."""
+    if isinstance(err, MarrowError):
+        return err
+    name: str = "UNKNOWN"
+    cls: type[MarrowError] = InternalError
+    vendor = getattr(err, "vendor_code", None)
+    status = getattr(err, "status_code", None)
+    if isinstance(vendor, int) and vendor in _BY_GRPC:
+        name, cls = _BY_GRPC[vendor]
+    elif status in _BY_ADBC:
+        name, cls = _BY_ADBC[status]
+    text = str(err)
+    # The Flight SQL driver reports a refused connection as IO/UNAVAILABLE, and wrong credentials on the handshake
+    # sometimes as UNAVAILABLE too, with the real reason only in the message.
+    if "nauthenticated" in text or "UNAUTHENTICATED" in text:
+        name, cls = "UNAUTHENTICATED", AuthenticationError
+    message = f"{context}: {text}" if context else text
+    return cls(
+        message,
+        grpc_code=name,
+        status_code=status if isinstance(status, adbc.AdbcStatusCode) else adbc.AdbcStatusCode.UNKNOWN,
+        vendor_code=vendor if isinstance(vendor, int) else None,
+    )

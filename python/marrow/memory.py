@@ -1,0 +1,692 @@
+"""The memory API (what users of mem0 expect), scoped by namespace (a user, an agent or a session), over SQL.
+
+Tables (created if missing; all plain Marrow tables you can query):
+
+- ``memories`` — Marrow's built-in table; the server embeds ``content`` when a row arrives without an embedding.
+- ``memory_events`` — one row per change (``add``, ``update``, ``merge``, ``merged_into``), with old and new content,
+  when and by whom. ``history()`` reads it; Lance versions are not used for history because they get cleaned up.
+- ``memory_access_log`` — append-only: one row per memory returned by ``recall()``. Reads never rewrite
+  ``memories`` (no new versions, no rows pushed out of the vector index); ``maintain()`` folds the log into
+  ``access_count`` / ``last_accessed_at`` later, as the router's L4 step.
+
+Each call is one or a few SQL statements; each statement is atomic. Bad input (empty text, wrong embedding dimension,
+unknown namespace or memory) is rejected before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+import pyarrow as pa
+
+from .client import Client, quote_ident, quote_literal
+from .errors import InvalidArgumentError, NotFoundError
+
+__all__ = [
+    "Memory",
+    "MemoryRecord",
+    "Hit",
+    "MemoryEvent",
+    "Merge",
+    "MaintenanceReport",
+    "ForgetReport",
+    "MEMORY_TABLES",
+]
+
+EVENTS_DDL = """CREATE TABLE IF NOT EXISTS memory_events (
+    id TEXT PRIMARY KEY DEFAULT uuid(),
+    memory_id TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    old_content TEXT,
+    new_content TEXT,
+    related_id TEXT,
+    actor TEXT,
+    at TIMESTAMP DEFAULT now(),
+    details TEXT DEFAULT '{}')"""
+
+ACCESS_DDL = """CREATE TABLE IF NOT EXISTS memory_access_log (
+    id TEXT PRIMARY KEY DEFAULT uuid(),
+    memory_id TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    query TEXT,
+    rank INT,
+    distance DOUBLE,
+    at TIMESTAMP DEFAULT now(),
+    fold_batch TEXT)"""
+
+MEMORY_TABLES = ("memories", "memory_events", "memory_access_log")
+
+_COLUMNS = "id, namespace, kind, content, importance, created_at, updated_at, last_accessed_at, access_count, metadata"
+_FILTER_COLUMNS = {"id", "kind"}
+_RANGE_FILTERS = {
+    "min_importance": ("importance", ">="),
+    "max_importance": ("importance", "<="),
+    "created_after": ("created_at", ">="),
+    "created_before": ("created_at", "<"),
+}
+
+
+def _utc(value: Optional[datetime]) -> Optional[datetime]:
+    # Tables created with CREATE TABLE keep naive timestamps (UTC by convention); memories' are UTC-aware.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class MemoryRecord:
+    """One row of ``memories`` (without the embedding)."""
+
+    id: str
+    namespace: str
+    kind: str
+    content: str
+    importance: float
+    created_at: datetime
+    updated_at: Optional[datetime]
+    last_accessed_at: Optional[datetime]
+    access_count: int
+    metadata: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> MemoryRecord:
+        created = _utc(row["created_at"])
+        assert created is not None
+        return cls(
+            id=row["id"],
+            namespace=row["namespace"],
+            kind=row["kind"],
+            content=row["content"],
+            importance=float(row["importance"]),
+            created_at=created,
+            updated_at=_utc(row["updated_at"]),
+            last_accessed_at=_utc(row["last_accessed_at"]),
+            access_count=int(row["access_count"] or 0),
+            metadata=json.loads(row["metadata"] or "{}"),
+        )
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A recalled memory and its cosine distance to the query (``similarity = 1 - distance``)."""
+
+    memory: MemoryRecord
+    distance: float
+
+    @property
+    def similarity(self) -> float:
+        return 1.0 - self.distance
+
+    @property
+    def id(self) -> str:
+        return self.memory.id
+
+    @property
+    def content(self) -> str:
+        return self.memory.content
+
+
+@dataclass(frozen=True)
+class MemoryEvent:
+    """One row of ``memory_events``."""
+
+    id: str
+    memory_id: str
+    namespace: str
+    operation: str
+    old_content: Optional[str]
+    new_content: Optional[str]
+    related_id: Optional[str]
+    actor: Optional[str]
+    at: datetime
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Merge:
+    """``merged`` was folded into ``kept`` by :meth:`Memory.consolidate` (cosine distance ``distance``)."""
+
+    kept: str
+    merged: str
+    distance: float
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    folded_rows: int
+    memories_touched: int
+
+
+@dataclass(frozen=True)
+class ForgetReport:
+    """What :meth:`Memory.forget` removed; ``purged`` lists the tables whose old versions were physically deleted."""
+
+    memory_id: str
+    events_deleted: int
+    access_rows_deleted: int
+    purged: list[str] = field(default_factory=list)
+
+
+MemoryInput = Union[str, Mapping[str, Any]]
+
+
+class Memory:
+    """Memories of one Marrow database, scoped by namespace.
+
+    ``actor`` is written into ``memory_events`` as who made each change. ``dimension`` (384 for the bundled
+    MiniLM) is read from the ``memories`` schema, and caller-supplied embeddings are checked against it.
+    """
+
+    def __init__(self, client: Client, *, actor: str = "marrow-python") -> None:
+        self.db = client
+        self.actor = actor
+        self.db.execute(EVENTS_DDL)
+        self.db.execute(ACCESS_DDL)
+        schema = self.db.sql("SELECT embedding FROM memories LIMIT 0").schema
+        typ = schema.field("embedding").type
+        if not pa.types.is_fixed_size_list(typ):
+            raise InvalidArgumentError(f"memories.embedding is {typ}, expected FLOAT[n]")
+        self.dimension: int = typ.list_size
+
+    # -- validation ------------------------------------------------------------------------------------------
+    def _check_embedding(self, embedding: Optional[Sequence[float]]) -> Optional[list[float]]:
+        if embedding is None:
+            return None
+        values = [float(x) for x in embedding]
+        if len(values) != self.dimension:
+            raise InvalidArgumentError(
+                f"embedding has {len(values)} values, memories.embedding is FLOAT[{self.dimension}]"
+            )
+        if not all(math.isfinite(x) for x in values):
+            raise InvalidArgumentError("embedding contains NaN or infinity")
+        return values
+
+    @staticmethod
+    def _check_text(text: Any, what: str) -> str:
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidArgumentError(f"{what} must be a non-empty string")
+        return text
+
+    @staticmethod
+    def _check_importance(importance: Any) -> float:
+        value = float(importance)
+        if not 0.0 <= value <= 1.0:
+            raise InvalidArgumentError(f"importance must be in [0, 1], got {importance!r}")
+        return value
+
+    @staticmethod
+    def _check_metadata(metadata: Optional[Mapping[str, Any]]) -> str:
+        if metadata is None:
+            return "{}"
+        if not isinstance(metadata, Mapping):
+            raise InvalidArgumentError("metadata must be a mapping (stored as JSON)")
+        try:
+            return json.dumps(dict(metadata), sort_keys=True)
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(f"metadata is not JSON-serializable: {e}") from e
+
+    def namespace_exists(self, namespace: str) -> bool:
+        return bool(self.db.scalar("SELECT count(*) FROM memories WHERE namespace = $1", [namespace]))
+
+    def require_namespace(self, namespace: str) -> None:
+        self._check_text(namespace, "namespace")
+        if not self.namespace_exists(namespace):
+            raise NotFoundError(f"unknown namespace {namespace!r}: it has no memories", grpc_code="NOT_FOUND")
+
+    # -- writes ----------------------------------------------------------------------------------------------
+    def remember(
+        self,
+        content: str,
+        namespace: str = "default",
+        *,
+        kind: str = "note",
+        importance: float = 0.5,
+        metadata: Optional[Mapping[str, Any]] = None,
+        embedding: Optional[Sequence[float]] = None,
+        id: Optional[str] = None,  # noqa: A002 - mirrors the column
+    ) -> str:
+        """Store one memory and its ``add`` event; returns its id. Without ``embedding`` the server embeds
+        ``content``."""
+        return self.remember_many(
+            [
+                {
+                    "content": content,
+                    "kind": kind,
+                    "importance": importance,
+                    "metadata": metadata,
+                    "embedding": embedding,
+                    "id": id,
+                }
+            ],
+            namespace,
+        )[0]
+
+    def remember_many(self, items: Iterable[MemoryInput], namespace: str = "default") -> list[str]:
+        """Store many memories with one bulk ingest (plus one for their events); returns their ids in order.
+
+        Each item is a string (the content) or a mapping with ``content`` and optionally ``kind``, ``importance``,
+        ``metadata``, ``embedding``, ``id``, ``namespace``. Every item is validated before anything is written.
+        Items with an embedding and items without are sent as two ingests (the server embeds the latter).
+        """
+        self._check_text(namespace, "namespace")
+        rows: list[dict[str, Any]] = []
+        for item in items:
+            spec: Mapping[str, Any] = {"content": item} if isinstance(item, str) else item
+            unknown = set(spec) - {"content", "kind", "importance", "metadata", "embedding", "id", "namespace"}
+            if unknown:
+                raise InvalidArgumentError(f"unknown memory fields: {sorted(unknown)}")
+            rows.append(
+                {
+                    "id": spec.get("id") or str(uuid.uuid4()),
+                    "namespace": self._check_text(spec.get("namespace") or namespace, "namespace"),
+                    "kind": self._check_text(spec.get("kind") or "note", "kind"),
+                    "content": self._check_text(spec.get("content"), "content"),
+                    "importance": self._check_importance(spec.get("importance", 0.5)),
+                    "metadata": self._check_metadata(spec.get("metadata")),
+                    "embedding": self._check_embedding(spec.get("embedding")),
+                }
+            )
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgumentError("duplicate ids in one remember_many call")
+        base = [
+            pa.field("id", pa.string()),
+            pa.field("namespace", pa.string()),
+            pa.field("kind", pa.string()),
+            pa.field("content", pa.string()),
+            pa.field("importance", pa.float32()),
+            pa.field("metadata", pa.string()),
+        ]
+        with_vec = [r for r in rows if r["embedding"] is not None]
+        without = [r for r in rows if r["embedding"] is None]
+        if with_vec:
+            schema = pa.schema([*base, pa.field("embedding", pa.list_(pa.float32(), self.dimension))])
+            self.db.ingest("memories", pa.Table.from_pylist(with_vec, schema=schema))
+        if without:
+            self.db.ingest("memories", pa.Table.from_pylist(without, schema=pa.schema(base)))
+        events = pa.table(
+            {
+                "memory_id": ids,
+                "namespace": [r["namespace"] for r in rows],
+                "operation": ["add"] * len(rows),
+                "new_content": [r["content"] for r in rows],
+                "actor": [self.actor] * len(rows),
+            }
+        )
+        self.db.ingest("memory_events", events)
+        return ids
+
+    def update(
+        self,
+        memory_id: str,
+        *,
+        content: Optional[str] = None,
+        importance: Optional[float] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        kind: Optional[str] = None,
+    ) -> MemoryRecord:
+        """Change a memory (a new content is re-embedded by the server) and record an ``update`` event."""
+        sets: list[str] = []
+        params: list[Any] = []
+        if content is not None:
+            params.append(self._check_text(content, "content"))
+            sets.append(f"content = ${len(params)}")
+        if importance is not None:
+            params.append(self._check_importance(importance))
+            sets.append(f"importance = ${len(params)}")
+        if metadata is not None:
+            params.append(self._check_metadata(metadata))
+            sets.append(f"metadata = ${len(params)}")
+        if kind is not None:
+            params.append(self._check_text(kind, "kind"))
+            sets.append(f"kind = ${len(params)}")
+        if not sets:
+            raise InvalidArgumentError("update needs at least one of content, importance, metadata, kind")
+        old = self.get(memory_id)
+        params.append(memory_id)
+        self.db.execute(f"UPDATE memories SET {', '.join(sets)}, updated_at = now() WHERE id = ${len(params)}", params)
+        new = self.get(memory_id)
+        changed = {
+            name: {"old": getattr(old, name), "new": getattr(new, name)}
+            for name in ("importance", "metadata", "kind")
+            if getattr(old, name) != getattr(new, name)
+        }
+        self._event(new.id, new.namespace, "update", old.content, new.content, details=changed)
+        return new
+
+    def _event(
+        self,
+        memory_id: str,
+        namespace: str,
+        operation: str,
+        old: Optional[str],
+        new: Optional[str],
+        *,
+        related: Optional[str] = None,
+        details: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO memory_events (memory_id, namespace, operation, old_content, new_content, related_id, actor,"
+            " details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            [memory_id, namespace, operation, old, new, related, self.actor, json.dumps(details or {}, default=str)],
+        )
+
+    def forget(self, memory_id: str, *, purge: bool = False) -> ForgetReport:
+        """Delete a memory, its events (and those of memories merged into it) and its access-log rows.
+
+        A ``DELETE`` only hides rows from new versions: the content stays readable by time travel (``VERSION AS
+        OF``) and on disk until old versions are cleaned up. With ``purge=True`` the memory is removed physically:
+        ``CALL compact_table`` rewrites each table's files without the deleted rows, then ``CALL
+        cleanup_versions(table, INTERVAL '0 seconds')`` deletes every older version. That also drops time travel
+        to earlier versions of those tables for everyone (tagged versions are kept and still hold the memory —
+        untag them first). A user who says "forget this" means it: use ``purge=True``.
+        """
+        record = self.get(memory_id)
+        self.db.execute("DELETE FROM memories WHERE id = $1", [memory_id])
+        events = self.db.execute("DELETE FROM memory_events WHERE memory_id = $1 OR related_id = $1", [memory_id])
+        access = self.db.execute("DELETE FROM memory_access_log WHERE memory_id = $1", [memory_id])
+        extra = self._forget_hook(record)
+        purged: list[str] = []
+        if purge:
+            for table in ("memories", "memory_events", "memory_access_log", *extra):
+                self.db.execute(f"CALL compact_table({quote_literal(table)})")
+                self.db.execute(f"CALL cleanup_versions({quote_literal(table)}, INTERVAL '0 seconds')")
+                purged.append(table)
+        return ForgetReport(memory_id, events, access, purged)
+
+    def _forget_hook(self, record: MemoryRecord) -> list[str]:
+        """Other tables holding rows about a memory (the conditioner's feedback); deletes them, returns their
+        names so a purge covers them too."""
+        if self.db.table_exists("memory_feedback"):
+            self.db.execute("DELETE FROM memory_feedback WHERE memory_id = $1", [record.id])
+            return ["memory_feedback"]
+        return []
+
+    # -- reads -----------------------------------------------------------------------------------------------
+    def get(self, memory_id: str) -> MemoryRecord:
+        self._check_text(memory_id, "memory id")
+        rows = self.db.sql(f"SELECT {_COLUMNS} FROM memories WHERE id = $1", [memory_id]).to_pylist()
+        if not rows:
+            raise NotFoundError(f"no memory with id {memory_id!r}", grpc_code="NOT_FOUND")
+        return MemoryRecord.from_row(rows[0])
+
+    def recent(self, namespace: str, *, limit: int = 100) -> list[MemoryRecord]:
+        """The namespace's memories, newest first."""
+        rows = self.db.sql(
+            f"SELECT {_COLUMNS} FROM memories WHERE namespace = $1 ORDER BY created_at DESC LIMIT {int(limit)}",
+            [namespace],
+        ).to_pylist()
+        return [MemoryRecord.from_row(r) for r in rows]
+
+    def count(self, namespace: Optional[str] = None) -> int:
+        if namespace is None:
+            return int(self.db.scalar("SELECT count(*) FROM memories"))
+        return int(self.db.scalar("SELECT count(*) FROM memories WHERE namespace = $1", [namespace]))
+
+    def _where(self, namespace: str, filters: Optional[Mapping[str, Any]], params: list[Any]) -> str:
+        params.append(namespace)
+        clauses = [f"namespace = ${len(params)}"]
+        for key, value in (filters or {}).items():
+            if key in _FILTER_COLUMNS:
+                if isinstance(value, (list, tuple, set)):
+                    if not value:
+                        raise InvalidArgumentError(f"filter {key!r} has an empty list")
+                    marks = []
+                    for v in value:
+                        params.append(v)
+                        marks.append(f"${len(params)}")
+                    clauses.append(f"{quote_ident(key)} IN ({', '.join(marks)})")
+                else:
+                    params.append(value)
+                    clauses.append(f"{quote_ident(key)} = ${len(params)}")
+            elif key in _RANGE_FILTERS:
+                column, op = _RANGE_FILTERS[key]
+                params.append(value)
+                clauses.append(f"{column} {op} ${len(params)}")
+            else:
+                allowed = sorted(_FILTER_COLUMNS | set(_RANGE_FILTERS))
+                raise InvalidArgumentError(f"unknown filter {key!r}; filters are {allowed}")
+        return " AND ".join(clauses)
+
+    def query_vector(self, text: str) -> list[float]:
+        """``embed(text)`` computed by the server (the same model that embeds the memories)."""
+        self._check_text(text, "query")
+        vec = self.db.scalar("SELECT embed($1)", [text])
+        return [float(x) for x in vec]
+
+    def recall(
+        self,
+        query: Optional[str],
+        namespace: str = "default",
+        k: int = 5,
+        filters: Optional[Mapping[str, Any]] = None,
+        *,
+        embedding: Optional[Sequence[float]] = None,
+        log_access: bool = True,
+    ) -> list[Hit]:
+        """The ``k`` memories of ``namespace`` nearest to ``query`` (cosine distance), nearest first.
+
+        One vector-search statement: ``ORDER BY cosine_distance(embedding, embed($1)) LIMIT k`` with the namespace
+        and ``filters`` (``kind``, ``id`` — a value or a list —, ``min_importance``, ``max_importance``,
+        ``created_after``, ``created_before``) as a prefilter, so it uses the ANN index when there is one. Pass
+        ``embedding`` to search with a precomputed vector instead of ``embed(query)``.
+
+        Access is appended to ``memory_access_log`` (one ingest), never written into ``memories``. An unknown
+        namespace raises :class:`NotFoundError`; an empty query :class:`InvalidArgumentError`.
+        """
+        if not isinstance(k, int) or not 1 <= k <= 10_000:
+            raise InvalidArgumentError(f"k must be an integer in [1, 10000], got {k!r}")
+        vector = self._check_embedding(embedding)
+        if vector is None:
+            self._check_text(query, "query")
+        self._check_text(namespace, "namespace")
+        params: list[Any] = [vector if vector is not None else query]
+        target = "$1" if vector is not None else "embed($1)"
+        where = self._where(namespace, filters, params)
+        table = self.db.sql(
+            f"SELECT {_COLUMNS}, cosine_distance(embedding, {target}) AS _distance FROM memories"
+            f" WHERE {where} ORDER BY _distance LIMIT {k}",
+            params,
+        )
+        hits = [Hit(MemoryRecord.from_row(r), float(r["_distance"])) for r in table.to_pylist()]
+        if not hits:
+            # Only an empty answer pays for telling an unknown namespace from a filter that matched nothing.
+            self.require_namespace(namespace)
+        if hits and log_access:
+            self.log_access(hits, namespace, query)
+        return hits
+
+    def log_access(self, hits: Sequence[Hit], namespace: str, query: Optional[str]) -> None:
+        self.db.ingest(
+            "memory_access_log",
+            pa.table(
+                {
+                    "memory_id": [h.id for h in hits],
+                    "namespace": [namespace] * len(hits),
+                    "query": pa.array([query] * len(hits), pa.string()),
+                    "rank": pa.array(range(1, len(hits) + 1), pa.int32()),
+                    "distance": [h.distance for h in hits],
+                }
+            ),
+        )
+
+    def history(self, memory_id: str) -> list[MemoryEvent]:
+        """Every recorded change of a memory, oldest first (from ``memory_events``)."""
+        self._check_text(memory_id, "memory id")
+        rows = self.db.sql(
+            "SELECT id, memory_id, namespace, operation, old_content, new_content, related_id, actor, at, details"
+            " FROM memory_events WHERE memory_id = $1 ORDER BY at, operation",
+            [memory_id],
+        ).to_pylist()
+        if not rows:
+            raise NotFoundError(f"no history for memory {memory_id!r}", grpc_code="NOT_FOUND")
+        out = []
+        for r in rows:
+            at = _utc(r["at"])
+            assert at is not None
+            out.append(
+                MemoryEvent(
+                    id=r["id"],
+                    memory_id=r["memory_id"],
+                    namespace=r["namespace"],
+                    operation=r["operation"],
+                    old_content=r["old_content"],
+                    new_content=r["new_content"],
+                    related_id=r["related_id"],
+                    actor=r["actor"],
+                    at=at,
+                    details=json.loads(r["details"] or "{}"),
+                )
+            )
+        return out
+
+    # -- maintenance -----------------------------------------------------------------------------------------
+    def consolidate(self, namespace: str, threshold: float = 0.1, *, k: int = 4) -> list[Merge]:
+        """Merge near-duplicate memories of ``namespace``: pairs within cosine distance ``threshold``.
+
+        Candidates come from one batch nearest-neighbour query, ``vector_search_batch(t, 'embedding', t,
+        'embedding', k)`` over a temporary copy ``t`` of the namespace's (id, embedding) — each memory's k nearest,
+        not an O(n²) self-join. Pairs below the threshold are joined into groups (union-find); each group keeps
+        its most important memory (then the oldest, then the smallest id), which takes the group's maximum
+        importance, summed access count and ``metadata.merged_from``. The others are deleted, their access-log
+        rows re-pointed to the keeper, and both sides get events: ``merge`` on the keeper (``old_content`` =
+        the merged memory's text, ``related_id`` = its id) and ``merged_into`` on the merged id.
+        """
+        if not 0.0 <= threshold < 2.0:
+            raise InvalidArgumentError(f"threshold is a cosine distance in [0, 2), got {threshold!r}")
+        if not isinstance(k, int) or not 2 <= k <= 100:
+            raise InvalidArgumentError(f"k must be an integer in [2, 100], got {k!r}")
+        self.require_namespace(namespace)
+        tmp = f"_marrow_consolidate_{uuid.uuid4().hex}"
+        # vector_search_batch takes table names (not views): a temporary table holds the namespace's rows, and
+        # searching it against itself keeps neighbours inside the namespace.
+        self.db.execute(
+            f"CREATE TABLE {tmp} AS SELECT id, embedding FROM memories"
+            f" WHERE namespace = {quote_literal(namespace)} AND embedding IS NOT NULL"
+        )
+        try:
+            pairs = self.db.sql(
+                f"SELECT query_id, id, _distance FROM vector_search_batch('{tmp}', 'embedding', '{tmp}',"
+                f" 'embedding', {k}) WHERE id <> query_id AND _distance <= {float(threshold)!r}"
+            ).to_pylist()
+        finally:
+            self.db.execute(f"DROP TABLE {tmp}")
+        if not pairs:
+            return []
+        parent: dict[str, str] = {}
+
+        def find(x: str) -> str:
+            parent.setdefault(x, x)
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        best: dict[tuple[str, str], float] = {}
+        for p in pairs:
+            a, b = sorted((p["query_id"], p["id"]))
+            best[(a, b)] = min(best.get((a, b), 2.0), float(p["_distance"]))
+            parent[find(a)] = find(b)
+        groups: dict[str, list[str]] = {}
+        for x in list(parent):
+            groups.setdefault(find(x), []).append(x)
+        ids = sorted(parent)
+        marks = ", ".join(f"${i + 1}" for i in range(len(ids)))
+        records = {
+            r["id"]: MemoryRecord.from_row(r)
+            for r in self.db.sql(f"SELECT {_COLUMNS} FROM memories WHERE id IN ({marks})", ids).to_pylist()
+        }
+        merges: list[Merge] = []
+        for members in groups.values():
+            present = [records[m] for m in members if m in records]
+            if len(present) < 2:
+                continue
+            present.sort(key=lambda r: (-r.importance, r.created_at, r.id))
+            keeper, rest = present[0], present[1:]
+            meta = dict(keeper.metadata)
+            meta["merged_from"] = sorted(set(meta.get("merged_from", [])) | {r.id for r in rest})
+            rest_ids = [r.id for r in rest]
+            rest_marks = ", ".join(f"${i + 2}" for i in range(len(rest_ids)))
+            # Deleting first: if a later statement fails, nothing is duplicated, and the events say what happened.
+            self.db.execute(
+                f"DELETE FROM memories WHERE namespace = $1 AND id IN ({rest_marks})", [namespace, *rest_ids]
+            )
+            self.db.execute(
+                "UPDATE memories SET importance = $1, access_count = $2, metadata = $3, updated_at = now()"
+                " WHERE id = $4",
+                [
+                    max(r.importance for r in present),
+                    sum(r.access_count for r in present),
+                    json.dumps(meta, sort_keys=True),
+                    keeper.id,
+                ],
+            )
+            self.db.execute(
+                f"UPDATE memory_access_log SET memory_id = $1 WHERE id IN (SELECT id FROM memory_access_log"
+                f" WHERE memory_id IN ({rest_marks}))",
+                [keeper.id, *rest_ids],
+            )
+            if self.db.table_exists("memory_feedback"):
+                self.db.execute(
+                    f"UPDATE memory_feedback SET memory_id = $1 WHERE memory_id IN ({rest_marks})",
+                    [keeper.id, *rest_ids],
+                )
+            for r in rest:
+                lo, hi = sorted((keeper.id, r.id))
+                d = best.get((lo, hi), min((v for (a, b), v in best.items() if r.id in (a, b)), default=threshold))
+                merges.append(Merge(keeper.id, r.id, d))
+                self._event(
+                    keeper.id, namespace, "merge", r.content, keeper.content, related=r.id, details={"distance": d}
+                )
+                self._event(r.id, namespace, "merged_into", r.content, None, related=keeper.id, details={"distance": d})
+        return merges
+
+    def maintain(self, namespace: Optional[str] = None) -> MaintenanceReport:
+        """Fold the access log into ``memories.access_count`` / ``last_accessed_at`` (the router's L4 step).
+
+        Three statements: claim the unclaimed log rows with a fresh ``fold_batch`` id; add each memory's count and
+        latest access from that batch; delete the batch. Rows appended meanwhile stay unclaimed for the next run.
+        A failure between the last two statements re-folds the batch next time (at-least-once), never loses it.
+        """
+        scope = ""
+        params: list[Any] = []
+        if namespace is not None:
+            self._check_text(namespace, "namespace")
+            params.append(namespace)
+            scope = " AND namespace = $2"
+        batch = uuid.uuid4().hex
+        # Claim: batches left by a failed run are folded too (they're not NULL and not deleted).
+        self.db.execute(
+            f"UPDATE memory_access_log SET fold_batch = $1 WHERE fold_batch IS NULL{scope}", [batch, *params]
+        )
+        claimed = (
+            self.db.sql(
+                "SELECT DISTINCT fold_batch FROM memory_access_log WHERE fold_batch IS NOT NULL"
+                + (" AND namespace = $1" if namespace is not None else ""),
+                params,
+            )
+            .column(0)
+            .to_pylist()
+        )
+        if not claimed:
+            return MaintenanceReport(0, 0)
+        in_batches = "fold_batch IN (" + ", ".join(quote_literal(str(b)) for b in claimed) + ")"
+        rows = int(self.db.scalar(f"SELECT count(*) FROM memory_access_log WHERE {in_batches}"))
+        touched = self.db.execute(
+            "UPDATE memories SET"
+            f" access_count = access_count + (SELECT count(*) FROM memory_access_log l"
+            f" WHERE l.memory_id = memories.id AND l.{in_batches}),"
+            f" last_accessed_at = (SELECT max(l.at) FROM memory_access_log l"
+            f" WHERE l.memory_id = memories.id AND l.{in_batches})"
+            f" WHERE id IN (SELECT memory_id FROM memory_access_log WHERE {in_batches})"
+        )
+        self.db.execute(f"DELETE FROM memory_access_log WHERE {in_batches}")
+        return MaintenanceReport(rows, touched)
