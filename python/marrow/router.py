@@ -118,6 +118,8 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class AdapterMatch:
+    """The nearest adapter: ``name`` is its ``adapters.id``."""
+
     name: str
     distance: float
     base_model: Optional[str]
@@ -232,14 +234,14 @@ class EvolutionRouter:
         if not self.db.table_exists("adapters"):
             return None
         rows = self.db.sql(
-            "SELECT name, base_model, description, cosine_distance(description_embedding, embed($1)) AS _distance"
+            "SELECT id, base_model, description, cosine_distance(description_embedding, embed($1)) AS _distance"
             " FROM adapters WHERE description_embedding IS NOT NULL ORDER BY _distance LIMIT 1",
             [query],
         ).to_pylist()
         if not rows:
             return None
         r = rows[0]
-        return AdapterMatch(r["name"], float(r["_distance"]), r["base_model"], r["description"])
+        return AdapterMatch(r["id"], float(r["_distance"]), r["base_model"], r["description"])
 
     def route(
         self, query: str, namespace: str, *, logprobs: Optional[Sequence[float]] = None, auto_maintain: bool = True

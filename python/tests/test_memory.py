@@ -1,0 +1,215 @@
+"""The memory API against the real server: remember / recall / get / update / forget / history / consolidate /
+maintain, and bad input that must write nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import marrow
+from marrow import Memory
+
+FACTS = [
+    "Alice drinks green tea every morning",
+    "Alice's cat is called Miso",
+    "Alice works as a pastry chef in Lyon",
+    "Alice is learning to play the cello",
+    "Alice is allergic to peanuts",
+]
+
+
+def counts(db: marrow.Client) -> tuple[int, int, int]:
+    return tuple(  # type: ignore[return-value]
+        db.scalar(f"SELECT count(*) FROM {t}") for t in ("memories", "memory_events", "memory_access_log")
+    )
+
+
+def versions(db: marrow.Client, table: str) -> int:
+    return int(db.scalar(f"SELECT max(version) FROM marrow_versions('{table}')"))
+
+
+def test_remember_get_recall_update_history(server):
+    with marrow.connect(server.uri) as db:
+        mem = Memory(db, actor="tester")
+        assert mem.dimension == 384
+        ids = mem.remember_many(FACTS, namespace="alice")
+        other = mem.remember("Bob drinks green tea too", "bob", kind="fact", importance=0.9, metadata={"src": "chat"})
+        assert len(ids) == 5 and len(set(ids)) == 5
+        assert mem.count("alice") == 5 and mem.count("bob") == 1
+
+        got = mem.get(other)
+        assert (got.namespace, got.kind, got.content, got.metadata) == ("bob", "fact", "Bob drinks green tea too", {
+            "src": "chat"
+        })
+        assert got.importance == pytest.approx(0.9) and got.access_count == 0 and got.last_accessed_at is None
+
+        hits = mem.recall("what does Alice drink in the morning?", "alice", k=3)
+        assert [h.content for h in hits][0] == FACTS[0]
+        assert all(h.memory.namespace == "alice" for h in hits)  # the namespace is a filter: Bob's tea is not here
+        assert [h.distance for h in hits] == sorted(h.distance for h in hits)
+        assert 0 < hits[0].similarity <= 1
+
+        # Filters: kind, id lists, importance ranges.
+        mem.remember("Alice prefers oolong over green tea", "alice", kind="preference", importance=0.8)
+        prefs = mem.recall("tea", "alice", k=5, filters={"kind": "preference"})
+        assert [h.content for h in prefs] == ["Alice prefers oolong over green tea"]
+        assert [h.id for h in mem.recall("tea", "alice", k=5, filters={"id": [ids[1], ids[2]]})] != []
+        assert {h.id for h in mem.recall("tea", "alice", k=9, filters={"id": [ids[1], ids[2]]})} == {ids[1], ids[2]}
+        assert all(h.memory.importance >= 0.7 for h in mem.recall("tea", "alice", 9, {"min_importance": 0.7}))
+        # A precomputed vector finds the same memory as the text.
+        vec = mem.query_vector("what does Alice drink in the morning?")
+        assert mem.recall(None, "alice", k=1, embedding=vec)[0].id == hits[0].id
+
+        updated = mem.update(ids[4], content="Alice is severely allergic to peanuts", importance=1.0)
+        assert updated.content == "Alice is severely allergic to peanuts" and updated.importance == 1.0
+        assert updated.updated_at is not None and updated.updated_at > updated.created_at
+        # The new content was re-embedded: it's what a query about allergies finds now.
+        assert mem.recall("severe allergy", "alice", k=1)[0].id == ids[4]
+        history = mem.history(ids[4])
+        assert [(e.operation, e.old_content, e.new_content, e.actor) for e in history] == [
+            ("add", None, FACTS[4], "tester"),
+            ("update", FACTS[4], "Alice is severely allergic to peanuts", "tester"),
+        ]
+        assert history[1].details["importance"]["new"] == 1.0
+        assert history[0].at <= history[1].at
+
+
+def test_recall_only_appends_to_the_access_log_and_maintain_folds_it(server):
+    with marrow.connect(server.uri) as db:
+        mem = Memory(db)
+        ids = mem.remember_many(FACTS, namespace="alice")
+        before = versions(db, "memories")
+        for _ in range(3):
+            mem.recall("what is the cat's name?", "alice", k=2)
+        # Reads created no version of memories and changed no row; the log has one row per hit.
+        assert versions(db, "memories") == before
+        assert db.scalar("SELECT sum(access_count) FROM memories") == 0
+        assert db.scalar("SELECT count(*) FROM memory_access_log") == 6
+        cat = ids[1]
+        assert db.scalar("SELECT count(*) FROM memory_access_log WHERE memory_id = $1 AND rank = 1", [cat]) == 3
+        mem.recall("cello", "alice", k=1, log_access=False)
+        assert db.scalar("SELECT count(*) FROM memory_access_log") == 6
+
+        report = mem.maintain("alice")
+        assert report.folded_rows == 6 and report.memories_touched == 2
+        assert mem.get(cat).access_count == 3 and mem.get(cat).last_accessed_at is not None
+        assert mem.get(ids[3]).access_count == 0 and mem.get(ids[3]).last_accessed_at is None
+        assert db.scalar("SELECT count(*) FROM memory_access_log") == 0
+        assert mem.maintain("alice") == marrow.MaintenanceReport(0, 0)
+        mem.recall("what is the cat's name?", "alice", k=1)
+        mem.maintain()
+        assert mem.get(cat).access_count == 4
+
+
+def test_consolidate_merges_near_duplicates_and_records_it(server):
+    with marrow.connect(server.uri) as db:
+        mem = Memory(db)
+        rng = np.random.default_rng(7)
+        base = rng.standard_normal((4, 384)).astype(np.float32)
+        base /= np.linalg.norm(base, axis=1, keepdims=True)
+        # a, a' and a'' are near-duplicates (one group via a chain); b, c, d are far from everything.
+        jitter = [0.0, 0.02, 0.04]
+        items = []
+        for j, eps in enumerate(jitter):
+            v = base[0] + eps * rng.standard_normal(384).astype(np.float32) / np.sqrt(384)
+            items.append({"content": f"dup {j}", "embedding": (v / np.linalg.norm(v)).tolist(), "importance": 0.3 + j / 10})
+        for i in range(1, 4):
+            items.append({"content": f"distinct {i}", "embedding": base[i].tolist()})
+        ids = mem.remember_many(items, namespace="n")
+        # The same vector in another namespace must not be merged with n's.
+        elsewhere = mem.remember("dup elsewhere", "m", embedding=base[0].tolist())
+        mem.recall(None, "n", k=3, embedding=base[0].tolist())  # access-log rows that must follow the keeper
+
+        merges = mem.consolidate("n", threshold=0.05)
+        keeper = ids[2]  # the most important of the group
+        assert {(m.kept, m.merged) for m in merges} == {(keeper, ids[0]), (keeper, ids[1])}
+        assert all(m.distance <= 0.05 for m in merges)
+        assert mem.count("n") == 4 and mem.count("m") == 1 and mem.get(elsewhere).content == "dup elsewhere"
+        kept = mem.get(keeper)
+        assert kept.importance == pytest.approx(0.5)
+        assert kept.metadata["merged_from"] == sorted([ids[0], ids[1]])
+        assert db.scalar("SELECT count(*) FROM memory_access_log WHERE memory_id <> $1", [keeper]) == 0
+        ops = [(e.operation, e.related_id) for e in mem.history(keeper)]
+        assert ("merge", ids[0]) in ops and ("merge", ids[1]) in ops
+        assert [e.operation for e in mem.history(ids[0])] == ["add", "merged_into"]
+        with pytest.raises(marrow.NotFoundError):
+            mem.get(ids[0])
+        # Nothing left to merge; no temporary tables left behind.
+        assert mem.consolidate("n", threshold=0.05) == []
+        assert db.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE '_marrow_consolidate%'") == 0
+
+
+def test_forget_deletes_and_purge_removes_physically(server, tmp_path: Path):
+    data_dir = tmp_path / "data"
+    secret = "the vault code is 0451-SWORDFISH"
+    with marrow.connect(server.uri) as db:
+        mem = Memory(db)
+        keep = mem.remember("an ordinary note", "alice")
+        gone = mem.remember(secret, "alice")
+        mem.update(gone, importance=0.9)
+        mem.recall("vault code", "alice", k=2)
+        old_version = versions(db, "memories")
+
+        def on_disk() -> bool:
+            return any(secret.encode() in p.read_bytes() for p in data_dir.rglob("*") if p.is_file())
+
+        assert on_disk()
+        report = mem.forget(gone)
+        assert report.events_deleted == 2 and report.access_rows_deleted == 1 and report.purged == []
+        with pytest.raises(marrow.NotFoundError):
+            mem.get(gone)
+        with pytest.raises(marrow.NotFoundError):
+            mem.history(gone)
+        # A plain delete is still readable by time travel and on disk…
+        assert db.scalar(f"SELECT count(*) FROM memories VERSION AS OF {old_version} WHERE id = $1", [gone]) == 1
+        assert on_disk()
+
+        other = mem.remember("another secret: 0452-TROUT", "alice")
+        report = mem.forget(other, purge=True)
+        assert set(report.purged) >= {"memories", "memory_events", "memory_access_log"}
+        # …a purge is not: old versions are gone, and so are the bytes (of this and the earlier delete).
+        with pytest.raises(marrow.NotFoundError):
+            db.sql(f"SELECT count(*) FROM memories VERSION AS OF {old_version}")
+        assert not on_disk()
+        assert not any(b"0452-TROUT" in p.read_bytes() for p in data_dir.rglob("*") if p.is_file())
+        assert mem.get(keep).content == "an ordinary note"
+
+
+def test_bad_input_is_refused_and_writes_nothing(server):
+    with marrow.connect(server.uri) as db:
+        mem = Memory(db)
+        ids = mem.remember_many(FACTS[:2], namespace="alice")
+        before = counts(db)
+        v_before = {t: versions(db, t) for t in ("memories", "memory_events", "memory_access_log")}
+        bad_calls = [
+            (marrow.InvalidArgumentError, lambda: mem.remember("x", "alice", embedding=[0.1] * 383)),
+            (marrow.InvalidArgumentError, lambda: mem.remember("x", "alice", embedding=[float("nan")] * 384)),
+            (marrow.InvalidArgumentError, lambda: mem.remember("", "alice")),
+            (marrow.InvalidArgumentError, lambda: mem.remember("x", "")),
+            (marrow.InvalidArgumentError, lambda: mem.remember("x", "alice", importance=1.5)),
+            (marrow.InvalidArgumentError, lambda: mem.remember("x", "alice", metadata={"f": object()})),
+            # One bad item in a batch: the good ones are not written either.
+            (marrow.InvalidArgumentError, lambda: mem.remember_many(["fine", {"content": "x", "embedding": [1.0]}])),
+            (marrow.InvalidArgumentError, lambda: mem.remember_many([{"content": "x", "colour": "red"}])),
+            (marrow.InvalidArgumentError, lambda: mem.recall("", "alice")),
+            (marrow.InvalidArgumentError, lambda: mem.recall("   ", "alice")),
+            (marrow.InvalidArgumentError, lambda: mem.recall("tea", "alice", k=0)),
+            (marrow.InvalidArgumentError, lambda: mem.recall(None, "alice", embedding=[0.0] * 12)),
+            (marrow.InvalidArgumentError, lambda: mem.recall("tea", "alice", filters={"content": "x"})),
+            (marrow.NotFoundError, lambda: mem.recall("tea", "nobody")),
+            (marrow.NotFoundError, lambda: mem.consolidate("nobody")),
+            (marrow.NotFoundError, lambda: mem.get("no-such-id")),
+            (marrow.NotFoundError, lambda: mem.update("no-such-id", content="y")),
+            (marrow.InvalidArgumentError, lambda: mem.update(ids[0])),
+            (marrow.NotFoundError, lambda: mem.forget("no-such-id", purge=True)),
+            (marrow.NotFoundError, lambda: mem.history("no-such-id")),
+        ]
+        for cls, call in bad_calls:
+            with pytest.raises(cls):
+                call()
+        assert counts(db) == before
+        assert {t: versions(db, t) for t in v_before} == v_before
+        # A namespace that exists but whose filter matches nothing is an empty answer, not an error.
+        assert mem.recall("tea", "alice", filters={"kind": "nothing-of-this-kind"}) == []
