@@ -222,7 +222,7 @@ FROM features ORDER BY score DESC, _distance ASC"""
         weights = self.weights(namespace)
         rows = self.db.sql(
             self.query_sql(weights, k=k, by_vector=vector is not None),
-            [vector if vector is not None else query, namespace],
+            [vector.tolist() if vector is not None else query, namespace],
         ).to_pylist()
         if not rows:
             self.memory.require_namespace(namespace)

@@ -16,12 +16,12 @@ unknown namespace or memory) is rejected before anything is written.
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import pyarrow as pa
 
 from .client import Client, quote_ident, quote_literal
@@ -183,9 +183,14 @@ class Memory:
     MiniLM) is read from the ``memories`` schema, and caller-supplied embeddings are checked against it.
     """
 
-    def __init__(self, client: Client, *, actor: str = "marrow-python") -> None:
+    def __init__(self, client: Client, *, actor: str = "marrow-python", access_flush_every: int = 1) -> None:
         self.db = client
         self.actor = actor
+        # Access-log rows are sent every `access_flush_every` recalls (1: with each recall). Buffering saves a round
+        # trip per recall; rows still buffered when the process dies are lost (access statistics only, never
+        # memories). `flush_access_log()` sends them; `maintain()` and `close()` call it.
+        self.access_flush_every = max(1, int(access_flush_every))
+        self._access_buffer: list[pa.Table] = []
         self.db.execute(EVENTS_DDL)
         self.db.execute(ACCESS_DDL)
         schema = self.db.sql("SELECT embedding FROM memories LIMIT 0").schema
@@ -195,15 +200,18 @@ class Memory:
         self.dimension: int = typ.list_size
 
     # -- validation ------------------------------------------------------------------------------------------
-    def _check_embedding(self, embedding: Optional[Sequence[float]]) -> Optional[list[float]]:
+    def _check_embedding(self, embedding: Optional[Sequence[float]]) -> Optional[np.ndarray]:
         if embedding is None:
             return None
-        values = [float(x) for x in embedding]
-        if len(values) != self.dimension:
+        try:
+            values = np.asarray(embedding, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(f"embedding is not a vector of numbers: {e}") from e
+        if values.ndim != 1 or values.shape[0] != self.dimension:
             raise InvalidArgumentError(
-                f"embedding has {len(values)} values, memories.embedding is FLOAT[{self.dimension}]"
+                f"embedding has shape {values.shape}, memories.embedding is FLOAT[{self.dimension}]"
             )
-        if not all(math.isfinite(x) for x in values):
+        if not np.isfinite(values).all():
             raise InvalidArgumentError("embedding contains NaN or infinity")
         return values
 
@@ -307,11 +315,14 @@ class Memory:
         ]
         with_vec = [r for r in rows if r["embedding"] is not None]
         without = [r for r in rows if r["embedding"] is None]
-        if with_vec:
-            schema = pa.schema([*base, pa.field("embedding", pa.list_(pa.float32(), self.dimension))])
-            self.db.ingest("memories", pa.Table.from_pylist(with_vec, schema=schema))
-        if without:
-            self.db.ingest("memories", pa.Table.from_pylist(without, schema=pa.schema(base)))
+        for group, has_vec in ((with_vec, True), (without, False)):
+            if not group:
+                continue
+            columns = {f.name: pa.array([r[f.name] for r in group], f.type) for f in base}
+            if has_vec:
+                flat = pa.array(np.stack([r["embedding"] for r in group]).reshape(-1), pa.float32())
+                columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, self.dimension)
+            self.db.ingest("memories", pa.table(columns))
         events = pa.table(
             {
                 "memory_id": ids,
@@ -488,7 +499,7 @@ class Memory:
         if vector is None:
             self._check_text(query, "query")
         self._check_text(namespace, "namespace")
-        params: list[Any] = [vector if vector is not None else query]
+        params: list[Any] = [vector.tolist() if vector is not None else query]
         target = "$1" if vector is not None else "embed($1)"
         where = self._where(namespace, filters, params)
         table = self.db.sql(
@@ -505,18 +516,31 @@ class Memory:
         return hits
 
     def log_access(self, hits: Sequence[Hit], namespace: str, query: Optional[str]) -> None:
-        self.db.ingest(
-            "memory_access_log",
+        """Append one access-log row per hit (buffered when ``access_flush_every`` > 1)."""
+        self._access_buffer.append(
             pa.table(
                 {
-                    "memory_id": [h.id for h in hits],
-                    "namespace": [namespace] * len(hits),
+                    "memory_id": pa.array([h.id for h in hits], pa.string()),
+                    "namespace": pa.array([namespace] * len(hits), pa.string()),
                     "query": pa.array([query] * len(hits), pa.string()),
                     "rank": pa.array(range(1, len(hits) + 1), pa.int32()),
-                    "distance": [h.distance for h in hits],
+                    "distance": pa.array([h.distance for h in hits], pa.float64()),
                 }
-            ),
+            )
         )
+        if len(self._access_buffer) >= self.access_flush_every:
+            self.flush_access_log()
+
+    def flush_access_log(self) -> int:
+        """Send buffered access-log rows; the number sent."""
+        if not self._access_buffer:
+            return 0
+        table = pa.concat_tables(self._access_buffer)
+        self._access_buffer = []
+        return self.db.ingest("memory_access_log", table)
+
+    def close(self) -> None:
+        self.flush_access_log()
 
     def history(self, memory_id: str) -> list[MemoryEvent]:
         """Every recorded change of a memory, oldest first (from ``memory_events``)."""
@@ -656,6 +680,7 @@ class Memory:
         latest access from that batch; delete the batch. Rows appended meanwhile stay unclaimed for the next run.
         A failure between the last two statements re-folds the batch next time (at-least-once), never loses it.
         """
+        self.flush_access_log()
         scope = ""
         params: list[Any] = []
         if namespace is not None:
