@@ -248,12 +248,16 @@ impl Database {
             .clone()
     }
 
+    /// The tables every data directory has: `memories` and `adapters`.
     async fn ensure_memories(&self) -> Result<()> {
-        if self.inner.schema.lance_table_exists("memories") {
-            return Ok(());
+        for (name, schema) in [
+            ("memories", memories_schema()),
+            ("adapters", crate::adapters::adapters_schema()),
+        ] {
+            if !self.inner.schema.lance_table_exists(name) {
+                crate::ddl::create_lance_table(self, name, Arc::new(schema), vec![], false).await?;
+            }
         }
-        let schema = memories_schema();
-        crate::ddl::create_lance_table(self, "memories", Arc::new(schema), vec![], false).await?;
         Ok(())
     }
 }

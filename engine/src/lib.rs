@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod adapters;
 pub mod catalog;
 pub mod database;
 mod ddl;

@@ -215,7 +215,13 @@ async fn eval_constants(
     if exprs.is_empty() {
         return Ok(vec![]);
     }
-    let sql = format!("SELECT {}", exprs.join(", "));
+    // Aliased: equal arguments (`CALL f('a', 'a')`) would otherwise be duplicate column names.
+    let columns: Vec<String> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("({e}) AS arg{i}"))
+        .collect();
+    let sql = format!("SELECT {}", columns.join(", "));
     let df = session.context().sql(&sql).await?;
     let df = match params {
         Some(p) => df.with_param_values(p)?,
@@ -428,7 +434,9 @@ async fn versions_batch(schema: &MarrowSchema, table: &str) -> Result<RecordBatc
 const PROCEDURES: &str =
     "restore_table('t', version), tag_version('t', 'name'[, version]), drop_tag('t', 'name'), \
 compact_table('t'), cleanup_versions('t'[, retention]), import_safetensors('file', 'model'), \
-export_safetensors('model', 'file'), export_gguf('model', 'file'), quantize_model('model', 'new', 'q8_0'), drop_model('model')";
+export_safetensors('model', 'file'), export_gguf('model', 'file'), quantize_model('model', 'new', 'q8_0'), drop_model('model'), \
+import_peft('dir', 'id'[, 'description'[, 'base model'[, 'metrics json']]]), export_peft('id', 'dir'), \
+merge_adapter('id', 'new model'[, 'base model']), drop_adapter('id')";
 
 /// `CALL name(args…)`: one of Marrow's table maintenance procedures. Each returns one row describing what it did.
 pub(crate) async fn call(
@@ -645,6 +653,64 @@ pub(crate) async fn call(
                 ("tensors_quantized", uint(quantized)),
                 ("tensors_copied", uint(copied)),
             ])
+        }
+        "import_peft" => {
+            arity(2, 5)?;
+            let dir = string_value(&values[0], "CALL import_peft: the PEFT directory")?;
+            let id = string_value(&values[1], "CALL import_peft: the adapter's id")?;
+            let optional = |i: usize, what: &str| -> Result<Option<String>> {
+                match values.get(i) {
+                    None => Ok(None),
+                    Some(v) if v.is_null() => Ok(None),
+                    Some(v) => string_value(v, what).map(Some),
+                }
+            };
+            let description = optional(2, "CALL import_peft: the description")?;
+            let base = optional(3, "CALL import_peft: the base model")?;
+            let metrics = optional(4, "CALL import_peft: the metrics (a JSON object)")?;
+            let path = crate::fence::check_import(db.config(), &dir)?;
+            let done = crate::adapters::import(
+                session,
+                &path,
+                &id,
+                description.as_deref(),
+                base.as_deref(),
+                metrics.as_deref(),
+            )
+            .await?;
+            one_row(&[
+                ("adapter", text(&id)),
+                ("base_model", text(&done.base_model)),
+                ("modules", uint(done.modules as u64)),
+                ("tensors", uint(done.stats.tensors)),
+                ("bytes", uint(done.stats.bytes)),
+            ])
+        }
+        "export_peft" => {
+            arity(2, 2)?;
+            let id = string_value(&values[0], "CALL export_peft: the adapter's id")?;
+            let dir = string_value(&values[1], "CALL export_peft: the directory")?;
+            let path = crate::fence::check_export(db.config(), &dir)?;
+            let bytes = crate::adapters::export(session, &id, &path).await?;
+            one_row(&[("adapter", text(&id)), ("bytes", uint(bytes))])
+        }
+        "merge_adapter" => {
+            arity(2, 3)?;
+            let id = string_value(&values[0], "CALL merge_adapter: the adapter's id")?;
+            let target = string_value(&values[1], "CALL merge_adapter: the new model's name")?;
+            let base = match values.get(2) {
+                Some(v) => Some(string_value(v, "CALL merge_adapter: the base model")?),
+                None => None,
+            };
+            let merged = crate::adapters::merge(session, &id, &target, base.as_deref()).await?;
+            one_row(&[("model", text(&target)), ("tensors_merged", uint(merged as u64))])
+        }
+        "drop_adapter" => {
+            arity(1, 1)?;
+            let id = string_value(&values[0], "CALL drop_adapter: the adapter's id")?;
+            crate::adapters::require(session, &id).await?;
+            let rows = crate::weights::drop_model(session, &id).await?;
+            one_row(&[("adapter", text(&id)), ("rows_deleted", uint(rows))])
         }
         "drop_model" => {
             arity(1, 1)?;

@@ -394,7 +394,7 @@ async fn count_of(session: &Session, sql: &str) -> Result<i64> {
         .unwrap_or(0))
 }
 
-async fn model_exists(session: &Session, model: &str) -> Result<bool> {
+pub(crate) async fn model_exists(session: &Session, model: &str) -> Result<bool> {
     let sql = format!(
         "SELECT count(*) FROM models WHERE model = {}",
         crate::dml::literal(model)
@@ -418,6 +418,17 @@ pub async fn import(
     model: &str,
     progress: Option<&AtomicU64>,
 ) -> Result<ImportStats> {
+    import_as(session, path, model, "safetensors", progress).await
+}
+
+/// [`import`], recording `format` in the `models` row.
+pub(crate) async fn import_as(
+    session: &Session,
+    path: &Path,
+    model: &str,
+    format: &str,
+    progress: Option<&AtomicU64>,
+) -> Result<ImportStats> {
     if model.is_empty() {
         return Err(Error::invalid("the model needs a name"));
     }
@@ -431,7 +442,7 @@ pub async fn import(
     if model_exists(session, model).await? {
         return Err(Error::new(
             ErrorKind::AlreadyExists,
-            format!("model '{model}' already exists; CALL drop_model('{model}') first"),
+            format!("model or adapter '{model}' already exists; CALL drop_model('{model}') first"),
         ));
     }
     let (batches, metadata, tensors, bytes) = read_chunks(&files, Some(model), progress)?;
@@ -445,8 +456,9 @@ pub async fn import(
         crate::dml::literal(&serde_json::to_string(&metadata).unwrap_or_default())
     };
     let insert = format!(
-        "INSERT INTO models VALUES ({}, 'safetensors', {metadata}, {tensors}, {bytes}, now())",
-        crate::dml::literal(model)
+        "INSERT INTO models VALUES ({}, {}, {metadata}, {tensors}, {bytes}, now())",
+        crate::dml::literal(model),
+        crate::dml::literal(format)
     );
     if let Err(e) = session.execute(&insert).await {
         // Keep the two tables consistent: take the tensors back out.
@@ -477,17 +489,23 @@ pub async fn drop_model(session: &Session, model: &str) -> Result<u64> {
     session
         .execute(&format!("DELETE FROM models WHERE model = {m}"))
         .await?;
+    if session.database().schema_provider().lance_table_exists("adapters") {
+        session
+            .execute(&format!("DELETE FROM adapters WHERE id = {m}"))
+            .await?;
+    }
     Ok(crate::session::QueryOutput::count_in(&b))
 }
 
-/// One stored tensor, as the export writers see it.
-struct Stored {
-    name: String,
-    dtype: String,
-    shape: Vec<i64>,
-    quantization: Option<String>,
+/// One stored tensor, as the export writers and merges see it.
+#[derive(Debug, Clone)]
+pub(crate) struct TensorMeta {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<i64>,
+    pub quantization: Option<String>,
     /// The bytes its chunks must add up to.
-    bytes: u64,
+    pub bytes: u64,
 }
 
 /// Bytes and values per block of the GGML schemes (the ones a GGUF file holds), from the quantization kernels' table.
@@ -505,7 +523,7 @@ fn block_layout(scheme: &str) -> Option<(u64, u64)> {
 async fn stored_tensors(
     session: &Session,
     model: &str,
-) -> Result<(Option<BTreeMap<String, String>>, Vec<Stored>)> {
+) -> Result<(Option<BTreeMap<String, String>>, Vec<TensorMeta>)> {
     require_model(session, model).await?;
     let m = crate::dml::literal(model);
     let (_, meta) = session
@@ -582,7 +600,7 @@ async fn stored_tensors(
                     elements.div_ceil(block) * block_bytes
                 }
             };
-            out.push(Stored {
+            out.push(TensorMeta {
                 name,
                 dtype: dtypes.value(i).to_string(),
                 shape,
@@ -594,6 +612,50 @@ async fn stored_tensors(
     Ok((metadata, out))
 }
 
+/// A model's tensors (sorted by name), each checked for complete chunks.
+pub(crate) async fn tensor_listing(session: &Session, model: &str) -> Result<Vec<TensorMeta>> {
+    Ok(stored_tensors(session, model).await?.1)
+}
+
+/// Chunk rows of new tensors for model `model`, built from whole tensors.
+pub(crate) struct ChunkRows(ChunkBatches);
+
+impl ChunkRows {
+    pub fn new(model: &str) -> Self {
+        Self(ChunkBatches::new(Some(model.to_string())))
+    }
+
+    pub fn push_tensor(&mut self, t: &TensorMeta, bytes: &[u8]) -> Result<()> {
+        let info = TensorInfo {
+            name: t.name.clone(),
+            dtype: t.dtype.clone(),
+            shape: t.shape.clone(),
+            begin: 0,
+            end: bytes.len() as u64,
+        };
+        let n_chunks = bytes.len().div_ceil(CHUNK_BYTES).max(1) as i32;
+        for chunk in 0..n_chunks {
+            let at = chunk as usize * CHUNK_BYTES;
+            let part = &bytes[at..(at + CHUNK_BYTES).min(bytes.len())];
+            self.0.push(&info, chunk, n_chunks, part)?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<Vec<RecordBatch>> {
+        self.0.flush()?;
+        Ok(self.0.done)
+    }
+}
+
+/// Append chunk rows (with their model column) to `tensors` as one commit.
+pub(crate) async fn append_chunks(session: &Session, batches: Vec<RecordBatch>) -> Result<()> {
+    session
+        .ingest("tensors", IngestMode::Append, chunk_schema(true), batches)
+        .await?;
+    Ok(())
+}
+
 /// Write `header`, then each tensor's chunks at its offset (zero padding between), to `out` through a temporary
 /// name. Returns the bytes of tensor data written.
 async fn write_tensor_file(
@@ -601,7 +663,7 @@ async fn write_tensor_file(
     model: &str,
     out: &Path,
     header: &[u8],
-    tensors: &[(&Stored, u64)],
+    tensors: &[(&TensorMeta, u64)],
     progress: Option<&AtomicU64>,
 ) -> Result<u64> {
     let m = crate::dml::literal(model);
@@ -723,12 +785,12 @@ pub async fn export(
     head.extend_from_slice(&text);
     // safetensors offsets are relative to the data section: shift them past the header for the writer.
     let base = head.len() as u64;
-    let plan: Vec<(&Stored, u64)> = plan.into_iter().map(|(t, o)| (t, o + base)).collect();
+    let plan: Vec<(&TensorMeta, u64)> = plan.into_iter().map(|(t, o)| (t, o + base)).collect();
     write_tensor_file(session, model, out, &head, &plan, progress).await
 }
 
 /// GGML type ids (ggml.h) of what Marrow writes to GGUF.
-fn ggml_type(t: &Stored) -> Option<u32> {
+fn ggml_type(t: &TensorMeta) -> Option<u32> {
     Some(match (t.quantization.as_deref(), t.dtype.as_str()) {
         (None, "F32") => 0,
         (None, "F16") => 1,
@@ -819,7 +881,7 @@ pub async fn export_gguf(
         head.push(0);
     }
     let base = head.len() as u64;
-    let plan: Vec<(&Stored, u64)> = plan.into_iter().map(|(t, o)| (t, o + base)).collect();
+    let plan: Vec<(&TensorMeta, u64)> = plan.into_iter().map(|(t, o)| (t, o + base)).collect();
     write_tensor_file(session, model, out, &head, &plan, progress).await
 }
 

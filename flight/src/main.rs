@@ -66,6 +66,88 @@ with the file's __metadata__.\n\nExample:\n  marrow import-weights ./all-MiniLM-
     /// Write a model from the `tensors` table back to one safetensors file.
     #[command(after_help = "Example:\n  marrow export-weights minilm --out minilm.safetensors")]
     ExportWeights(ExportWeightsArgs),
+    /// Import a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) into `adapters`.
+    #[command(after_help = "The config is checked against the tensors (rank, target modules, both halves of \
+every module) before anything is written. The description is embedded, so adapters are found with\n  \
+SELECT id FROM adapters ORDER BY cosine_distance(description_embedding, embed('the task')) LIMIT 3\n\n\
+Example:\n  marrow import-adapter ./lora-sentiment --id sentiment --base-model minilm \\\n    \
+--description 'classify the sentiment of product reviews' --metrics '{\"accuracy\": 0.91}'")]
+    ImportAdapter(ImportAdapterArgs),
+    /// Write an adapter back as a PEFT directory (adapter_config.json + adapter_model.safetensors).
+    #[command(after_help = "Example:\n  marrow export-adapter sentiment --out ./lora-sentiment")]
+    ExportAdapter(ExportAdapterArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportAdapterArgs {
+    /// The PEFT adapter directory.
+    dir: PathBuf,
+    /// The adapter's id in Marrow.
+    #[arg(long)]
+    id: String,
+    /// The Marrow model it adapts (default: the config's base_model_name_or_path).
+    #[arg(long)]
+    base_model: Option<String>,
+    /// What the adapter is for; its embedding is how adapters are found for a task.
+    #[arg(long)]
+    description: Option<String>,
+    /// Evaluation results, a JSON object.
+    #[arg(long)]
+    metrics: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "MARROW_DATA_DIR", default_value = "./marrow-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ExportAdapterArgs {
+    /// The adapter's id.
+    id: String,
+    /// The directory to write.
+    #[arg(long, short = 'o')]
+    out: PathBuf,
+    /// Data directory.
+    #[arg(long, env = "MARROW_DATA_DIR", default_value = "./marrow-data")]
+    data_dir: PathBuf,
+}
+
+async fn run_import_adapter(args: ImportAdapterArgs) -> Result<()> {
+    let db = Database::open(Config::new(&args.data_dir)).await?;
+    let session = db.session();
+    let started = std::time::Instant::now();
+    let done = marrow_engine::adapters::import(
+        &session,
+        &args.dir,
+        &args.id,
+        args.description.as_deref(),
+        args.base_model.as_deref(),
+        args.metrics.as_deref(),
+    )
+    .await?;
+    writeln!(
+        std::io::stdout().lock(),
+        "imported adapter {} for {}: {} modules, {} tensors, {} bytes in {:.2}s",
+        args.id,
+        done.base_model,
+        done.modules,
+        done.stats.tensors,
+        done.stats.bytes,
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(())
+}
+
+async fn run_export_adapter(args: ExportAdapterArgs) -> Result<()> {
+    let db = Database::open(Config::new(&args.data_dir)).await?;
+    let session = db.session();
+    let bytes = marrow_engine::adapters::export(&session, &args.id, &args.out).await?;
+    writeln!(
+        std::io::stdout().lock(),
+        "exported adapter {} ({bytes} bytes of tensors) to {}",
+        args.id,
+        args.out.display()
+    )?;
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -589,6 +671,8 @@ async fn main() -> Result<()> {
         Command::Export(a) => run_export(a).await,
         Command::ImportWeights(a) => run_import_weights(a).await,
         Command::ExportWeights(a) => run_export_weights(a).await,
+        Command::ImportAdapter(a) => run_import_adapter(a).await,
+        Command::ExportAdapter(a) => run_export_adapter(a).await,
         Command::Sql(a) => {
             if !run_sql(a).await? {
                 std::process::exit(1);
