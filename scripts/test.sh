@@ -15,4 +15,7 @@ fi
 # --all-targets resolves features as `cargo test` does, so the binary and the tests share one build.
 cargo build --workspace --all-targets
 cargo test --workspace
+# The Python package's lint and types (configured in python/pyproject.toml), then its tests against the binary.
+(cd python && ../.venv/bin/ruff check marrow examples && ../.venv/bin/ruff format --check marrow examples \
+  && ../.venv/bin/mypy marrow examples)
 FLIGHT_SQL_CLIENT="$tools/bin/flight_sql_client" MARROW_BIN="$CARGO_TARGET_DIR/debug/marrow" .venv/bin/python -m pytest -q python/tests
