@@ -1,8 +1,8 @@
 """Issue 6's measurements, side by side in one run on all-MiniLM-L6-v2 (release `marrow`):
 
-- quantize/dequantize throughput (GB/s of f32) through SQL (`quantize(data, scheme)` over the `tensors` chunks,
-  in-process in the server, timed through ADBC with `count(*)` so no blobs cross the wire), next to gguf-py 0.19's
-  numpy reference on the same tensors and numpy's memcpy as the ceiling;
+- quantize/dequantize throughput (GB/s of f32) of Marrow's raw kernels and of SQL (`quantize(data, scheme)` over
+  the `tensors` chunks, in-process: engine/examples/quant_bench.rs, built beside the binary), next to gguf-py 0.19's
+  numpy reference on the same tensors and memcpy as the ceiling;
 - RMSE and max error per scheme on MiniLM's F32 tensors (`dequantize(quantize(x))` vs x);
 - import and export time of the 90 MB model (CLI, embedded).
 
@@ -11,6 +11,7 @@ Usage: .venv/bin/python bench/quant.py <release marrow> [REPS]
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -66,25 +67,20 @@ def main() -> None:
                     cur.execute(sql)
                     cur.fetchall()
 
-                base = best(lambda: run(f"SELECT count(*) FROM (SELECT data FROM tensors WHERE {where})"))
-                print(f"\n## throughput on MiniLM's F32 tensors ({f32_bytes / 1e6:.1f} MB), best of {REPS}")
-                print("SQL: the scan of the chunks alone is timed and subtracted; dequantize = (quantize+dequantize) - quantize")
-                print(f"{'scheme':<6} {'SQL quantize':>13} {'SQL dequant':>12} {'gguf-py q':>10} {'gguf-py dq':>11}"
-                      f"   GB/s of f32")
-                two_d = sum(v.nbytes for v in tensors.values() if v.ndim == 2)
+                print(f"\n## throughput on MiniLM's F32 tensors ({f32_bytes / 1e6:.1f} MB), GB/s of f32, best of {REPS}")
+                print("raw = Marrow's kernels on one thread; SQL = quantize()/dequantize() over the tensors rows,")
+                print("in-process (scan = the same query without the function); gguf-py = gguf.quants (numpy)")
+                # The kernels and the in-process SQL path, from the Rust example built beside the binary.
+                example = os.path.join(os.path.dirname(MARROW), "examples", "quant_bench")
+                rust = {}
+                out = subprocess.run([example, str(src), str(REPS)], check=True, capture_output=True, text=True)
+                for line in out.stdout.splitlines():
+                    row = json.loads(line)
+                    rust[row["scheme"]] = row
+                print(f"{'scheme':<6} {'raw q':>7} {'raw dq':>7} {'SQL q':>7} {'SQL dq':>7} {'scan':>6} "
+                      f"{'gguf-py q':>10} {'gguf-py dq':>11} {'raw q / gguf-py':>16} {'memcpy':>7}")
                 for scheme in ["q8_0", "q4_0", "q4_k", "q2_k", "nf4", "int8"]:
-                    # K-quants need 256-value blocks: MiniLM's 1-D tensors (384 values) are left out for them.
-                    kq = scheme in ("q4_k", "q2_k")
-                    where = "model = 'minilm' AND dtype = 'F32'" + (" AND array_length(shape) = 2" if kq else "")
-                    nbytes = two_d if kq else f32_bytes
-                    base = best(lambda: run(f"SELECT count(*) FROM (SELECT data FROM tensors WHERE {where})"))
-                    q = best(lambda: run(
-                        f"SELECT count(quantize(data, '{scheme}')) FROM tensors WHERE {where}"))
-                    dq = best(lambda: run(
-                        f"SELECT count(dequantize(quantize(data, '{scheme}'), '{scheme}')) FROM tensors WHERE {where}"))
-                    sql_q = nbytes / max(q - base, 1e-9) / 1e9
-                    # Below the timing noise the difference says nothing: print nan.
-                    sql_dq = nbytes / (dq - q) / 1e9 if dq - q > 0.05 * q else float("nan")
+                    r = rust[scheme]
                     ref_q = ref_dq = float("nan")
                     if scheme in GGML:
                         qt = GGML[scheme]
@@ -92,10 +88,12 @@ def main() -> None:
                         tq = best(lambda: blobs.update({k: gguf.quants.quantize(v, qt) for k, v in tensors.items()}))
                         tdq = best(lambda: [gguf.quants.dequantize(b, qt) for b in blobs.values()])
                         ref_q, ref_dq = f32_bytes / tq / 1e9, f32_bytes / tdq / 1e9
-                    print(f"{scheme:<6} {sql_q:>13.2f} {sql_dq:>12.2f} {ref_q:>10.2f} {ref_dq:>11.2f}")
+                    print(f"{scheme:<6} {r['raw_quantize']:>7.2f} {r['raw_dequantize']:>7.2f} "
+                          f"{r['sql_quantize']:>7.2f} {r['sql_dequantize']:>7.2f} {r['scan']:>6.2f} "
+                          f"{ref_q:>10.2f} {ref_dq:>11.2f} {r['raw_quantize'] / ref_q:>16.1f} {r['memcpy']:>7.2f}")
                 buf = np.concatenate([v.ravel() for v in tensors.values()])
                 t_copy = best(lambda: buf.copy())
-                print(f"memcpy (numpy copy) ceiling: {f32_bytes / t_copy / 1e9:.2f} GB/s")
+                print(f"numpy copy of the same bytes: {f32_bytes / t_copy / 1e9:.2f} GB/s")
 
                 print("\n## error per scheme on MiniLM's F32 tensors (every value; int8 scales per 4 MiB chunk)")
                 for scheme in ["q8_0", "q4_0", "q4_k", "q2_k", "nf4", "int8"]:

@@ -98,9 +98,9 @@ async fn main() -> marrow_engine::Result<()> {
             "model = 'm' AND dtype = 'F32' AND array_element(shape, CAST(array_length(shape) AS BIGINT)) % {block} = 0"
         );
         let s = scheme.name();
-        let scan = sql_time(format!("SELECT sum(octet_length(data)) FROM tensors WHERE {fits}")).await?;
+        let scan = sql_time(format!("SELECT count(data) FROM tensors WHERE {fits}")).await?;
         let sql_quant = sql_time(format!(
-            "SELECT sum(octet_length(quantize(data, '{s}'))) FROM tensors WHERE {fits}"
+            "SELECT count(quantize(data, '{s}')) FROM tensors WHERE {fits}"
         ))
         .await?;
         session
@@ -108,7 +108,7 @@ async fn main() -> marrow_engine::Result<()> {
                 "CREATE TABLE q AS SELECT quantize(data, '{s}') AS blob FROM tensors WHERE {fits}"
             ))
             .await?;
-        let q_scan = sql_time("SELECT sum(octet_length(blob)) FROM q".into()).await?;
+        let q_scan = sql_time("SELECT count(blob) FROM q".into()).await?;
         let sql_dequant = sql_time(format!(
             "SELECT sum(array_length(dequantize(blob, '{s}'))) FROM q"
         ))
