@@ -28,7 +28,10 @@ fn best(reps: usize, mut f: impl FnMut()) -> f64 {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> marrow_engine::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let path = std::path::PathBuf::from(args.get(1).expect("usage: quant_bench model.safetensors [reps]"));
+    let path = std::path::PathBuf::from(
+        args.get(1)
+            .expect("usage: quant_bench model.safetensors [reps]"),
+    );
     let reps: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(3);
     let header = read_header(&path)?;
     let file = std::fs::read(&path)?;
@@ -38,12 +41,17 @@ async fn main() -> marrow_engine::Result<()> {
         .iter()
         .filter(|t| t.dtype == "F32")
         .map(|t| {
-            let bytes = &file[(header.data_start + t.begin) as usize..(header.data_start + t.end) as usize];
+            let bytes =
+                &file[(header.data_start + t.begin) as usize..(header.data_start + t.end) as usize];
             let values = bytes
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
-            (t.name.clone(), *t.shape.last().unwrap_or(&1) as usize, values)
+            (
+                t.name.clone(),
+                *t.shape.last().unwrap_or(&1) as usize,
+                values,
+            )
         })
         .collect();
 
