@@ -170,36 +170,36 @@ impl LoraConfig {
                 .as_f64()
                 .ok_or_else(|| bad_config("lora_alpha must be a number"))?,
         };
-        let targets = match m.get("target_modules") {
-            Some(Value::String(s)) if s == "all-linear" => Targets::AllLinear,
-            Some(Value::String(s)) => Targets::Pattern(
-                s.clone(),
-                regex::Regex::new(&format!("^(?:{s})$")).map_err(|e| {
-                    bad_config(format!("target_modules '{s}' is not a regular expression: {e}"))
-                })?,
-            ),
-            Some(Value::Array(a)) => Targets::Names(
-                a.iter()
-                    .map(|t| {
-                        t.as_str()
-                            .map(str::to_string)
-                            .ok_or_else(|| bad_config("target_modules must be strings"))
-                    })
-                    .collect::<Result<_>>()?,
-            ),
-            _ => {
-                return Err(bad_config(
+        let targets =
+            match m.get("target_modules") {
+                Some(Value::String(s)) if s == "all-linear" => Targets::AllLinear,
+                Some(Value::String(s)) => Targets::Pattern(
+                    s.clone(),
+                    regex::Regex::new(&format!("^(?:{s})$")).map_err(|e| {
+                        bad_config(format!(
+                            "target_modules '{s}' is not a regular expression: {e}"
+                        ))
+                    })?,
+                ),
+                Some(Value::Array(a)) => Targets::Names(
+                    a.iter()
+                        .map(|t| {
+                            t.as_str()
+                                .map(str::to_string)
+                                .ok_or_else(|| bad_config("target_modules must be strings"))
+                        })
+                        .collect::<Result<_>>()?,
+                ),
+                _ => return Err(bad_config(
                     "target_modules (a list of module names or a regular expression) is missing",
-                ))
-            }
-        };
+                )),
+            };
         let mut rank_pattern = vec![];
         if let Some(Value::Object(p)) = m.get("rank_pattern") {
             for (k, v) in p {
-                let r = v
-                    .as_i64()
-                    .filter(|r| *r > 0)
-                    .ok_or_else(|| bad_config(format!("rank_pattern['{k}'] must be a positive integer")))?;
+                let r = v.as_i64().filter(|r| *r > 0).ok_or_else(|| {
+                    bad_config(format!("rank_pattern['{k}'] must be a positive integer"))
+                })?;
                 rank_pattern.push((pattern_regex(k)?, r));
             }
         }
@@ -216,7 +216,10 @@ impl LoraConfig {
             text: text.to_string(),
             rank,
             alpha,
-            use_rslora: m.get("use_rslora").and_then(Value::as_bool).unwrap_or(false),
+            use_rslora: m
+                .get("use_rslora")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             fan_in_fan_out: m
                 .get("fan_in_fan_out")
                 .and_then(Value::as_bool)
@@ -353,9 +356,8 @@ fn read_dir(dir: &Path) -> Result<(LoraConfig, AdapterTensors)> {
         )));
     }
     let config_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&config_path).map_err(|e| {
-        Error::not_found(format!("cannot read {}: {e}", config_path.display()))
-    })?;
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| Error::not_found(format!("cannot read {}: {e}", config_path.display())))?;
     let config = LoraConfig::parse(&text)?;
     let weights_path = dir.join(WEIGHTS_FILE);
     if !weights_path.exists() {
@@ -422,12 +424,7 @@ pub async fn import(
         )
     });
     let stats = weights::import_as(session, &dir.join(WEIGHTS_FILE), id, FORMAT, None).await?;
-    let targets: Vec<String> = config
-        .targets
-        .listed()
-        .iter()
-        .map(|t| literal(t))
-        .collect();
+    let targets: Vec<String> = config.targets.listed().iter().map(|t| literal(t)).collect();
     let insert = format!(
         "INSERT INTO adapters (id, kind, base_model, rank, alpha, use_rslora, target_modules, description, \
          metrics, config) VALUES ({}, 'lora', {}, {}, {}, {}, make_array({}), {}, {}, {})",
@@ -563,6 +560,7 @@ fn from_f32(dtype: &str, values: &[f32]) -> Vec<u8> {
 
 /// `w += scale · (b · a)`, with `b` [out, r], `a` [r, in] and `w` [out, in] (or [in, out] when `transposed`, as
 /// GPT-2's Conv1D layers store it). The product is formed in f32 row by row before scaling, as `scale * (B @ A)`.
+#[allow(clippy::too_many_arguments)] // a BLAS-style kernel: the dimensions are the interface
 pub fn add_lora(
     w: &mut [f32],
     a: &[f32],
@@ -610,12 +608,7 @@ fn resolve<'a>(names: &'a BTreeSet<String>, wanted: &str) -> Option<&'a String> 
 /// Merge adapter `id` into its base model as a new model `target`: every adapted weight becomes `W + s·B·A`,
 /// `modules_to_save` tensors replace the base's, everything else is copied. `base` (default: the adapter's base
 /// model) must be the model the adapter was imported for, and every shape must fit. Returns the tensors merged.
-pub async fn merge(
-    session: &Session,
-    id: &str,
-    target: &str,
-    base: Option<&str>,
-) -> Result<usize> {
+pub async fn merge(session: &Session, id: &str, target: &str, base: Option<&str>) -> Result<usize> {
     let (own_base, config) = adapter_row(session, id).await?;
     let base = base.unwrap_or(&own_base).to_string();
     if base != own_base {
@@ -714,8 +707,14 @@ pub async fn merge(
     for (pair, name) in &plan {
         let w_meta = by_name[name.as_str()];
         let mut w = to_f32(&w_meta.dtype, &tensor_bytes(session, &base, name).await?)?;
-        let a = to_f32(&pair.a.dtype, &tensor_bytes(session, id, &pair.a.name).await?)?;
-        let b = to_f32(&pair.b.dtype, &tensor_bytes(session, id, &pair.b.name).await?)?;
+        let a = to_f32(
+            &pair.a.dtype,
+            &tensor_bytes(session, id, &pair.a.name).await?,
+        )?;
+        let b = to_f32(
+            &pair.b.dtype,
+            &tensor_bytes(session, id, &pair.b.name).await?,
+        )?;
         let (out, rank, inp) = (
             pair.b.shape[0] as usize,
             pair.a.shape[0] as usize,
@@ -802,8 +801,10 @@ mod tests {
         assert_eq!(c.scale("encoder.layer.0.attention.self.query"), 2.0);
         assert_eq!(c.scale("encoder.layer.0.attention.self.value"), 4.0);
         assert_eq!(c.scale("encoder.layer.1.attention.self.query"), 4.0);
-        let rs = LoraConfig::parse(r#"{"r": 16, "lora_alpha": 8, "use_rslora": true, "target_modules": "q"}"#)
-            .unwrap();
+        let rs = LoraConfig::parse(
+            r#"{"r": 16, "lora_alpha": 8, "use_rslora": true, "target_modules": "q"}"#,
+        )
+        .unwrap();
         assert_eq!(rs.scale("q"), 2.0);
     }
 
@@ -822,9 +823,15 @@ mod tests {
         // A rank that is not the config's.
         let mut bad = ok.clone();
         bad[2] = info(&format!("{p}.value.lora_A.weight"), &[4, 8]);
-        assert!(check_tensors(&c, &bad).unwrap_err().message().contains("rank 2"));
+        assert!(check_tensors(&c, &bad)
+            .unwrap_err()
+            .message()
+            .contains("rank 2"));
         // A half missing.
-        assert!(check_tensors(&c, &ok[..3]).unwrap_err().message().contains("only one"));
+        assert!(check_tensors(&c, &ok[..3])
+            .unwrap_err()
+            .message()
+            .contains("only one"));
         // A module the config does not target.
         let mut untargeted = ok.to_vec();
         untargeted.push(info(&format!("{p}.key.lora_A.weight"), &[4, 8]));
@@ -841,8 +848,14 @@ mod tests {
             ("{", "not JSON"),
             (r#"{"r": 0, "target_modules": ["q"]}"#, "positive"),
             (r#"{"r": 4}"#, "target_modules"),
-            (r#"{"peft_type": "IA3", "r": 4, "target_modules": ["q"]}"#, "LoRA adapters only"),
-            (r#"{"r": 4, "use_dora": true, "target_modules": ["q"]}"#, "DoRA"),
+            (
+                r#"{"peft_type": "IA3", "r": 4, "target_modules": ["q"]}"#,
+                "LoRA adapters only",
+            ),
+            (
+                r#"{"r": 4, "use_dora": true, "target_modules": ["q"]}"#,
+                "DoRA",
+            ),
         ] {
             let e = LoraConfig::parse(text).unwrap_err();
             assert!(e.message().contains(want), "{text}: {}", e.message());
@@ -868,8 +881,14 @@ mod tests {
             .into_iter()
             .map(String::from)
             .collect();
-        assert_eq!(resolve(&names, "encoder.q.weight").unwrap(), "bert.encoder.q.weight");
-        assert_eq!(resolve(&names, "model.encoder.k.weight").unwrap(), "encoder.k.weight");
+        assert_eq!(
+            resolve(&names, "encoder.q.weight").unwrap(),
+            "bert.encoder.q.weight"
+        );
+        assert_eq!(
+            resolve(&names, "model.encoder.k.weight").unwrap(),
+            "encoder.k.weight"
+        );
         assert!(resolve(&names, "encoder.v.weight").is_none());
     }
 }
