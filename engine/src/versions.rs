@@ -703,7 +703,10 @@ pub(crate) async fn call(
                 None => None,
             };
             let merged = crate::adapters::merge(session, &id, &target, base.as_deref()).await?;
-            one_row(&[("model", text(&target)), ("tensors_merged", uint(merged as u64))])
+            one_row(&[
+                ("model", text(&target)),
+                ("tensors_merged", uint(merged as u64)),
+            ])
         }
         "drop_adapter" => {
             arity(1, 1)?;

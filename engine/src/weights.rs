@@ -489,7 +489,11 @@ pub async fn drop_model(session: &Session, model: &str) -> Result<u64> {
     session
         .execute(&format!("DELETE FROM models WHERE model = {m}"))
         .await?;
-    if session.database().schema_provider().lance_table_exists("adapters") {
+    if session
+        .database()
+        .schema_provider()
+        .lance_table_exists("adapters")
+    {
         session
             .execute(&format!("DELETE FROM adapters WHERE id = {m}"))
             .await?;

@@ -67,11 +67,13 @@ with the file's __metadata__.\n\nExample:\n  marrow import-weights ./all-MiniLM-
     #[command(after_help = "Example:\n  marrow export-weights minilm --out minilm.safetensors")]
     ExportWeights(ExportWeightsArgs),
     /// Import a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) into `adapters`.
-    #[command(after_help = "The config is checked against the tensors (rank, target modules, both halves of \
+    #[command(
+        after_help = "The config is checked against the tensors (rank, target modules, both halves of \
 every module) before anything is written. The description is embedded, so adapters are found with\n  \
 SELECT id FROM adapters ORDER BY cosine_distance(description_embedding, embed('the task')) LIMIT 3\n\n\
 Example:\n  marrow import-adapter ./lora-sentiment --id sentiment --base-model minilm \\\n    \
---description 'classify the sentiment of product reviews' --metrics '{\"accuracy\": 0.91}'")]
+--description 'classify the sentiment of product reviews' --metrics '{\"accuracy\": 0.91}'"
+    )]
     ImportAdapter(ImportAdapterArgs),
     /// Write an adapter back as a PEFT directory (adapter_config.json + adapter_model.safetensors).
     #[command(after_help = "Example:\n  marrow export-adapter sentiment --out ./lora-sentiment")]
