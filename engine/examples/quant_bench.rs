@@ -9,6 +9,8 @@
 //! `cargo run --release -p marrow-engine --example quant_bench -- model.safetensors [reps]`
 //! (bench/quant.py runs it next to gguf-py's numpy reference.)
 
+#![allow(clippy::print_stdout)] // a benchmark reports on stdout
+
 use std::time::Instant;
 
 use marrow_engine::weights::{read_header, CHUNK_BYTES};
