@@ -61,12 +61,6 @@ def main() -> None:
         server = Server(data)  # type: ignore[arg-type]
         try:
             with marrow.connect(server.uri) as conn, conn.cursor() as cur:
-                where = "model = 'minilm' AND dtype = 'F32'"
-
-                def run(sql: str) -> None:
-                    cur.execute(sql)
-                    cur.fetchall()
-
                 print(f"\n## throughput on MiniLM's F32 tensors ({f32_bytes / 1e6:.1f} MB), GB/s of f32, best of {REPS}")
                 print("raw = Marrow's kernels on one thread; SQL = quantize()/dequantize() over the tensors rows,")
                 print("in-process (scan = the same query without the function); gguf-py = gguf.quants (numpy)")
