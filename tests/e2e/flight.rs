@@ -711,6 +711,7 @@ async fn catalog_calls() {
             "+--------------+----------------+--------------+------------+",
             "| catalog_name | db_schema_name | table_name   | table_type |",
             "+--------------+----------------+--------------+------------+",
+            "| marrow       | public         | adapters     | TABLE      |",
             "| marrow       | public         | memories     | TABLE      |",
             "| marrow       | public         | people       | TABLE      |",
             "| marrow       | public         | people_names | VIEW       |",
