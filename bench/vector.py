@@ -131,15 +131,20 @@ def flight(data, marrow_bin, queries, truth, settings) -> None:
         cur = conn.cursor()
         sql = "SELECT id FROM glove ORDER BY cosine_distance(emb, $1) LIMIT 10"
         for nprobes, ef in settings:
-            cur.execute(f"SET marrow.nprobes = {nprobes}")
-            cur.execute(f"SET marrow.ef = {ef}")
-            got = []
-            t0 = time.perf_counter()
-            for q in queries:
-                cur.execute(sql, parameters=[q.tolist()])
-                got.append(cur.fetch_arrow_table().column(0).to_pylist())
-            secs = time.perf_counter() - t0
-            print(f"marrow-flight IVF_HNSW_SQ nprobes = {nprobes:<3} ef = {ef:<4}   recall@10 {recall(got, truth):.4f}  {len(queries) / secs:>8.1f} q/s")
+            for parallelism in (0, -1):
+                cur.execute(f"SET marrow.nprobes = {nprobes}")
+                cur.execute(f"SET marrow.ef = {ef}")
+                cur.execute(f"SET marrow.query_parallelism = {parallelism}")
+                got = []
+                t0 = time.perf_counter()
+                for q in queries:
+                    cur.execute(sql, parameters=[q.tolist()])
+                    got.append(cur.fetch_arrow_table().column(0).to_pylist())
+                secs = time.perf_counter() - t0
+                print(
+                    f"marrow-flight IVF_HNSW_SQ nprobes = {nprobes:<3} ef = {ef:<4} query_parallelism = {parallelism:<3}"
+                    f" recall@10 {recall(got, truth):.4f}  {len(queries) / secs:>8.1f} q/s"
+                )
         conn.close()
     finally:
         server.terminate()

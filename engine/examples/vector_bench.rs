@@ -278,17 +278,22 @@ async fn ann(dir: &str) {
         run(create).await;
         println!("{kind}: built in {:.1} s", t.elapsed().as_secs_f64());
         for (a, b) in settings {
-            run("SET marrow.refine_factor = 0").await;
-            run("SET marrow.ef = 0").await;
-            run(a).await;
-            run(b).await;
-            let (recall, qps) = sweep(&session, &queries, &truth, dim).await;
-            println!(
-                "marrow-sql {kind:<12} {:<26} {:<28} recall@10 {recall:.4}  {qps:>8.1} q/s",
-                a.trim_start_matches("SET marrow."),
-                b.trim_start_matches("SET marrow.")
-            );
+            // Lance's default (sequential partition search), then every core on one query.
+            for parallelism in [0, -1] {
+                run("SET marrow.refine_factor = 0").await;
+                run("SET marrow.ef = 0").await;
+                run(&format!("SET marrow.query_parallelism = {parallelism}")).await;
+                run(a).await;
+                run(b).await;
+                let (recall, qps) = sweep(&session, &queries, &truth, dim).await;
+                println!(
+                    "marrow-sql {kind:<12} {:<26} {:<28} query_parallelism = {parallelism:<3} recall@10 {recall:.4}  {qps:>8.1} q/s",
+                    a.trim_start_matches("SET marrow."),
+                    b.trim_start_matches("SET marrow.")
+                );
+            }
         }
+        run("SET marrow.query_parallelism = 0").await;
     }
     // Leave the HNSW index for the Flight and pylance runs that follow.
 }
@@ -364,13 +369,52 @@ async fn overhead(dir: &str) {
         ds.describe_indices(None).await.unwrap()
     );
     let qa = Float32Array::from(q.to_vec());
-    time_it!("lance scanner nearest (k=10)", n, {
-        let mut s = ds.scan();
-        s.project(&["id"]).unwrap();
-        s.nearest("emb", &qa, 10).unwrap();
-        s.distance_metric(lance_linalg::distance::DistanceType::Cosine);
-        s.try_into_batch().await.unwrap();
+    // The same settings as the SQL queries below (IVF_HNSW_SQ at recall 0.95).
+    for columns in [&["id"][..], &["id", "emb"][..]] {
+        time_it!(
+            format!("lance scanner nearest {columns:?} (nprobes 8, ef 100)"),
+            n,
+            {
+                let mut s = ds.scan();
+                s.project(columns).unwrap();
+                s.nearest("emb", &qa, 10).unwrap();
+                s.distance_metric(lance_linalg::distance::DistanceType::Cosine);
+                s.nprobes(8);
+                s.ef(100);
+                s.try_into_batch().await.unwrap();
+            }
+        );
+    }
+    for setting in ["SET marrow.nprobes = 8", "SET marrow.ef = 100"] {
+        session.execute(setting).await.unwrap();
+    }
+    let state = session.context().state();
+    time_it!("plan the ANN query (logical + physical)", n, {
+        let plan = state
+            .create_logical_plan(sql)
+            .await
+            .unwrap()
+            .with_param_values(query_param(q))
+            .unwrap();
+        state.create_physical_plan(&plan).await.unwrap()
     });
+    for parallelism in [0, -1] {
+        session
+            .execute(&format!("SET marrow.query_parallelism = {parallelism}"))
+            .await
+            .unwrap();
+        time_it!(
+            format!("ANN query through SQL (nprobes 8, ef 100, query_parallelism {parallelism})"),
+            n,
+            session
+                .execute_with_params(sql, Some(query_param(q)))
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap()
+        );
+    }
 }
 
 #[tokio::main]

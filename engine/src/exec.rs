@@ -18,6 +18,8 @@ pub struct PassExec {
     description: String,
     rows: Option<Arc<AtomicU64>>,
     properties: Arc<PlanProperties>,
+    /// Whether DataFusion may spread the input over more partitions (not for a handful of rows).
+    parallel_input: bool,
 }
 
 impl PassExec {
@@ -34,7 +36,14 @@ impl PassExec {
             description,
             rows: None,
             properties,
+            parallel_input: true,
         }
+    }
+
+    /// Keep the input as it is: a few rows gain nothing from a repartition but its task hand-offs.
+    pub(crate) fn serial(mut self) -> Self {
+        self.parallel_input = false;
+        self
     }
 
     /// A node that adds the number of rows passing through to `rows`.
@@ -77,6 +86,10 @@ impl ExecutionPlan for PassExec {
         vec![true]
     }
 
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![self.parallel_input]
+    }
+
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
@@ -90,6 +103,7 @@ impl ExecutionPlan for PassExec {
             description: self.description.clone(),
             rows: self.rows.clone(),
             properties,
+            parallel_input: self.parallel_input,
         }))
     }
 

@@ -294,6 +294,14 @@ impl Session {
                         is_query: false,
                     });
                 }
+                // DataFusion plans neither UPDATE … FROM nor DELETE … USING; Marrow runs them (dml.rs). Their
+                // parameters are named from the statement, untyped: the bound values decide at execution.
+                Statement::Update(u) if u.from.is_some() => {
+                    return Ok(unplanned_dml(stmt));
+                }
+                Statement::Delete(d) if d.using.is_some() => {
+                    return Ok(unplanned_dml(stmt));
+                }
                 Statement::Update(_) | Statement::Delete(_) => (true, false),
                 _ => (false, false),
             },
@@ -400,6 +408,31 @@ fn parameter_schema(plan: &LogicalPlan) -> Result<SchemaRef> {
         })
         .collect();
     Ok(Arc::new(Schema::new(fields)))
+}
+
+/// A data-changing statement prepared without a plan: a row count out, one untyped field per `$n` in.
+fn unplanned_dml(statement: &Statement) -> PreparedInfo {
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value};
+    let mut numbers = std::collections::BTreeSet::new();
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(statement, |e| {
+        if let SqlExpr::Value(v) = e {
+            if let Value::Placeholder(p) = &v.value {
+                if let Ok(n) = p.trim_start_matches('$').parse::<usize>() {
+                    numbers.insert(n);
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    let fields: Vec<Field> = numbers
+        .into_iter()
+        .map(|n| Field::new(format!("${n}"), DataType::Null, true))
+        .collect();
+    PreparedInfo {
+        dataset_schema: QueryOutput::count_schema(),
+        parameter_schema: Arc::new(Schema::new(fields)),
+        is_query: false,
+    }
 }
 
 const PARAMS_RELATION: &str = "__marrow_params";

@@ -43,6 +43,9 @@ extensions_options! {
         pub refine_factor: usize, default = 0
         /// HNSW search breadth (0: Lance's default).
         pub ef: usize, default = 0
+        /// Index partitions one query searches at once (0: Lance's choice, sequential for HNSW; -1: every core).
+        /// Parallel search lowers one query's latency and costs throughput under concurrent queries.
+        pub query_parallelism: i32, default = 0
         /// Ignore vector indexes: every ORDER BY distance LIMIT k query scans exactly.
         pub exact_search: bool, default = false
         /// How long `CALL cleanup_versions('t')` keeps old versions (an interval: '7 days', '1 hour', '0 seconds').
@@ -379,6 +382,9 @@ impl VectorSearchTable {
         if self.opts.ef > 0 {
             scan.ef(self.opts.ef);
         }
+        if self.opts.query_parallelism != 0 {
+            scan.query_parallelism(self.opts.query_parallelism);
+        }
         let plan = scan.create_plan().await.map_err(lance_err)?;
         // Keep exactly the columns DataFusion asked for, in its order (Lance may add its own).
         let plan_schema = plan.schema();
@@ -403,7 +409,8 @@ impl VectorSearchTable {
                 setting(self.opts.ef),
                 filter.as_deref().unwrap_or("none"),
             ),
-        )))
+        )
+        .serial()))
     }
 }
 

@@ -42,6 +42,24 @@ def test_executemany_streams_parameter_rows(server):
         assert cur.fetchone() == (-1,)
 
 
+def test_update_from_and_delete_using_with_parameters(server):
+    """Prepared UPDATE … FROM and DELETE … USING (forms DataFusion cannot plan) take bound parameters."""
+    with marrow.connect(server.uri) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE stock (sku VARCHAR PRIMARY KEY, qty BIGINT)")
+        cur.execute("CREATE TABLE delivery (sku VARCHAR, added BIGINT)")
+        cur.execute("INSERT INTO stock VALUES ('a', 1), ('b', 2), ('c', 3)")
+        cur.execute("INSERT INTO delivery VALUES ('a', 10), ('b', 20), ('c', 30)")
+        cur.execute(
+            "UPDATE stock SET qty = stock.qty + d.added * $1 FROM delivery d WHERE d.sku = stock.sku AND d.added > $2",
+            parameters=[2, 15],
+        )
+        cur.execute("SELECT sku, qty FROM stock ORDER BY sku")
+        assert cur.fetchall() == [("a", 1), ("b", 42), ("c", 63)]
+        cur.execute("DELETE FROM stock USING delivery d WHERE d.sku = stock.sku AND d.added < $1", parameters=[25])
+        cur.execute("SELECT sku FROM stock ORDER BY sku")
+        assert cur.fetchall() == [("c",)]
+
+
 def test_ingest_modes(server):
     data = pa.table({"id": pa.array([1, 2], pa.int64()), "label": ["a", "b"]})
     more = pa.table({"id": pa.array([3], pa.int64()), "label": ["c"]})
