@@ -507,23 +507,40 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Status
     if batch.schema().as_ref() == schema.as_ref() {
         return Ok(batch);
     }
-    let same_types = batch.num_columns() == schema.fields().len()
-        && batch
-            .schema()
-            .fields()
-            .iter()
-            .zip(schema.fields())
-            .all(|(a, b)| a.data_type() == b.data_type());
-    if !same_types {
+    if batch.num_columns() != schema.fields().len() {
         return Err(Status::internal(format!(
             "the result's schema changed between planning and execution: announced {schema:?}, got {:?}",
             batch.schema()
         )));
     }
+    // A parameter bound as NULL plans as type Null where the prepared plan had a type: cast back to the announced
+    // type. A value of another type than announced cannot be relabelled; the query must cast the parameter.
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        if c.data_type() == f.data_type() {
+            columns.push(c.clone());
+        } else if c.data_type() == &DataType::Null
+            || c.null_count() == c.len()
+                && arrow::compute::can_cast_types(c.data_type(), f.data_type())
+        {
+            columns.push(
+                arrow::compute::cast(c, f.data_type())
+                    .map_err(|e| internal("conforming a result batch", e))?,
+            );
+        } else {
+            return Err(Status::invalid_argument(format!(
+                "column '{}' was prepared as {} but the bound parameters make it {}; cast the parameter in the \
+                 query (e.g. $1::BIGINT) so its type does not depend on the value bound",
+                f.name(),
+                f.data_type(),
+                c.data_type()
+            )));
+        }
+    }
     let fields: Vec<_> = schema
         .fields()
         .iter()
-        .zip(batch.columns())
+        .zip(&columns)
         .map(|(f, c)| {
             if c.null_count() > 0 && !f.is_nullable() {
                 Arc::new(f.as_ref().clone().with_nullable(true))
@@ -536,8 +553,7 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Status
         fields,
         schema.metadata().clone(),
     ));
-    RecordBatch::try_new(target, batch.columns().to_vec())
-        .map_err(|e| internal("conforming a result batch", e))
+    RecordBatch::try_new(target, columns).map_err(|e| internal("conforming a result batch", e))
 }
 
 /// Encode a result stream as Flight data: the schema first (even with no rows), then batches of bounded size.

@@ -60,6 +60,21 @@ def test_update_from_and_delete_using_with_parameters(server):
         assert cur.fetchall() == [("c",)]
 
 
+def test_null_parameters_keep_the_prepared_types(server):
+    """A NULL bound where the prepared plan has a type comes back in that type; a value that would change a
+    column's prepared type is refused as invalid input (not an internal error), and the server stays up."""
+    with marrow.connect(server.uri) as conn, conn.cursor() as cur:
+        cur.execute("SELECT $1::TEXT AS a, $2::BIGINT + 1 AS b", parameters=[None, None])
+        table = cur.fetch_arrow_table()
+        assert table.schema.field("a").type == pa.string()
+        assert table.schema.field("b").type == pa.int64()
+        assert table.to_pydict() == {"a": [None], "b": [None]}
+        cur.execute("SELECT $1::TEXT AS a, $2::BIGINT + 1 AS b", parameters=["x", 41])
+        assert cur.fetchall() == [("x", 42)]
+        cur.execute("SELECT 1")
+        assert cur.fetchall() == [(1,)]
+
+
 def test_ingest_modes(server):
     data = pa.table({"id": pa.array([1, 2], pa.int64()), "label": ["a", "b"]})
     more = pa.table({"id": pa.array([3], pa.int64()), "label": ["c"]})
