@@ -345,9 +345,7 @@ async fn overhead(dir: &str) {
             .unwrap()
     );
     let sql = "SELECT id FROM glove ORDER BY cosine_distance(emb, $1) LIMIT 10";
-    time_it!(
-        "ANN query through SQL ($1)",
-        n,
+    let ann_query = async || {
         session
             .execute_with_params(sql, Some(query_param(q)))
             .await
@@ -355,7 +353,8 @@ async fn overhead(dir: &str) {
             .collect()
             .await
             .unwrap()
-    );
+    };
+    time_it!("ANN query through SQL ($1)", n, ann_query().await);
     let path = db.data_dir().join("glove.lance");
     time_it!(
         "open dataset",
@@ -406,13 +405,7 @@ async fn overhead(dir: &str) {
         time_it!(
             format!("ANN query through SQL (nprobes 8, ef 100, query_parallelism {parallelism})"),
             n,
-            session
-                .execute_with_params(sql, Some(query_param(q)))
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap()
+            ann_query().await
         );
     }
 }

@@ -513,15 +513,14 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Status
             batch.schema()
         )));
     }
-    // A parameter bound as NULL plans as type Null where the prepared plan had a type: cast back to the announced
-    // type. A value of another type than announced cannot be relabelled; the query must cast the parameter.
+    // A parameter bound as NULL plans as type Null where the prepared plan had a type: an all-NULL column (a
+    // NullArray counts its rows as logical nulls) is cast back to the announced type. A value of another type than announced cannot be relabelled; the query must cast the parameter.
     let mut columns = Vec::with_capacity(batch.num_columns());
     for (f, c) in schema.fields().iter().zip(batch.columns()) {
         if c.data_type() == f.data_type() {
             columns.push(c.clone());
-        } else if c.data_type() == &DataType::Null
-            || c.null_count() == c.len()
-                && arrow::compute::can_cast_types(c.data_type(), f.data_type())
+        } else if c.logical_null_count() == c.len()
+            && arrow::compute::can_cast_types(c.data_type(), f.data_type())
         {
             columns.push(
                 arrow::compute::cast(c, f.data_type())
