@@ -12,6 +12,7 @@
 //! ```
 
 pub mod adapters;
+mod ann;
 pub mod catalog;
 pub mod database;
 mod ddl;

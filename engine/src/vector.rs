@@ -28,6 +28,7 @@ use lance::index::DatasetIndexExt;
 use lance::Dataset;
 use lance_linalg::distance::DistanceType;
 
+use crate::ann::{Direct, DirectSearch};
 use crate::catalog::MarrowTable;
 use crate::error::Error;
 
@@ -43,8 +44,9 @@ extensions_options! {
         pub refine_factor: usize, default = 0
         /// HNSW search breadth (0: Lance's default).
         pub ef: usize, default = 0
-        /// Index partitions one query searches at once (0: Lance's choice, sequential for HNSW; -1: every core).
-        /// Parallel search lowers one query's latency and costs throughput under concurrent queries.
+        /// Index partitions one query searches at once (0: every core on the direct path, Lance's choice through
+        /// its scanner — sequential for HNSW; -1: every core; n: at most n). Parallel search lowers one query's
+        /// latency; under many concurrent queries 1 avoids the hand-offs.
         pub query_parallelism: i32, default = 0
         /// Ignore vector indexes: every ORDER BY distance LIMIT k query scans exactly.
         pub exact_search: bool, default = false
@@ -353,7 +355,7 @@ impl VectorSearchTable {
 
     async fn plan_ann(
         &self,
-        ds: &Dataset,
+        ds: &Arc<Dataset>,
         index: &VectorIndex,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
@@ -362,6 +364,48 @@ impl VectorSearchTable {
         let columns: Vec<String> = match projection {
             Some(p) => p.iter().map(|i| schema.field(*i).name().clone()).collect(),
             None => schema.fields().iter().map(|f| f.name().clone()).collect(),
+        };
+        let projected = Arc::new(match projection {
+            Some(p) => schema.project(p)?,
+            None => schema.as_ref().clone(),
+        });
+        let direct = DirectSearch {
+            ds,
+            index_name: &index.name,
+            column: &self.column,
+            key: self.query.clone(),
+            k: self.k,
+            metric: self.metric,
+            opts: &self.opts,
+            columns: columns.clone(),
+            schema: projected,
+            has_filter: !filters.is_empty(),
+        }
+        .plan()
+        .await
+        .map_err(lance_err)?;
+        let describe = |search: &str| {
+            format!(
+                "mode=ann, index={} ({}, {}), column={}, k={}, nprobes={}, refine_factor={}, ef={}, prefilter={}, search={search}",
+                index.name,
+                index.kind,
+                metric_name(self.metric),
+                self.column,
+                self.k,
+                setting(self.opts.nprobes),
+                setting(self.opts.refine_factor),
+                setting(self.opts.ef),
+                conjunction(filters.iter().cloned()).map_or("none".to_string(), |f| f.to_string()),
+            )
+        };
+        let why = match direct {
+            Direct::Plan(plan) => {
+                return Ok(Arc::new(
+                    crate::exec::PassExec::new("VectorSearchExec", plan, describe("direct"))
+                        .serial(),
+                ))
+            }
+            Direct::Scanner(why) => why,
         };
         let mut scan = ds.scan();
         scan.disable_scoring_autoprojection();
@@ -393,24 +437,14 @@ impl VectorSearchTable {
             .map(|name| plan_schema.index_of(name))
             .collect::<Result<Vec<_>, _>>()?;
         let plan = crate::table_functions::project(plan, Some(&indices))?;
-        let filter = conjunction(filters.iter().cloned()).map(|f| f.to_string());
-        Ok(Arc::new(crate::exec::PassExec::new(
-            "VectorSearchExec",
-            plan,
-            format!(
-                "mode=ann, index={} ({}, {}), column={}, k={}, nprobes={}, refine_factor={}, ef={}, prefilter={}",
-                index.name,
-                index.kind,
-                metric_name(self.metric),
-                self.column,
-                self.k,
-                setting(self.opts.nprobes),
-                setting(self.opts.refine_factor),
-                setting(self.opts.ef),
-                filter.as_deref().unwrap_or("none"),
-            ),
-        )
-        .serial()))
+        Ok(Arc::new(
+            crate::exec::PassExec::new(
+                "VectorSearchExec",
+                plan,
+                describe(&format!("lance scanner ({why})")),
+            )
+            .serial(),
+        ))
     }
 }
 

@@ -204,6 +204,7 @@ async fn sqllogictest_files() {
     slt_files(&root, &mut files);
     assert!(!files.is_empty(), "no .slt files under {}", root.display());
     let filter = std::env::var("SLT_FILTER").ok();
+    let complete = std::env::var_os("SLT_COMPLETE").is_some();
     let mut failures = vec![];
     for file in files {
         if let Some(f) = &filter {
@@ -233,7 +234,21 @@ async fn sqllogictest_files() {
         });
         runner.with_column_validator(sqllogictest::default_column_validator);
         runner.with_validator(validator);
-        if let Err(e) = runner.run_file_async(&file).await {
+        if complete {
+            // Rewrites the file's expected results with what the engine returns: review the diff before committing.
+            if let Err(e) = runner
+                .update_test_file(
+                    &file,
+                    " ",
+                    validator,
+                    sqllogictest::default_normalizer,
+                    sqllogictest::default_column_validator,
+                )
+                .await
+            {
+                failures.push(format!("{}:\n{e}", file.display()));
+            }
+        } else if let Err(e) = runner.run_file_async(&file).await {
             failures.push(format!("{}:\n{e}", file.display()));
         }
     }

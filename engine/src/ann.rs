@@ -1,0 +1,385 @@
+//! The direct ANN path: one IVF index segment that covers every fragment, a fixed number of probes and no filter —
+//! the steady state of a memory table after `OPTIMIZE TABLE` — is searched here without Lance's scanner. The plan
+//! holds the opened index (from the shared Lance session's cache); execution ranks the partitions, searches the
+//! nearest `nprobes` of them on up to `query_parallelism` threads (deleted rows masked by Lance's own prefilter),
+//! keeps the best `k × refine_factor` candidates by index distance (ties by row id, as Lance does) and takes their
+//! rows. The sort above recomputes exact distances, so the result is the one Lance's scanner gives, minus its
+//! per-query planning. Every other shape (filters, unindexed or overlaid fragments, several segments, adaptive
+//! probing) goes through the scanner.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{Float32Type, SchemaRef, UInt64Type};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::{stream, StreamExt, TryStreamExt};
+use lance::dataset::ProjectionRequest;
+use lance::index::prefilter::DatasetPreFilter;
+use lance::index::{DatasetIndexExt, DatasetIndexInternalExt};
+use lance::table::format::IndexMetadata;
+use lance::Dataset;
+use lance_index::metrics::NoOpMetricsCollector;
+use lance_index::prefilter::PreFilter;
+use lance_index::vector::{ApproxMode, Query, VectorIndex};
+use lance_linalg::distance::DistanceType;
+
+use crate::vector::MarrowOptions;
+
+/// Why a query cannot take the direct path (shown in EXPLAIN), or the plan that takes it.
+pub(crate) enum Direct {
+    Plan(Arc<dyn ExecutionPlan>),
+    Scanner(String),
+}
+
+/// What one direct search needs, fixed at planning time.
+pub(crate) struct DirectSearch<'a> {
+    pub ds: &'a Arc<Dataset>,
+    pub index_name: &'a str,
+    pub column: &'a str,
+    pub key: arrow::array::ArrayRef,
+    pub k: usize,
+    pub metric: DistanceType,
+    pub opts: &'a MarrowOptions,
+    pub columns: Vec<String>,
+    pub schema: SchemaRef,
+    pub has_filter: bool,
+}
+
+impl DirectSearch<'_> {
+    /// The direct plan, or why the scanner must answer.
+    pub(crate) async fn plan(self) -> lance::Result<Direct> {
+        let scanner = |why: &str| Ok(Direct::Scanner(why.to_string()));
+        if self.opts.nprobes == 0 {
+            return scanner("nprobes is auto (Lance's adaptive probing)");
+        }
+        if self.has_filter {
+            return scanner("the WHERE clause runs as Lance's prefilter");
+        }
+        if self.columns.is_empty() {
+            return scanner("no column is read");
+        }
+        let all = self.ds.load_indices().await?;
+        if all.iter().any(|i| i.name.starts_with("__lance_frag_reuse")) {
+            return scanner("compaction left row ids to remap");
+        }
+        let field_id = self.ds.schema().field_id(self.column)?;
+        let segments: Vec<&IndexMetadata> = all
+            .iter()
+            .filter(|i| i.name == self.index_name && i.fields.first() == Some(&field_id))
+            .collect();
+        let [segment] = segments.as_slice() else {
+            return scanner(&format!(
+                "index {} has {} segments (OPTIMIZE TABLE merges them)",
+                self.index_name,
+                segments.len()
+            ));
+        };
+        let Some(covered) = segment.fragment_bitmap.as_ref() else {
+            return scanner("the index does not record which fragments it covers");
+        };
+        let fragments = self.ds.fragments();
+        let unindexed = fragments
+            .iter()
+            .filter(|f| !covered.contains(f.id as u32))
+            .count();
+        if unindexed > 0 {
+            return scanner(&format!(
+                "{unindexed} fragment(s) are not indexed yet (OPTIMIZE TABLE adds them)"
+            ));
+        }
+        if fragments.iter().any(|f| !f.overlays.is_empty()) {
+            return scanner("fragments carry data overlays");
+        }
+        let index = self
+            .ds
+            .open_vector_index(self.column, &segment.uuid, &NoOpMetricsCollector)
+            .await?;
+        if !index.supports_prepared_partition_search() {
+            return scanner("the index type searches only through the scanner");
+        }
+        if index.metric_type() != self.metric {
+            return scanner("the index metric differs");
+        }
+        let mut key = self.key;
+        if self.metric == DistanceType::Cosine {
+            // The index stores unit vectors and ranks partitions by L2, as Lance's scanner does.
+            key = lance_linalg::kernels::normalize_arrow(key.as_ref())?.0;
+        }
+        let nprobes = self.opts.nprobes;
+        let query = Query {
+            column: self.column.to_string(),
+            key,
+            k: self.k,
+            lower_bound: None,
+            upper_bound: None,
+            minimum_nprobes: nprobes,
+            maximum_nprobes: Some(nprobes),
+            search_effort: 0.5,
+            ef: (self.opts.ef > 0).then_some(self.opts.ef),
+            refine_factor: (self.opts.refine_factor > 0).then_some(self.opts.refine_factor as u32),
+            metric_type: Some(self.metric),
+            use_index: true,
+            query_parallelism: 0,
+            dist_q_c: 0.0,
+            approx_mode: ApproxMode::default(),
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let parallelism = match self.opts.query_parallelism {
+            n if n > 0 => n as usize,
+            _ => cores,
+        }
+        .clamp(1, nprobes);
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(self.schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Ok(Direct::Plan(Arc::new(DirectAnnExec {
+            ds: self.ds.clone(),
+            segment: (*segment).clone(),
+            index,
+            query,
+            columns: self.columns,
+            schema: self.schema,
+            parallelism,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })))
+    }
+}
+
+/// Searches one index segment directly (see the module docs).
+pub(crate) struct DirectAnnExec {
+    ds: Arc<Dataset>,
+    segment: IndexMetadata,
+    index: Arc<dyn VectorIndex>,
+    query: Query,
+    columns: Vec<String>,
+    schema: SchemaRef,
+    parallelism: usize,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl fmt::Debug for DirectAnnExec {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.debug_struct("DirectAnnExec")
+            .field("index", &self.segment.name)
+            .field("k", &self.query.k)
+            .finish()
+    }
+}
+
+impl DisplayAs for DirectAnnExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "DirectAnnExec: index={}, partitions searched={}, threads={}, candidates={}, columns=[{}]",
+            self.segment.name,
+            self.query.minimum_nprobes,
+            self.parallelism,
+            candidates(&self.query),
+            self.columns.join(", ")
+        )
+    }
+}
+
+fn candidates(q: &Query) -> usize {
+    q.k * q.refine_factor.unwrap_or(1) as usize
+}
+
+impl ExecutionPlan for DirectAnnExec {
+    fn name(&self) -> &str {
+        "DirectAnnExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "DirectAnnExec takes no children".into(),
+            ))
+        }
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DFResult<SendableRecordBatchStream> {
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let search = Search {
+            ds: self.ds.clone(),
+            segment: self.segment.clone(),
+            index: self.index.clone(),
+            query: self.query.clone(),
+            columns: self.columns.clone(),
+            schema: self.schema.clone(),
+            parallelism: self.parallelism,
+        };
+        let batch = stream::once(async move {
+            let timer = baseline.elapsed_compute().timer();
+            let batch = search.run().await.map_err(|e| match e {
+                SearchError::Lance(e) => DataFusionError::from(crate::error::Error::from(e)),
+                SearchError::DataFusion(e) => e,
+            })?;
+            timer.done();
+            baseline.record_output(batch.num_rows());
+            baseline.done();
+            Ok(batch)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            batch,
+        )))
+    }
+}
+
+enum SearchError {
+    Lance(lance::Error),
+    DataFusion(DataFusionError),
+}
+
+impl From<lance::Error> for SearchError {
+    fn from(e: lance::Error) -> Self {
+        Self::Lance(e)
+    }
+}
+
+impl From<DataFusionError> for SearchError {
+    fn from(e: DataFusionError) -> Self {
+        Self::DataFusion(e)
+    }
+}
+
+impl From<arrow::error::ArrowError> for SearchError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Self::DataFusion(e.into())
+    }
+}
+
+struct Search {
+    ds: Arc<Dataset>,
+    segment: IndexMetadata,
+    index: Arc<dyn VectorIndex>,
+    query: Query,
+    columns: Vec<String>,
+    schema: SchemaRef,
+    parallelism: usize,
+}
+
+impl Search {
+    async fn run(self) -> Result<RecordBatch, SearchError> {
+        let (partitions, centroid_distances) = self.index.find_partitions(&self.query)?;
+        let probes = self.query.minimum_nprobes.min(partitions.len());
+        // Deleted rows (and rows of fragments removed since the build) must not come back from the index.
+        let prefilter: Arc<dyn PreFilter> = Arc::new(DatasetPreFilter::new(
+            self.ds.clone(),
+            std::slice::from_ref(&self.segment),
+            None,
+        ));
+        let results: Vec<RecordBatch> = stream::iter(0..probes)
+            .map(|i| {
+                let index = self.index.clone();
+                let prefilter = prefilter.clone();
+                let mut query = self.query.clone();
+                query.dist_q_c = centroid_distances.value(i);
+                let partition = partitions.value(i) as usize;
+                let threaded = self.parallelism > 1;
+                async move {
+                    let prepared = index
+                        .prepare_partition_search(
+                            partition,
+                            &query,
+                            prefilter,
+                            &NoOpMetricsCollector,
+                        )
+                        .await?;
+                    let search =
+                        move || index.search_prepared_partition(prepared, &NoOpMetricsCollector);
+                    // One thread: search here, without a hand-off; several: each partition on a blocking thread.
+                    let batch = if threaded {
+                        tokio::task::spawn_blocking(search).await.map_err(|e| {
+                            DataFusionError::Execution(format!("partition search failed: {e}"))
+                        })??
+                    } else {
+                        search()?
+                    };
+                    Ok::<_, SearchError>(batch)
+                }
+            })
+            .buffered(self.parallelism)
+            .try_collect()
+            .await?;
+
+        let mut found: Vec<(f32, u64)> = vec![];
+        for batch in &results {
+            let (Some(distances), Some(row_ids)) = (
+                batch.column_by_name("_distance"),
+                batch.column_by_name("_rowid"),
+            ) else {
+                return Err(DataFusionError::Internal(
+                    "index partition search returned no _distance/_rowid".into(),
+                )
+                .into());
+            };
+            let distances = distances.as_primitive::<Float32Type>();
+            let row_ids = row_ids.as_primitive::<UInt64Type>();
+            found.extend(
+                distances
+                    .iter()
+                    .zip(row_ids.iter())
+                    .filter_map(|(d, r)| Some((d?, r?))),
+            );
+        }
+        found.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        found.truncate(candidates(&self.query));
+        let row_ids: Vec<u64> = found.iter().map(|(_, r)| *r).collect();
+        if row_ids.is_empty() {
+            return Ok(RecordBatch::new_empty(self.schema));
+        }
+        let rows = self
+            .ds
+            .take_rows(
+                &row_ids,
+                ProjectionRequest::from_columns(&self.columns, self.ds.schema()),
+            )
+            .await?;
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| {
+                rows.column_by_name(c).cloned().ok_or_else(|| {
+                    DataFusionError::Internal(format!("take_rows did not return column {c}"))
+                })
+            })
+            .collect::<DFResult<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(self.schema, columns)?)
+    }
+}
