@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{
-    Array, FixedSizeListArray, Float32Array, Int64Array, ListArray, RecordBatch,
+    Array, AsArray, FixedSizeListArray, Float32Array, Int64Array, ListArray, RecordBatch,
     RecordBatchIterator,
 };
 use arrow::datatypes::{DataType, Field, Float32Type, Schema};
@@ -272,30 +272,64 @@ async fn ann(dir: &str) {
             ],
         ),
     ];
+    let mut settings_shown = std::collections::HashSet::new();
     for (kind, create, settings) in indexes {
         run("DROP INDEX IF EXISTS glove_emb").await;
         let t = Instant::now();
         run(create).await;
         println!("{kind}: built in {:.1} s", t.elapsed().as_secs_f64());
         for (a, b) in settings {
-            // Lance's default (sequential partition search), then every core on one query.
-            for parallelism in [0, -1] {
+            // Through Lance's scanner (its default partition search: one compute thread on 2 cores), then the
+            // direct path on one thread, then on every core.
+            for (direct, parallelism) in [(false, 0), (true, 1), (true, 0)] {
                 run("SET marrow.refine_factor = 0").await;
                 run("SET marrow.ef = 0").await;
+                run(&format!("SET marrow.direct_search = {direct}")).await;
                 run(&format!("SET marrow.query_parallelism = {parallelism}")).await;
                 run(a).await;
                 run(b).await;
                 let (recall, qps) = sweep(&session, &queries, &truth, dim).await;
+                let path = if direct { "direct" } else { "scanner" };
                 println!(
-                    "marrow-sql {kind:<12} {:<26} {:<28} query_parallelism = {parallelism:<3} recall@10 {recall:.4}  {qps:>8.1} q/s",
+                    "marrow-sql {kind:<12} {:<26} {:<28} {path:<8} query_parallelism = {parallelism:<3} recall@10 {recall:.4}  {qps:>8.1} q/s",
                     a.trim_start_matches("SET marrow."),
                     b.trim_start_matches("SET marrow.")
                 );
+            }
+            if settings_shown.insert(kind) {
+                println!("  {}", explain_search(&session, &queries[..dim]).await);
             }
         }
         run("SET marrow.query_parallelism = 0").await;
     }
     // Leave the HNSW index for the Flight and pylance runs that follow.
+}
+
+/// The VectorSearchExec line of the benchmark query's plan: which path ran, with which settings.
+async fn explain_search(session: &Session, q: &[f32]) -> String {
+    let batches: Vec<RecordBatch> = session
+        .execute_with_params(
+            "EXPLAIN SELECT id FROM glove ORDER BY cosine_distance(emb, $1) LIMIT 10",
+            Some(query_param(q)),
+        )
+        .await
+        .unwrap()
+        .into_stream()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut lines = vec![];
+    for b in &batches {
+        let plans = b.column(1).as_string::<i32>();
+        for plan in plans.iter().flatten() {
+            lines.extend(
+                plan.lines()
+                    .filter(|l| l.contains("VectorSearchExec") || l.contains("DirectAnnExec"))
+                    .map(|l| l.trim().to_string()),
+            );
+        }
+    }
+    lines.join(" / ")
 }
 
 macro_rules! time_it {
@@ -397,17 +431,21 @@ async fn overhead(dir: &str) {
             .unwrap();
         state.create_physical_plan(&plan).await.unwrap()
     });
-    for parallelism in [0, -1] {
-        session
-            .execute(&format!("SET marrow.query_parallelism = {parallelism}"))
-            .await
-            .unwrap();
+    for (direct, parallelism) in [(false, 0), (true, 1), (true, 0)] {
+        for setting in [
+            format!("SET marrow.direct_search = {direct}"),
+            format!("SET marrow.query_parallelism = {parallelism}"),
+        ] {
+            session.execute(&setting).await.unwrap();
+        }
+        let path = if direct { "direct" } else { "scanner" };
         time_it!(
-            format!("ANN query through SQL (nprobes 8, ef 100, query_parallelism {parallelism})"),
+            format!("ANN query through SQL ({path}, query_parallelism {parallelism})"),
             n,
             ann_query().await
         );
     }
+    println!("{}", explain_search(&session, q).await);
 }
 
 #[tokio::main]

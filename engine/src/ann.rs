@@ -58,6 +58,9 @@ impl DirectSearch<'_> {
     /// The direct plan, or why the scanner must answer.
     pub(crate) async fn plan(self) -> lance::Result<Direct> {
         let scanner = |why: &str| Ok(Direct::Scanner(why.to_string()));
+        if !self.opts.direct_search {
+            return scanner("SET marrow.direct_search = false");
+        }
         if self.opts.nprobes == 0 {
             return scanner("nprobes is auto (Lance's adaptive probing)");
         }

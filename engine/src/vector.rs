@@ -48,6 +48,9 @@ extensions_options! {
         /// its scanner — sequential for HNSW; -1: every core; n: at most n). Parallel search lowers one query's
         /// latency; under many concurrent queries 1 avoids the hand-offs.
         pub query_parallelism: i32, default = 0
+        /// Search a one-segment index that covers every fragment directly, without Lance's scanner, when nprobes is
+        /// fixed and there is no WHERE clause (false: every index search goes through the scanner).
+        pub direct_search: bool, default = true
         /// Ignore vector indexes: every ORDER BY distance LIMIT k query scans exactly.
         pub exact_search: bool, default = false
         /// How long `CALL cleanup_versions('t')` keeps old versions (an interval: '7 days', '1 hour', '0 seconds').
