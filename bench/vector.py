@@ -130,10 +130,18 @@ def flight(data, marrow_bin, queries, truth, settings) -> None:
         assert conn is not None
         cur = conn.cursor()
         sql = "SELECT id FROM glove ORDER BY cosine_distance(emb, $1) LIMIT 10"
+        # What a round trip costs without a search: the same client calls (bind, GetFlightInfo, DoGet).
+        t0 = time.perf_counter()
+        for i in range(len(queries)):
+            cur.execute("SELECT $1::BIGINT AS x", parameters=[i])
+            cur.fetch_arrow_table()
+        print(f"marrow-flight SELECT $1 (prepared, bound)  {len(queries) / (time.perf_counter() - t0):>8.1f} q/s")
         for nprobes, ef in settings:
-            for parallelism in (0, -1):
+            # Lance's scanner, then the direct path on one thread, then on every core.
+            for direct, parallelism in ((False, 0), (True, 1), (True, 0)):
                 cur.execute(f"SET marrow.nprobes = {nprobes}")
                 cur.execute(f"SET marrow.ef = {ef}")
+                cur.execute(f"SET marrow.direct_search = {str(direct).lower()}")
                 cur.execute(f"SET marrow.query_parallelism = {parallelism}")
                 got = []
                 t0 = time.perf_counter()
@@ -141,8 +149,9 @@ def flight(data, marrow_bin, queries, truth, settings) -> None:
                     cur.execute(sql, parameters=[q.tolist()])
                     got.append(cur.fetch_arrow_table().column(0).to_pylist())
                 secs = time.perf_counter() - t0
+                path = "direct" if direct else "scanner"
                 print(
-                    f"marrow-flight IVF_HNSW_SQ nprobes = {nprobes:<3} ef = {ef:<4} query_parallelism = {parallelism:<3}"
+                    f"marrow-flight IVF_HNSW_SQ nprobes = {nprobes:<3} ef = {ef:<4} {path:<8} query_parallelism = {parallelism:<3}"
                     f" recall@10 {recall(got, truth):.4f}  {len(queries) / secs:>8.1f} q/s"
                 )
         conn.close()

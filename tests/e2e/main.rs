@@ -3,6 +3,7 @@
 
 #![allow(clippy::print_stdout)] // child processes report progress to the parent test on stdout
 
+mod ann;
 mod engine;
 mod flight;
 mod slt;
