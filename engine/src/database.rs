@@ -186,6 +186,9 @@ impl Database {
         // Lance stores Utf8; planning VARCHAR as Utf8 keeps schemas identical before and after a restart.
         options.sql_parser.map_string_types_to_utf8view = false;
         options.execution.parquet.schema_force_view_types = false;
+        // TIMESTAMPTZ is an instant, as in PostgreSQL: without a session zone DataFusion would plan it as a naive
+        // timestamp and drop the offset of every value written to it.
+        options.execution.time_zone = Some("+00:00".to_string());
         config.with_option_extension(crate::vector::MarrowOptions::default())
     }
 
