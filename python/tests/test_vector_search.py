@@ -69,6 +69,23 @@ def test_filtered_top_k_with_bound_parameter(server):
         assert ann_ids == exact_ids
         np.testing.assert_allclose(ann_d, exact_d, rtol=0, atol=0)
 
+        # Without a WHERE clause the query takes the direct path (no Lance scanner): still exact at full probes,
+        # and deleted rows stay out.
+        unfiltered = "SELECT id FROM items ORDER BY cosine_distance(emb, $1) LIMIT 10"
+        literal = "[" + ",".join(map(str, query.tolist())) + "]"
+        cur.execute("EXPLAIN " + unfiltered.replace("$1", literal))
+        plan = "\n".join(cur.fetch_arrow_table().column("plan").to_pylist())
+        assert "search=direct" in plan and "DirectAnnExec: index=items_emb" in plan, plan
+        everyone = _exact_top_k(vectors, np.zeros(n, dtype=int), query, 0, 11)
+        cur.execute(unfiltered, parameters=[query.tolist()])
+        assert cur.fetch_arrow_table().column("id").to_pylist() == everyone[:10]
+        cur.execute(f"DELETE FROM items WHERE id = {everyone[0]}")
+        cur.execute(unfiltered, parameters=[query.tolist()])
+        assert cur.fetch_arrow_table().column("id").to_pylist() == everyone[1:11]
+        gone = everyone[0]
+        restored = "[" + ",".join(map(str, vectors[gone].tolist())) + "]"
+        cur.execute(f"INSERT INTO items VALUES ({gone}, {int(cats[gone])}, {restored})")
+
         # The table function form, post-filtered by WHERE.
         cur.execute(
             "SELECT id FROM vector_search('items', 'emb', "
