@@ -32,7 +32,7 @@ use lance_index::prefilter::PreFilter;
 use lance_index::vector::{ApproxMode, Query, VectorIndex};
 use lance_linalg::distance::DistanceType;
 
-use crate::vector::MarrowOptions;
+use crate::vector::{lance_err, MarrowOptions};
 
 /// Why a query cannot take the direct path (shown in EXPLAIN), or the plan that takes it.
 pub(crate) enum Direct {
@@ -148,13 +148,15 @@ impl DirectSearch<'_> {
             Boundedness::Bounded,
         ));
         Ok(Direct::Plan(Arc::new(DirectAnnExec {
-            ds: self.ds.clone(),
-            segment: (*segment).clone(),
-            index,
-            query,
-            columns: self.columns,
-            schema: self.schema,
-            parallelism,
+            search: Arc::new(Search {
+                ds: self.ds.clone(),
+                segment: (*segment).clone(),
+                index,
+                query,
+                columns: self.columns,
+                schema: self.schema,
+                parallelism,
+            }),
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         })))
@@ -163,13 +165,7 @@ impl DirectSearch<'_> {
 
 /// Searches one index segment directly (see the module docs).
 pub(crate) struct DirectAnnExec {
-    ds: Arc<Dataset>,
-    segment: IndexMetadata,
-    index: Arc<dyn VectorIndex>,
-    query: Query,
-    columns: Vec<String>,
-    schema: SchemaRef,
-    parallelism: usize,
+    search: Arc<Search>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -177,22 +173,23 @@ pub(crate) struct DirectAnnExec {
 impl fmt::Debug for DirectAnnExec {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.debug_struct("DirectAnnExec")
-            .field("index", &self.segment.name)
-            .field("k", &self.query.k)
+            .field("index", &self.search.segment.name)
+            .field("k", &self.search.query.k)
             .finish()
     }
 }
 
 impl DisplayAs for DirectAnnExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let s = &self.search;
         write!(
             f,
             "DirectAnnExec: index={}, partitions searched={}, threads={}, candidates={}, columns=[{}]",
-            self.segment.name,
-            self.query.minimum_nprobes,
-            self.parallelism,
-            candidates(&self.query),
-            self.columns.join(", ")
+            s.segment.name,
+            s.query.minimum_nprobes,
+            s.parallelism,
+            candidates(&s.query),
+            s.columns.join(", ")
         )
     }
 }
@@ -237,53 +234,19 @@ impl ExecutionPlan for DirectAnnExec {
         _context: Arc<TaskContext>,
     ) -> DFResult<SendableRecordBatchStream> {
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let search = Search {
-            ds: self.ds.clone(),
-            segment: self.segment.clone(),
-            index: self.index.clone(),
-            query: self.query.clone(),
-            columns: self.columns.clone(),
-            schema: self.schema.clone(),
-            parallelism: self.parallelism,
-        };
+        let search = self.search.clone();
         let batch = stream::once(async move {
             let timer = baseline.elapsed_compute().timer();
-            let batch = search.run().await.map_err(|e| match e {
-                SearchError::Lance(e) => DataFusionError::from(crate::error::Error::from(e)),
-                SearchError::DataFusion(e) => e,
-            })?;
+            let batch = search.run().await?;
             timer.done();
             baseline.record_output(batch.num_rows());
             baseline.done();
             Ok(batch)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
+            self.search.schema.clone(),
             batch,
         )))
-    }
-}
-
-enum SearchError {
-    Lance(lance::Error),
-    DataFusion(DataFusionError),
-}
-
-impl From<lance::Error> for SearchError {
-    fn from(e: lance::Error) -> Self {
-        Self::Lance(e)
-    }
-}
-
-impl From<DataFusionError> for SearchError {
-    fn from(e: DataFusionError) -> Self {
-        Self::DataFusion(e)
-    }
-}
-
-impl From<arrow::error::ArrowError> for SearchError {
-    fn from(e: arrow::error::ArrowError) -> Self {
-        Self::DataFusion(e.into())
     }
 }
 
@@ -298,8 +261,9 @@ struct Search {
 }
 
 impl Search {
-    async fn run(self) -> Result<RecordBatch, SearchError> {
-        let (partitions, centroid_distances) = self.index.find_partitions(&self.query)?;
+    async fn run(&self) -> DFResult<RecordBatch> {
+        let (partitions, centroid_distances) =
+            self.index.find_partitions(&self.query).map_err(lance_err)?;
         let probes = self.query.minimum_nprobes.min(partitions.len());
         // Deleted rows (and rows of fragments removed since the build) must not come back from the index.
         let prefilter: Arc<dyn PreFilter> = Arc::new(DatasetPreFilter::new(
@@ -323,18 +287,19 @@ impl Search {
                             prefilter,
                             &NoOpMetricsCollector,
                         )
-                        .await?;
+                        .await
+                        .map_err(lance_err)?;
                     let search =
                         move || index.search_prepared_partition(prepared, &NoOpMetricsCollector);
                     // One thread: search here, without a hand-off; several: each partition on a blocking thread.
                     let batch = if threaded {
                         tokio::task::spawn_blocking(search).await.map_err(|e| {
                             DataFusionError::Execution(format!("partition search failed: {e}"))
-                        })??
+                        })?
                     } else {
-                        search()?
+                        search()
                     };
-                    Ok::<_, SearchError>(batch)
+                    batch.map_err(lance_err)
                 }
             })
             .buffered(self.parallelism)
@@ -349,8 +314,7 @@ impl Search {
             ) else {
                 return Err(DataFusionError::Internal(
                     "index partition search returned no _distance/_rowid".into(),
-                )
-                .into());
+                ));
             };
             let distances = distances.as_primitive::<Float32Type>();
             let row_ids = row_ids.as_primitive::<UInt64Type>();
@@ -365,7 +329,7 @@ impl Search {
         found.truncate(candidates(&self.query));
         let row_ids: Vec<u64> = found.iter().map(|(_, r)| *r).collect();
         if row_ids.is_empty() {
-            return Ok(RecordBatch::new_empty(self.schema));
+            return Ok(RecordBatch::new_empty(self.schema.clone()));
         }
         let rows = self
             .ds
@@ -373,7 +337,8 @@ impl Search {
                 &row_ids,
                 ProjectionRequest::from_columns(&self.columns, self.ds.schema()),
             )
-            .await?;
+            .await
+            .map_err(lance_err)?;
         let columns = self
             .columns
             .iter()
@@ -383,6 +348,6 @@ impl Search {
                 })
             })
             .collect::<DFResult<Vec<_>>>()?;
-        Ok(RecordBatch::try_new(self.schema, columns)?)
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 }

@@ -459,7 +459,7 @@ fn setting(v: usize) -> String {
     }
 }
 
-fn lance_err(e: lance::Error) -> DataFusionError {
+pub(crate) fn lance_err(e: lance::Error) -> DataFusionError {
     DataFusionError::from(Error::from(e))
 }
 
