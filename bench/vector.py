@@ -136,6 +136,13 @@ def flight(data, marrow_bin, queries, truth, settings) -> None:
             cur.execute("SELECT $1::BIGINT AS x", parameters=[i])
             cur.fetch_arrow_table()
         print(f"marrow-flight SELECT $1 (prepared, bound)  {len(queries) / (time.perf_counter() - t0):>8.1f} q/s")
+        # The same server through arrow-flight's Rust client (flight_bench beside the marrow binary): the protocol's
+        # own cost without the ADBC driver and Python.
+        rust = Path(marrow_bin).parent / "examples" / "flight_bench"
+        if rust.exists():
+            subprocess.run(
+                [str(rust), f"grpc://127.0.0.1:{port}", str(data)] + [f"{n},{e}" for n, e in settings], check=True
+            )
         for nprobes, ef in settings:
             # Lance's scanner, then the direct path on one thread, then on every core.
             for direct, parallelism in ((False, 0), (True, 1), (True, 0)):
@@ -170,7 +177,9 @@ def others(d, data, queries, truth, settings, dim) -> None:
         got = []
         t0 = time.perf_counter()
         for q in queries:
-            t = ds.to_table(columns=["id"], nearest={"column": "emb", "q": q, "k": K, "nprobes": nprobes, "ef": ef, "metric": "cosine"})
+            nearest = {"column": "emb", "q": q, "k": K, "nprobes": nprobes, "ef": ef, "metric": "cosine"}
+            # Only the ids, as Marrow's query returns (without the flag pylance adds _distance and warns per query).
+            t = ds.to_table(columns=["id"], nearest=nearest, disable_scoring_autoprojection=True)
             got.append(t.column("id").to_pylist())
         secs = time.perf_counter() - t0
         print(f"pylance {lance.__version__} IVF_HNSW_SQ nprobes = {nprobes:<3} ef = {ef:<4}   recall@10 {recall(got, truth):.4f}  {len(queries) / secs:>8.1f} q/s")

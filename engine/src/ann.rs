@@ -16,7 +16,9 @@ use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -234,10 +236,15 @@ impl ExecutionPlan for DirectAnnExec {
         _context: Arc<TaskContext>,
     ) -> DFResult<SendableRecordBatchStream> {
         let baseline = BaselineMetrics::new(&self.metrics, partition);
+        // EXPLAIN ANALYZE splits the time: ranking and searching the partitions, then taking the rows.
+        let times = Times {
+            search: MetricBuilder::new(&self.metrics).subset_time("search_time", partition),
+            take: MetricBuilder::new(&self.metrics).subset_time("take_time", partition),
+        };
         let search = self.search.clone();
         let batch = stream::once(async move {
             let timer = baseline.elapsed_compute().timer();
-            let batch = search.run().await?;
+            let batch = search.run(&times).await?;
             timer.done();
             baseline.record_output(batch.num_rows());
             baseline.done();
@@ -248,6 +255,11 @@ impl ExecutionPlan for DirectAnnExec {
             batch,
         )))
     }
+}
+
+struct Times {
+    search: Time,
+    take: Time,
 }
 
 struct Search {
@@ -261,7 +273,8 @@ struct Search {
 }
 
 impl Search {
-    async fn run(&self) -> DFResult<RecordBatch> {
+    async fn run(&self, times: &Times) -> DFResult<RecordBatch> {
+        let search_timer = times.search.timer();
         let (partitions, centroid_distances) =
             self.index.find_partitions(&self.query).map_err(lance_err)?;
         let probes = self.query.minimum_nprobes.min(partitions.len());
@@ -328,6 +341,8 @@ impl Search {
         found.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         found.truncate(candidates(&self.query));
         let row_ids: Vec<u64> = found.iter().map(|(_, r)| *r).collect();
+        search_timer.done();
+        let _take_timer = times.take.timer();
         if row_ids.is_empty() {
             return Ok(RecordBatch::new_empty(self.schema.clone()));
         }

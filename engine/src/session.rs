@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ParamValues;
+use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::{SessionContext, SessionState};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
@@ -237,12 +238,23 @@ impl Session {
         statement: DFStatement,
         params: Option<ParamValues>,
     ) -> Result<LogicalPlan> {
+        Ok(self.plan_with_state(statement, params).await?.1)
+    }
+
+    /// The plan and the session state it was planned with (a snapshot of the settings and functions).
+    async fn plan_with_state(
+        &self,
+        statement: DFStatement,
+        params: Option<ParamValues>,
+    ) -> Result<(SessionState, LogicalPlan)> {
         self.open_table_function_tables(&statement).await?;
-        let plan = self.state().statement_to_plan(statement).await?;
-        Ok(match params {
+        let state = self.state();
+        let plan = state.statement_to_plan(statement).await?;
+        let plan = match params {
             Some(p) => plan.with_param_values(p)?,
             None => plan,
-        })
+        };
+        Ok((state, plan))
     }
 
     async fn run_datafusion(
@@ -250,12 +262,18 @@ impl Session {
         statement: DFStatement,
         params: Option<ParamValues>,
     ) -> Result<QueryOutput> {
-        let plan = self.plan(statement, params).await?;
+        let (state, plan) = self.plan_with_state(statement, params).await?;
         let returns_rows = !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
         // The plan's tables hold the dataset versions being read: keep them alive while the rows stream, so
         // cleanup sees those versions as in use (see versions.rs).
         let tables = plan.clone();
-        let df = self.ctx.execute_logical_plan(plan).await?;
+        // A query runs on the state it was planned with (what SessionContext::execute_logical_plan does for it,
+        // without cloning the state a second time); DDL and SET go through the context, which they change.
+        let df = if returns_rows {
+            DataFrame::new(state, plan)
+        } else {
+            self.ctx.execute_logical_plan(plan).await?
+        };
         if returns_rows {
             let stream = df.execute_stream().await?;
             let schema = stream.schema();

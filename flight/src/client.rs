@@ -45,9 +45,11 @@ impl Client {
         }
         let channel = endpoint.connect().await?;
         let mut inner = FlightSqlServiceClient::new(channel);
-        if let (Some(u), Some(p)) = (user, password) {
-            inner.handshake(u, p).await?;
-        }
+        // A handshake gives the client one session for all its statements (with auth off too, where empty
+        // credentials are accepted), so `SET` applies to the statements after it.
+        inner
+            .handshake(user.unwrap_or(""), password.unwrap_or(""))
+            .await?;
         Ok(Self { inner })
     }
 

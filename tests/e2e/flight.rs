@@ -927,6 +927,77 @@ async fn sessions_keep_their_own_settings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marrow_sql_url_keeps_one_session() {
+    // `marrow sql --url` runs each statement as its own call: a SET must still reach the statements after it.
+    let s = server_with(None).await;
+    let url = s.server.url();
+    let mut cli = marrow_flight::client::Client::connect(&url, None, None)
+        .await
+        .unwrap();
+    cli.execute("SET datafusion.execution.batch_size = 7")
+        .await
+        .unwrap();
+    let (_, batches) = cli
+        .execute("SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'")
+        .await
+        .unwrap();
+    assert_table(
+        &batches,
+        &[
+            "+-------+",
+            "| value |",
+            "+-------+",
+            "| 7     |",
+            "+-------+",
+        ],
+    );
+    let (_, batches) = marrow_flight::client::Client::connect(&url, None, None)
+        .await
+        .unwrap()
+        .execute("SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'")
+        .await
+        .unwrap();
+    assert_table(
+        &batches,
+        &[
+            "+-------+",
+            "| value |",
+            "+-------+",
+            "| 8192  |",
+            "+-------+",
+        ],
+    );
+    // With auth on, the same handshake carries the credentials; wrong ones fail at connect.
+    let s = server_with(Some(("admin", "pw"))).await;
+    let url = s.server.url();
+    assert!(
+        marrow_flight::client::Client::connect(&url, Some("admin"), Some("nope"))
+            .await
+            .is_err()
+    );
+    let mut cli = marrow_flight::client::Client::connect(&url, Some("admin"), Some("pw"))
+        .await
+        .unwrap();
+    cli.execute("SET datafusion.execution.batch_size = 9")
+        .await
+        .unwrap();
+    let (_, batches) = cli
+        .execute("SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'")
+        .await
+        .unwrap();
+    assert_table(
+        &batches,
+        &[
+            "+-------+",
+            "| value |",
+            "+-------+",
+            "| 9     |",
+            "+-------+",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_map_to_grpc_codes() {
     let s = server_with(None).await;
     let mut c = client(&s).await;
