@@ -340,7 +340,10 @@ impl Search {
         }
         found.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         found.truncate(candidates(&self.query));
-        let row_ids: Vec<u64> = found.iter().map(|(_, r)| *r).collect();
+        // Ascending addresses let Lance read each fragment's rows in order without re-ordering them afterwards; the
+        // sort above this scan puts the rows in distance order anyway.
+        let mut row_ids: Vec<u64> = found.iter().map(|(_, r)| *r).collect();
+        row_ids.sort_unstable();
         search_timer.done();
         let _take_timer = times.take.timer();
         if row_ids.is_empty() {

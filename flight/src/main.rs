@@ -423,6 +423,7 @@ struct SqlArgs {
     #[arg(long, env = "MARROW_DATA_DIR", default_value = "./marrow-data")]
     data_dir: PathBuf,
     /// Server to run against instead of a local directory, e.g. grpc://127.0.0.1:50051 or grpc+tls://host:port.
+    /// All statements of one invocation share a server session, so a SET applies to the statements after it.
     #[arg(long, env = "MARROW_URL")]
     url: Option<String>,
     /// User name for --url.
