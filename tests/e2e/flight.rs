@@ -926,47 +926,38 @@ async fn sessions_keep_their_own_settings() {
     assert_eq!(value(query(&mut without, show).await.unwrap()), "8192");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn marrow_sql_url_keeps_one_session() {
-    // `marrow sql --url` runs each statement as its own call: a SET must still reach the statements after it.
-    let s = server_with(None).await;
-    let url = s.server.url();
-    let mut cli = marrow_flight::client::Client::connect(&url, None, None)
-        .await
-        .unwrap();
-    cli.execute("SET datafusion.execution.batch_size = 7")
-        .await
-        .unwrap();
+/// The batch size a `marrow sql --url` client's session sees, after it ran `set` (if any) as an earlier statement.
+async fn cli_batch_size(url: &str, login: Option<(&str, &str)>, set: Option<&str>) -> String {
+    let mut cli =
+        marrow_flight::client::Client::connect(url, login.map(|l| l.0), login.map(|l| l.1))
+            .await
+            .unwrap();
+    if let Some(value) = set {
+        cli.execute(&format!("SET datafusion.execution.batch_size = {value}"))
+            .await
+            .unwrap();
+    }
     let (_, batches) = cli
         .execute("SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'")
         .await
         .unwrap();
-    assert_table(
-        &batches,
-        &[
-            "+-------+",
-            "| value |",
-            "+-------+",
-            "| 7     |",
-            "+-------+",
-        ],
-    );
-    let (_, batches) = marrow_flight::client::Client::connect(&url, None, None)
-        .await
+    batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
         .unwrap()
-        .execute("SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'")
-        .await
-        .unwrap();
-    assert_table(
-        &batches,
-        &[
-            "+-------+",
-            "| value |",
-            "+-------+",
-            "| 8192  |",
-            "+-------+",
-        ],
-    );
+        .value(0)
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marrow_sql_url_keeps_one_session() {
+    // `marrow sql --url` runs each statement as its own call: a SET must still reach the statements after it, and
+    // only that client's.
+    let s = server_with(None).await;
+    let url = s.server.url();
+    assert_eq!(cli_batch_size(&url, None, Some("7")).await, "7");
+    assert_eq!(cli_batch_size(&url, None, None).await, "8192");
     // With auth on, the same handshake carries the credentials; wrong ones fail at connect.
     let s = server_with(Some(("admin", "pw"))).await;
     let url = s.server.url();
@@ -975,25 +966,9 @@ async fn marrow_sql_url_keeps_one_session() {
             .await
             .is_err()
     );
-    let mut cli = marrow_flight::client::Client::connect(&url, Some("admin"), Some("pw"))
-        .await
-        .unwrap();
-    cli.execute("SET datafusion.execution.batch_size = 9")
-        .await
-        .unwrap();
-    let (_, batches) = cli
-        .execute("SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'")
-        .await
-        .unwrap();
-    assert_table(
-        &batches,
-        &[
-            "+-------+",
-            "| value |",
-            "+-------+",
-            "| 9     |",
-            "+-------+",
-        ],
+    assert_eq!(
+        cli_batch_size(&url, Some(("admin", "pw")), Some("9")).await,
+        "9"
     );
 }
 
