@@ -263,30 +263,24 @@ impl Session {
         params: Option<ParamValues>,
     ) -> Result<QueryOutput> {
         let (state, plan) = self.plan_with_state(statement, params).await?;
-        let returns_rows = !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
+        if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) {
+            // DDL and SET go through the context, which they change.
+            self.ctx.execute_logical_plan(plan).await?.collect().await?;
+            return Ok(QueryOutput::Done);
+        }
         // The plan's tables hold the dataset versions being read: keep them alive while the rows stream, so
         // cleanup sees those versions as in use (see versions.rs).
         let tables = plan.clone();
         // A query runs on the state it was planned with (what SessionContext::execute_logical_plan does for it,
-        // without cloning the state a second time); DDL and SET go through the context, which they change.
-        let df = if returns_rows {
-            DataFrame::new(state, plan)
-        } else {
-            self.ctx.execute_logical_plan(plan).await?
-        };
-        if returns_rows {
-            let stream = df.execute_stream().await?;
-            let schema = stream.schema();
-            Ok(QueryOutput::Rows(Box::pin(RecordBatchStreamAdapter::new(
-                schema,
-                stream.inspect(move |_| {
-                    let _ = &tables;
-                }),
-            ))))
-        } else {
-            df.collect().await?;
-            Ok(QueryOutput::Done)
-        }
+        // without cloning the state a second time).
+        let stream = DataFrame::new(state, plan).execute_stream().await?;
+        let schema = stream.schema();
+        Ok(QueryOutput::Rows(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            stream.inspect(move |_| {
+                let _ = &tables;
+            }),
+        ))))
     }
 
     /// Plan a statement without running it: its result and parameter schemas.

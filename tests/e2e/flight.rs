@@ -889,17 +889,8 @@ async fn sessions_keep_their_own_settings() {
         .await
         .unwrap();
     let show = "SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'";
-    let value = |batches: Vec<RecordBatch>| {
-        batches[0]
-            .column(0)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap()
-            .value(0)
-            .to_string()
-    };
-    assert_eq!(value(query(&mut a, show).await.unwrap()), "1234");
-    assert_eq!(value(query(&mut b, show).await.unwrap()), "8192");
+    assert_eq!(first_string(&query(&mut a, show).await.unwrap()), "1234");
+    assert_eq!(first_string(&query(&mut b, show).await.unwrap()), "8192");
 
     // Without a token, the server issues a session cookie; a client that sends it back keeps its session.
     let mut raw = FlightServiceClient::new(channel(&s).await);
@@ -921,9 +912,15 @@ async fn sessions_keep_their_own_settings() {
     assert!(cookie.starts_with("marrow_session="), "{cookie}");
     let mut with_cookie = client(&s).await;
     with_cookie.set_header("cookie", cookie);
-    assert_eq!(value(query(&mut with_cookie, show).await.unwrap()), "77");
+    assert_eq!(
+        first_string(&query(&mut with_cookie, show).await.unwrap()),
+        "77"
+    );
     let mut without = client(&s).await;
-    assert_eq!(value(query(&mut without, show).await.unwrap()), "8192");
+    assert_eq!(
+        first_string(&query(&mut without, show).await.unwrap()),
+        "8192"
+    );
 }
 
 /// The batch size a `marrow sql --url` client's session sees, after it ran `set` (if any) as an earlier statement.
@@ -941,6 +938,11 @@ async fn cli_batch_size(url: &str, login: Option<(&str, &str)>, set: Option<&str
         .execute("SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'")
         .await
         .unwrap();
+    first_string(&batches)
+}
+
+/// The first row's first column of a result, a string.
+fn first_string(batches: &[RecordBatch]) -> String {
     batches[0]
         .column(0)
         .as_any()
