@@ -144,21 +144,23 @@ def flight(data, marrow_bin, queries, truth, settings) -> None:
                 [str(rust), f"grpc://127.0.0.1:{port}", str(data)] + [f"{n},{e}" for n, e in settings], check=True
             )
         for nprobes, ef in settings:
-            # Lance's scanner, then the direct path on one thread, then on every core.
-            for direct, parallelism in ((False, 0), (True, 1), (True, 0)):
+            # Lance's scanner, then the direct path on one thread and on every core, planned per query, then the
+            # direct path on every core with the plan cache.
+            for direct, parallelism, cache in ((False, 0, False), (True, 1, False), (True, 0, False), (True, 0, True)):
                 cur.execute(f"SET marrow.nprobes = {nprobes}")
                 cur.execute(f"SET marrow.ef = {ef}")
                 cur.execute(f"SET marrow.direct_search = {str(direct).lower()}")
                 cur.execute(f"SET marrow.query_parallelism = {parallelism}")
+                cur.execute(f"SET marrow.plan_cache = {str(cache).lower()}")
                 got = []
                 t0 = time.perf_counter()
                 for q in queries:
                     cur.execute(sql, parameters=[q.tolist()])
                     got.append(cur.fetch_arrow_table().column(0).to_pylist())
                 secs = time.perf_counter() - t0
-                path = "direct" if direct else "scanner"
+                path = ("direct+cache" if cache else "direct") if direct else "scanner"
                 print(
-                    f"marrow-flight IVF_HNSW_SQ nprobes = {nprobes:<3} ef = {ef:<4} {path:<8} query_parallelism = {parallelism:<3}"
+                    f"marrow-flight IVF_HNSW_SQ nprobes = {nprobes:<3} ef = {ef:<4} {path:<12} query_parallelism = {parallelism:<3}"
                     f" recall@10 {recall(got, truth):.4f}  {len(queries) / secs:>8.1f} q/s"
                 )
         conn.close()

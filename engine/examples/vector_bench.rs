@@ -280,18 +280,29 @@ async fn ann(dir: &str) {
         println!("{kind}: built in {:.1} s", t.elapsed().as_secs_f64());
         for (a, b) in settings {
             // Through Lance's scanner (its default partition search: one compute thread on 2 cores), then the
-            // direct path on one thread, then on every core.
-            for (direct, parallelism) in [(false, 0), (true, 1), (true, 0)] {
+            // direct path on one thread and on every core, each planned per query and then with the plan cache.
+            for (direct, parallelism, cache) in [
+                (false, 0, false),
+                (true, 1, false),
+                (true, 0, false),
+                (true, 1, true),
+                (true, 0, true),
+            ] {
                 run("SET marrow.refine_factor = 0").await;
                 run("SET marrow.ef = 0").await;
                 run(&format!("SET marrow.direct_search = {direct}")).await;
                 run(&format!("SET marrow.query_parallelism = {parallelism}")).await;
+                run(&format!("SET marrow.plan_cache = {cache}")).await;
                 run(a).await;
                 run(b).await;
                 let (recall, qps) = sweep(&session, &queries, &truth, dim).await;
-                let path = if direct { "direct" } else { "scanner" };
+                let path = match (direct, cache) {
+                    (false, _) => "scanner",
+                    (true, false) => "direct",
+                    (true, true) => "direct+cache",
+                };
                 println!(
-                    "marrow-sql {kind:<12} {:<26} {:<28} {path:<8} query_parallelism = {parallelism:<3} recall@10 {recall:.4}  {qps:>8.1} q/s",
+                    "marrow-sql {kind:<12} {:<26} {:<28} {path:<12} query_parallelism = {parallelism:<3} recall@10 {recall:.4}  {qps:>8.1} q/s",
                     a.trim_start_matches("SET marrow."),
                     b.trim_start_matches("SET marrow.")
                 );
@@ -431,14 +442,25 @@ async fn overhead(dir: &str) {
             .unwrap();
         state.create_physical_plan(&plan).await.unwrap()
     });
-    for (direct, parallelism) in [(false, 0), (true, 1), (true, 0)] {
+    for (direct, parallelism, cache) in [
+        (false, 0, false),
+        (true, 1, false),
+        (true, 0, false),
+        (true, 1, true),
+        (true, 0, true),
+    ] {
         for setting in [
             format!("SET marrow.direct_search = {direct}"),
             format!("SET marrow.query_parallelism = {parallelism}"),
+            format!("SET marrow.plan_cache = {cache}"),
         ] {
             session.execute(&setting).await.unwrap();
         }
-        let path = if direct { "direct" } else { "scanner" };
+        let path = match (direct, cache) {
+            (false, _) => "scanner",
+            (true, false) => "direct",
+            (true, true) => "direct+cache",
+        };
         time_it!(
             format!("ANN query through SQL ({path}, query_parallelism {parallelism})"),
             n,

@@ -10,8 +10,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{Float32Type, SchemaRef, UInt64Type};
+use arrow::array::{ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float32Type, SchemaRef, UInt64Type};
+use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
@@ -34,7 +35,7 @@ use lance_index::prefilter::PreFilter;
 use lance_index::vector::{ApproxMode, Query, VectorIndex};
 use lance_linalg::distance::DistanceType;
 
-use crate::vector::{lance_err, MarrowOptions};
+use crate::vector::{lance_err, query_vector, MarrowOptions};
 
 /// Why a query cannot take the direct path (shown in EXPLAIN), or the plan that takes it.
 pub(crate) enum Direct {
@@ -48,6 +49,11 @@ pub(crate) struct DirectSearch<'a> {
     pub index_name: &'a str,
     pub column: &'a str,
     pub key: arrow::array::ArrayRef,
+    /// The query as the plan gave it (before `key`'s cast to the column type), with the table and column type
+    /// `key` was checked against: a cached plan re-derives `key` from a new value the same way.
+    pub constant: ScalarValue,
+    pub table: String,
+    pub column_type: DataType,
     pub k: usize,
     pub metric: DistanceType,
     pub opts: &'a MarrowOptions,
@@ -114,11 +120,7 @@ impl DirectSearch<'_> {
         if index.metric_type() != self.metric {
             return scanner("the index metric differs");
         }
-        let mut key = self.key;
-        if self.metric == DistanceType::Cosine {
-            // The index stores unit vectors and ranks partitions by L2, as Lance's scanner does.
-            key = lance_linalg::kernels::normalize_arrow(key.as_ref())?.0;
-        }
+        let key = search_key(self.key, self.metric)?;
         let nprobes = self.opts.nprobes;
         let query = Query {
             column: self.column.to_string(),
@@ -150,6 +152,9 @@ impl DirectSearch<'_> {
             Boundedness::Bounded,
         ));
         Ok(Direct::Plan(Arc::new(DirectAnnExec {
+            constant: self.constant,
+            table: self.table,
+            column_type: self.column_type,
             search: Arc::new(Search {
                 ds: self.ds.clone(),
                 segment: (*segment).clone(),
@@ -165,11 +170,55 @@ impl DirectSearch<'_> {
     }
 }
 
+/// The key the index is searched with: unit length for cosine, because the index stores unit vectors and ranks
+/// partitions by L2, as Lance's scanner does.
+fn search_key(key: ArrayRef, metric: DistanceType) -> lance::Result<ArrayRef> {
+    if metric == DistanceType::Cosine {
+        return Ok(lance_linalg::kernels::normalize_arrow(key.as_ref())?.0);
+    }
+    Ok(key)
+}
+
 /// Searches one index segment directly (see the module docs).
 pub(crate) struct DirectAnnExec {
     search: Arc<Search>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    constant: ScalarValue,
+    table: String,
+    column_type: DataType,
+}
+
+impl DirectAnnExec {
+    /// The query value this search was planned for.
+    pub(crate) fn constant(&self) -> &ScalarValue {
+        &self.constant
+    }
+
+    /// The dataset version the search reads.
+    pub(crate) fn dataset(&self) -> &Arc<Dataset> {
+        &self.search.ds
+    }
+
+    /// The same search for another query value, with fresh metrics: how a cached plan runs with new parameters.
+    /// The value is checked as planning checks it (dimension, NULL elements, NaN); `None` when it gives no search
+    /// (a NULL vector), so the caller plans the statement afresh.
+    pub(crate) fn with_constant(&self, value: &ScalarValue) -> DFResult<Option<Arc<Self>>> {
+        let q = &self.search.query;
+        let Some(key) = query_vector(value, &self.table, &q.column, &self.column_type)? else {
+            return Ok(None);
+        };
+        let mut search = Search::clone(&self.search);
+        search.query.key = search_key(key, self.search.index.metric_type()).map_err(lance_err)?;
+        Ok(Some(Arc::new(Self {
+            search: Arc::new(search),
+            properties: self.properties.clone(),
+            metrics: ExecutionPlanMetricsSet::new(),
+            constant: value.clone(),
+            table: self.table.clone(),
+            column_type: self.column_type.clone(),
+        })))
+    }
 }
 
 impl fmt::Debug for DirectAnnExec {
@@ -262,6 +311,7 @@ struct Times {
     take: Time,
 }
 
+#[derive(Clone)]
 struct Search {
     ds: Arc<Dataset>,
     segment: IndexMetadata,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -54,6 +55,9 @@ pub(crate) struct DbInner {
     pub(crate) models: marrow_udfs::text::SharedModels,
     /// One writer per table at a time inside this process; other processes are kept out by the directory lock.
     write_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Counts statements that may change what a query plans to (DDL, writes, SET): cached plans made before
+    /// a change are not reused after it.
+    generation: AtomicU64,
     _lock: File,
 }
 
@@ -145,6 +149,7 @@ impl Database {
                 schema: schema.clone(),
                 models,
                 write_locks: Mutex::new(BTreeMap::new()),
+                generation: AtomicU64::new(0),
                 _lock: lock,
             }),
         };
@@ -163,6 +168,14 @@ impl Database {
 
     pub fn data_dir(&self) -> &Path {
         &self.inner.config.data_dir
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn bump_generation(&self) {
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub(crate) fn schema_provider(&self) -> &Arc<MarrowSchema> {

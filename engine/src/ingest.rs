@@ -58,6 +58,20 @@ impl Session {
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
     ) -> Result<u64> {
+        // A write may create or replace the table: cached plans made before it are not reused after it.
+        self.database().bump_generation();
+        let out = self.ingest_batches(table, mode, schema, batches).await;
+        self.database().bump_generation();
+        out
+    }
+
+    async fn ingest_batches(
+        &self,
+        table: &str,
+        mode: IngestMode,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<u64> {
         validate_table_name(table)?;
         for b in &batches {
             if b.schema().fields() != schema.fields() {

@@ -24,6 +24,7 @@ pub mod export;
 pub mod fence;
 pub mod index;
 pub mod ingest;
+mod plan_cache;
 pub mod session;
 pub mod table_functions;
 pub mod vector;

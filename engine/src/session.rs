@@ -8,8 +8,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::{SessionContext, SessionState};
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
@@ -17,6 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::database::Database;
 use crate::error::{Error, Result};
+use crate::plan_cache::PlanCache;
 use crate::{ddl, dml, fence, index};
 
 /// What a statement produced.
@@ -108,6 +110,7 @@ pub struct PreparedInfo {
 pub struct Session {
     db: Database,
     ctx: SessionContext,
+    plans: Arc<PlanCache>,
 }
 
 impl std::fmt::Debug for Session {
@@ -140,7 +143,11 @@ fn parse_one(sql: &str) -> Result<DFStatement> {
 
 impl Session {
     pub(crate) fn new(db: Database, ctx: SessionContext) -> Self {
-        Self { db, ctx }
+        Self {
+            db,
+            ctx,
+            plans: Arc::default(),
+        }
     }
 
     pub fn database(&self) -> &Database {
@@ -167,8 +174,81 @@ impl Session {
         sql: &str,
         params: Option<ParamValues>,
     ) -> Result<QueryOutput> {
-        let statement = parse_one(sql)?;
-        self.execute_statement(statement, params).await
+        // Boxed: both paths hold whole planning futures, too deep for a small stack when inlined (debug builds).
+        if let Some(p) = params {
+            if self.plan_cache_enabled() {
+                return Box::pin(self.execute_cached(sql, p)).await;
+            }
+            return Box::pin(self.execute_statement(parse_one(sql)?, Some(p))).await;
+        }
+        Box::pin(self.execute_statement(parse_one(sql)?, None)).await
+    }
+
+    /// The plan cache of this session (and its clones): how many plans it keeps, and how many executions of a
+    /// statement with new vector parameters reused one instead of planning.
+    pub fn plan_cache_stats(&self) -> (usize, u64) {
+        self.plans.stats()
+    }
+
+    fn plan_cache_enabled(&self) -> bool {
+        let state = self.ctx.state_ref();
+        let state = state.read();
+        state
+            .config_options()
+            .extensions
+            .get::<crate::vector::MarrowOptions>()
+            .is_none_or(|o| o.plan_cache)
+    }
+
+    /// A query with bound values through the plan cache (plan_cache.rs): the kept plan rebuilt for these values
+    /// when it is still valid, otherwise planned here and offered to the cache.
+    async fn execute_cached(&self, sql: &str, params: ParamValues) -> Result<QueryOutput> {
+        let generation = self.db.generation();
+        if let Some((plan, task)) = self.plans.lookup(sql, &params, generation).await {
+            return Ok(QueryOutput::Rows(execute_stream(plan, task)?));
+        }
+        let mut statement = parse_one(sql)?;
+        let is_query = matches!(&statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)));
+        if !is_query {
+            return self.execute_statement(statement, Some(params)).await;
+        }
+        let original = statement.clone();
+        let pins = crate::versions::pin_versions(self, &mut statement).await?;
+        if !pins.is_empty() {
+            drop(pins);
+            return self.execute_statement(original, Some(params)).await;
+        }
+        let (state, plan) = self
+            .plan_with_state(statement.clone(), Some(params.clone()))
+            .await?;
+        let optimized = state.optimize(&plan)?;
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&optimized, &state)
+            .await?;
+        let task = Arc::new(TaskContext::from(&state));
+        Box::pin(self.plans.offer(
+            sql,
+            &params,
+            generation,
+            &optimized,
+            &physical,
+            task.clone(),
+            move |probe| async move {
+                let (state, plan) = self.plan_with_state(statement, Some(probe)).await?;
+                Ok(state.optimize(&plan)?)
+            },
+        ))
+        .await;
+        // As in run_datafusion: the plan's tables keep the versions being read alive while the rows stream.
+        let stream = execute_stream(physical, task)?;
+        let schema = stream.schema();
+        Ok(QueryOutput::Rows(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            stream.inspect(move |_| {
+                let _ = &optimized;
+            }),
+        ))))
     }
 
     /// Run every statement of a script in order, collecting each result (the CLI's `-c` and REPL).
@@ -187,6 +267,24 @@ impl Session {
     }
 
     pub(crate) async fn execute_statement(
+        &self,
+        statement: DFStatement,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
+        // Anything but a query may change what later queries plan to (DDL, writes, SET): counted before and after,
+        // so a plan made while it ran is not kept past it either.
+        let changes = !matches!(&statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)));
+        if changes {
+            self.db.bump_generation();
+        }
+        let out = self.run_statement(statement, params).await;
+        if changes {
+            self.db.bump_generation();
+        }
+        out
+    }
+
+    async fn run_statement(
         &self,
         mut statement: DFStatement,
         params: Option<ParamValues>,

@@ -53,6 +53,9 @@ extensions_options! {
         pub direct_search: bool, default = true
         /// Ignore vector indexes: every ORDER BY distance LIMIT k query scans exactly.
         pub exact_search: bool, default = false
+        /// Keep the physical plan of a direct-path vector query run with `$n` vector parameters, and run it again
+        /// with the next values bound instead of planning the statement anew (false: plan every execution).
+        pub plan_cache: bool, default = true
         /// How long `CALL cleanup_versions('t')` keeps old versions (an interval: '7 days', '1 hour', '0 seconds').
         pub version_retention: String, default = "7 days".to_string()
     }
@@ -234,6 +237,7 @@ fn rewrite_scan(
         table: table_name,
         column: column.name.clone(),
         query,
+        constant: constant.clone(),
         k,
         metric,
         opts: opts.clone(),
@@ -344,12 +348,18 @@ pub struct VectorSearchTable {
     table: String,
     column: String,
     query: ArrayRef,
+    /// The query value `query` was derived from (what a cached plan's parameter substitution looks for).
+    constant: ScalarValue,
     k: usize,
     metric: DistanceType,
     opts: MarrowOptions,
 }
 
 impl VectorSearchTable {
+    pub(crate) fn constant(&self) -> &ScalarValue {
+        &self.constant
+    }
+
     fn marrow_table(&self) -> DFResult<&MarrowTable> {
         self.inner.downcast_ref::<MarrowTable>().ok_or_else(|| {
             DataFusionError::Internal("vector search over a non-Marrow table".into())
@@ -377,6 +387,9 @@ impl VectorSearchTable {
             index_name: &index.name,
             column: &self.column,
             key: self.query.clone(),
+            constant: self.constant.clone(),
+            table: self.table.clone(),
+            column_type: schema.field_with_name(&self.column)?.data_type().clone(),
             k: self.k,
             metric: self.metric,
             opts: &self.opts,

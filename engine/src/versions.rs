@@ -60,6 +60,12 @@ pub(crate) struct Pins {
     names: Vec<String>,
 }
 
+impl Pins {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
 impl Drop for Pins {
     fn drop(&mut self) {
         for n in &self.names {

@@ -104,13 +104,14 @@ async fn main() {
         )
         .await
         .unwrap();
-    for setting in &args[3..] {
+    for (setting, cache) in args[3..].iter().flat_map(|s| [(s, false), (s, true)]) {
         let (nprobes, ef) = setting.split_once(',').expect("NPROBES,EF");
         for sql in [
             format!("SET marrow.nprobes = {nprobes}"),
             format!("SET marrow.ef = {ef}"),
             "SET marrow.direct_search = true".to_string(),
             "SET marrow.query_parallelism = 0".to_string(),
+            format!("SET marrow.plan_cache = {cache}"),
         ] {
             client.execute_update(sql, None).await.unwrap();
         }
@@ -142,7 +143,8 @@ async fn main() {
         }
         let secs = t.elapsed().as_secs_f64();
         println!(
-            "marrow-flight rust IVF_HNSW_SQ nprobes = {nprobes:<3} ef = {ef:<4} direct   query_parallelism = 0   recall@10 {:.4}  {:>8.1} q/s",
+            "marrow-flight rust IVF_HNSW_SQ nprobes = {nprobes:<3} ef = {ef:<4} {:<12} query_parallelism = 0   recall@10 {:.4}  {:>8.1} q/s",
+            if cache { "direct+cache" } else { "direct" },
             hits as f64 / (n * 10) as f64,
             n as f64 / secs
         );

@@ -166,3 +166,142 @@ async fn direct_search_matches_lance_scanner() {
     }
     assert_eq!(compared, 4 * queries.len());
 }
+
+fn vector_param(v: &[f32]) -> datafusion::common::ParamValues {
+    let list =
+        arrow::array::ListArray::from_iter_primitive::<arrow::datatypes::Float32Type, _, _>(vec![
+            Some(v.iter().map(|x| Some(*x)).collect::<Vec<_>>()),
+        ]);
+    datafusion::common::ParamValues::List(vec![datafusion::common::ScalarValue::List(
+        std::sync::Arc::new(list),
+    )
+    .into()])
+}
+
+/// (id, distance) rows of a query with `$1` bound to `v`, or the error's text.
+async fn bound(session: &Session, sql: &str, v: &[f32]) -> Result<Vec<(i64, f64)>, String> {
+    let out = session
+        .execute_with_params(sql, Some(vector_param(v)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, batches) = out.collect().await.map_err(|e| e.to_string())?;
+    Ok(batches
+        .iter()
+        .flat_map(|b| {
+            let ids = b.column(0).as_primitive::<Int64Type>().values().to_vec();
+            let d = b
+                .column(1)
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .values()
+                .to_vec();
+            ids.into_iter().zip(d)
+        })
+        .collect())
+}
+
+/// A statement run again with new vector parameters reuses its plan, and answers exactly what planning it afresh
+/// answers: for new vectors, after writes, deletes, index and setting changes, and for bad values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_cache_answers_as_planning_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(Config::new(dir.path())).await.unwrap();
+    let session = db.session();
+    let mut rng = Lcg(11);
+    run(
+        &session,
+        &format!("CREATE TABLE mem (id BIGINT PRIMARY KEY, emb VECTOR({DIM}))"),
+    )
+    .await;
+    let rows: Vec<String> = (0..ROWS)
+        .map(|i| format!("({i}, {})", rng.vector()))
+        .collect();
+    run(
+        &session,
+        &format!("INSERT INTO mem VALUES {}", rows.join(",")),
+    )
+    .await;
+    run(
+        &session,
+        "CREATE INDEX mem_emb ON mem USING IVF_FLAT (emb) WITH (metric = 'cosine', num_partitions = 4)",
+    )
+    .await;
+    run(&session, "SET marrow.nprobes = 2").await;
+    let queries: Vec<Vec<f32>> = (0..20)
+        .map(|_| (0..DIM).map(|_| rng.next()).collect())
+        .collect();
+    let sql = "SELECT id, cosine_distance(emb, $1) AS d FROM mem ORDER BY d LIMIT 10";
+    let folded = "SELECT id, cosine_distance(emb, normalize($1)) AS d FROM mem ORDER BY d LIMIT 10";
+
+    // Every query planned afresh, then through the cache: the same rows and distances.
+    let answers = async |session: &Session, sql: &str| {
+        let mut out = vec![];
+        for q in &queries {
+            out.push(bound(session, sql, q).await.unwrap());
+        }
+        out
+    };
+    run(&session, "SET marrow.plan_cache = false").await;
+    let fresh = answers(&session, sql).await;
+    let fresh_folded = answers(&session, folded).await;
+    assert_eq!(session.plan_cache_stats(), (0, 0));
+    run(&session, "SET marrow.plan_cache = true").await;
+    let cached = answers(&session, sql).await;
+    assert_eq!(cached, fresh);
+    let (plans, hits) = session.plan_cache_stats();
+    assert_eq!(
+        (plans, hits),
+        (1, queries.len() as u64 - 1),
+        "the plan is kept and reused"
+    );
+    assert!(
+        fresh.windows(2).all(|w| w[0] != w[1]),
+        "queries give different rows"
+    );
+    // normalize($1) is folded into a new constant by the optimizer: not substitutable, so never reused.
+    assert_eq!(answers(&session, folded).await, fresh_folded);
+    assert_eq!(session.plan_cache_stats().1, hits);
+
+    // Bad values through a kept plan fail as planning fails, and the plan keeps working afterwards.
+    let wrong_dim = bound(&session, sql, &[0.5; 3]).await.unwrap_err();
+    assert!(
+        wrong_dim.contains("query vector has 3 dimensions"),
+        "{wrong_dim}"
+    );
+    let mut nan = queries[0].clone();
+    nan[1] = f32::NAN;
+    let nan = bound(&session, sql, &nan).await.unwrap_err();
+    assert!(nan.contains("NaN"), "{nan}");
+    assert_eq!(bound(&session, sql, &queries[3]).await.unwrap(), fresh[3]);
+
+    // A write the plan does not see invalidates it: the inserted copy of a query is its nearest row.
+    let q = &queries[5];
+    let copy: Vec<String> = q.iter().map(|x| x.to_string()).collect();
+    run(
+        &session,
+        &format!("INSERT INTO mem VALUES (100000, [{}])", copy.join(",")),
+    )
+    .await;
+    assert_eq!(bound(&session, sql, q).await.unwrap()[0].0, 100000);
+    run(&session, "OPTIMIZE TABLE mem").await;
+    for _ in 0..2 {
+        let got = bound(&session, sql, q).await.unwrap();
+        assert_eq!(got[0].0, 100000, "after OPTIMIZE, through the direct path");
+        assert!(got[0].1.abs() < 1e-6);
+    }
+    run(&session, "DELETE FROM mem WHERE id = 100000").await;
+    assert_ne!(bound(&session, sql, q).await.unwrap()[0].0, 100000);
+
+    // A setting changes the plan: IVF_FLAT probing every partition finds the exact neighbours.
+    run(&session, "SET marrow.nprobes = 4").await;
+    let exact = {
+        let s = db.session();
+        run(&s, "SET marrow.exact_search = true").await;
+        bound(&s, sql, &queries[7]).await.unwrap()
+    };
+    let before = session.plan_cache_stats().1;
+    for _ in 0..2 {
+        let got = bound(&session, sql, &queries[7]).await.unwrap();
+        assert_eq!(got, exact, "nprobes = 4 of 4 partitions");
+    }
+    assert_eq!(session.plan_cache_stats().1, before + 1);
+}
