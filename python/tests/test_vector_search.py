@@ -114,3 +114,34 @@ def test_bad_vector_queries_are_invalid_argument(server):
             assert "INVALID_ARGUMENT" in str(e.value).upper().replace(" ", "_"), str(e.value)
         cur.execute("SELECT count(*) FROM v")
         assert cur.fetchone() == (2,)
+
+
+def test_prepared_top_k_answers_every_new_vector(server):
+    # The same statement run with new vectors reuses its plan on the server (the plan cache); every answer must still
+    # be the one for its own vector, and a bad vector in between fails without disturbing the next.
+    n = 1500
+    vectors = _vectors(n, seed=3)
+    table = pa.table(
+        {
+            "id": pa.array(np.arange(n), pa.int64()),
+            "emb": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM),
+        }
+    )
+    sql = "SELECT id, cosine_distance(emb, $1) AS d FROM pts ORDER BY d LIMIT 5"
+    everyone = np.zeros(n, dtype=int)
+    with marrow.connect(server.uri) as conn, conn.cursor() as cur:
+        cur.adbc_ingest("pts", table, mode="create")
+        cur.execute(
+            "CREATE INDEX pts_emb ON pts USING IVF_FLAT (emb) WITH (metric = 'cosine', num_partitions = 3)"
+        )
+        # Every partition probed: IVF_FLAT is exact, so numpy's answer is the expected one.
+        cur.execute("SET marrow.nprobes = 3")
+        for i, q in enumerate(_vectors(12, seed=1234)):
+            if i == 6:
+                with pytest.raises(adbc_driver_manager.Error) as e:
+                    cur.execute(sql, parameters=[q[:3].tolist()])
+                    cur.fetch_arrow_table()
+                assert "query vector has 3 dimensions" in str(e.value), str(e.value)
+            cur.execute(sql, parameters=[q.tolist()])
+            got = cur.fetch_arrow_table()
+            assert got.column("id").to_pylist() == _exact_top_k(vectors, everyone, q, 0, 5), i
