@@ -218,6 +218,34 @@ fn query_param(q: &[f32]) -> ParamValues {
     ParamValues::List(vec![ScalarValue::List(Arc::new(list)).into()])
 }
 
+/// The paths the benchmarks compare, as (direct_search, query_parallelism, plan_cache): Lance's scanner (its default
+/// partition search: one compute thread on 2 cores), then the direct path on one thread and on every core, each
+/// planned per query and then with the plan cache.
+const PATHS: [(bool, i32, bool); 5] = [
+    (false, 0, false),
+    (true, 1, false),
+    (true, 0, false),
+    (true, 1, true),
+    (true, 0, true),
+];
+
+/// The SET statements that choose a path, and its label.
+fn path_settings((direct, parallelism, cache): (bool, i32, bool)) -> ([String; 3], &'static str) {
+    let label = match (direct, cache) {
+        (false, _) => "scanner",
+        (true, false) => "direct",
+        (true, true) => "direct+cache",
+    };
+    (
+        [
+            format!("SET marrow.direct_search = {direct}"),
+            format!("SET marrow.query_parallelism = {parallelism}"),
+            format!("SET marrow.plan_cache = {cache}"),
+        ],
+        label,
+    )
+}
+
 /// Runs every query once, sequentially, through the prepared ORDER BY … LIMIT 10 form; returns (recall@10, q/s).
 async fn sweep(session: &Session, queries: &[f32], truth: &[i64], dim: usize) -> (f64, f64) {
     let sql = "SELECT id FROM glove ORDER BY cosine_distance(emb, $1) LIMIT 10";
@@ -279,28 +307,17 @@ async fn ann(dir: &str) {
         run(create).await;
         println!("{kind}: built in {:.1} s", t.elapsed().as_secs_f64());
         for (a, b) in settings {
-            // Through Lance's scanner (its default partition search: one compute thread on 2 cores), then the
-            // direct path on one thread and on every core, each planned per query and then with the plan cache.
-            for (direct, parallelism, cache) in [
-                (false, 0, false),
-                (true, 1, false),
-                (true, 0, false),
-                (true, 1, true),
-                (true, 0, true),
-            ] {
+            for p in PATHS {
+                let parallelism = p.1;
+                let (sets, path) = path_settings(p);
                 run("SET marrow.refine_factor = 0").await;
                 run("SET marrow.ef = 0").await;
-                run(&format!("SET marrow.direct_search = {direct}")).await;
-                run(&format!("SET marrow.query_parallelism = {parallelism}")).await;
-                run(&format!("SET marrow.plan_cache = {cache}")).await;
+                for set in &sets {
+                    run(set).await;
+                }
                 run(a).await;
                 run(b).await;
                 let (recall, qps) = sweep(&session, &queries, &truth, dim).await;
-                let path = match (direct, cache) {
-                    (false, _) => "scanner",
-                    (true, false) => "direct",
-                    (true, true) => "direct+cache",
-                };
                 println!(
                     "marrow-sql {kind:<12} {:<26} {:<28} {path:<12} query_parallelism = {parallelism:<3} recall@10 {recall:.4}  {qps:>8.1} q/s",
                     a.trim_start_matches("SET marrow."),
@@ -442,25 +459,12 @@ async fn overhead(dir: &str) {
             .unwrap();
         state.create_physical_plan(&plan).await.unwrap()
     });
-    for (direct, parallelism, cache) in [
-        (false, 0, false),
-        (true, 1, false),
-        (true, 0, false),
-        (true, 1, true),
-        (true, 0, true),
-    ] {
-        for setting in [
-            format!("SET marrow.direct_search = {direct}"),
-            format!("SET marrow.query_parallelism = {parallelism}"),
-            format!("SET marrow.plan_cache = {cache}"),
-        ] {
-            session.execute(&setting).await.unwrap();
+    for p in PATHS {
+        let parallelism = p.1;
+        let (sets, path) = path_settings(p);
+        for setting in &sets {
+            session.execute(setting).await.unwrap();
         }
-        let path = match (direct, cache) {
-            (false, _) => "scanner",
-            (true, false) => "direct",
-            (true, true) => "direct+cache",
-        };
         time_it!(
             format!("ANN query through SQL ({path}, query_parallelism {parallelism})"),
             n,
