@@ -429,6 +429,43 @@ async fn overhead(dir: &str) {
         n,
         ds.describe_indices(None).await.unwrap()
     );
+    // Taking the rows a search returns: Lance's take opens the fragment's reader each time; the direct path keeps
+    // it for the life of the plan.
+    let columns = ["id", "emb"];
+    let rows = ds.count_rows(None).await.unwrap() as u64;
+    let frag_rows = ds.get_fragments()[0].physical_rows().await.unwrap() as u64;
+    let offsets: Vec<u32> = (0..10)
+        .map(|i| ((i * 7919 + 17) % frag_rows.min(rows)) as u32)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let fragment_id = ds.get_fragments()[0].id() as u64;
+    let ids: Vec<u64> = offsets
+        .iter()
+        .map(|o| fragment_id << 32 | *o as u64)
+        .collect();
+    time_it!(
+        "take 10 rows (id, emb): Dataset::take_rows",
+        n,
+        ds.take_rows(
+            &ids,
+            lance::dataset::ProjectionRequest::from_columns(columns, ds.schema())
+        )
+        .await
+        .unwrap()
+    );
+    let reader = ds.get_fragments()[0]
+        .open(
+            &ds.schema().project(&columns).unwrap(),
+            lance::dataset::fragment::FragReadConfig::default(),
+        )
+        .await
+        .unwrap();
+    time_it!(
+        "take 10 rows (id, emb): a kept FragmentReader",
+        n,
+        reader.take_as_batch(&offsets, None).await.unwrap()
+    );
     let qa = Float32Array::from(q.to_vec());
     // The same settings as the SQL queries below (IVF_HNSW_SQ at recall 0.95).
     for columns in [&["id"][..], &["id", "emb"][..]] {

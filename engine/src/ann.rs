@@ -7,8 +7,9 @@
 //! per-query planning. Every other shape (filters, unindexed or overlaid fragments, several segments, adaptive
 //! probing) goes through the scanner.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type, SchemaRef, UInt64Type};
@@ -25,6 +26,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use futures::{stream, StreamExt, TryStreamExt};
+use lance::dataset::fragment::{FragReadConfig, FragmentReader};
 use lance::dataset::ProjectionRequest;
 use lance::index::prefilter::DatasetPreFilter;
 use lance::index::{DatasetIndexExt, DatasetIndexInternalExt};
@@ -163,6 +165,14 @@ impl DirectSearch<'_> {
                 columns: self.columns,
                 schema: self.schema,
                 parallelism,
+                readers: Arc::default(),
+                // Deleted rows (and rows of fragments removed since the build) must not come back from the index.
+                // The mask belongs to the dataset version, so every search of this plan shares it.
+                prefilter: Arc::new(DatasetPreFilter::new(
+                    self.ds.clone(),
+                    std::slice::from_ref(segment),
+                    None,
+                )),
             }),
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -320,20 +330,99 @@ struct Search {
     columns: Vec<String>,
     schema: SchemaRef,
     parallelism: usize,
+    /// Shared by the searches a cached plan rebuilds for new query values (see `FragmentReaders`).
+    readers: Arc<FragmentReaders>,
+    prefilter: Arc<dyn PreFilter>,
+}
+
+/// Readers of the searched dataset version's fragments, opened on first use and kept as long as the plan: opening
+/// one reads the file's metadata and the deletion vector, which costs more than taking the few rows a search
+/// returns. The plan pins one dataset version, so a kept reader never sees rows that version does not have.
+#[derive(Default)]
+struct FragmentReaders(Mutex<HashMap<u64, Arc<FragmentReader>>>);
+
+/// A table with more fragments than this keeps readers for the first ones only (each holds file metadata).
+const MAX_KEPT_READERS: usize = 1024;
+
+impl FragmentReaders {
+    /// The reader of one fragment of `ds`, projected to `columns`.
+    async fn get(
+        &self,
+        ds: &Dataset,
+        columns: &[String],
+        fragment_id: u64,
+    ) -> DFResult<Arc<FragmentReader>> {
+        if let Some(r) = self.0.lock().expect("readers").get(&fragment_id) {
+            return Ok(r.clone());
+        }
+        let fragment = ds.get_fragment(fragment_id as usize).ok_or_else(|| {
+            DataFusionError::Internal(format!(
+                "the index returned a row of fragment {fragment_id}, which the dataset version does not have"
+            ))
+        })?;
+        let projection = ds.schema().project(columns).map_err(lance_err)?;
+        let reader = Arc::new(
+            fragment
+                .open(&projection, FragReadConfig::default())
+                .await
+                .map_err(lance_err)?,
+        );
+        let mut kept = self.0.lock().expect("readers");
+        if kept.len() < MAX_KEPT_READERS {
+            kept.insert(fragment_id, reader.clone());
+        }
+        Ok(reader)
+    }
 }
 
 impl Search {
+    /// The rows at `row_ids` (ascending), with the plan's columns.
+    async fn take(&self, row_ids: &[u64]) -> DFResult<RecordBatch> {
+        if self.ds.manifest.uses_stable_row_ids() {
+            // Stable row ids are not addresses: Lance's take maps them.
+            return self
+                .ds
+                .take_rows(
+                    row_ids,
+                    ProjectionRequest::from_columns(&self.columns, self.ds.schema()),
+                )
+                .await
+                .map_err(lance_err);
+        }
+        // A row id is the row's address: fragment id in the high 32 bits, offset in the fragment below.
+        let groups: Vec<(u64, Vec<u32>)> = row_ids
+            .chunk_by(|a, b| a >> 32 == b >> 32)
+            .map(|rows| (rows[0] >> 32, rows.iter().map(|r| *r as u32).collect()))
+            .collect();
+        // Fragments are read concurrently, as Lance's take does.
+        let (ds, readers, columns) = (self.ds.clone(), self.readers.clone(), self.columns.clone());
+        let batches: Vec<RecordBatch> = stream::iter(groups)
+            .map(move |(fragment_id, offsets)| {
+                let (ds, readers, columns) = (ds.clone(), readers.clone(), columns.clone());
+                async move {
+                    let reader = readers.get(&ds, &columns, fragment_id).await?;
+                    reader
+                        .take_as_batch(&offsets, None)
+                        .await
+                        .map_err(lance_err)
+                }
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        let schema = batches
+            .first()
+            .map(|b| b.schema())
+            .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+        Ok(arrow::compute::concat_batches(&schema, &batches)?)
+    }
+
     async fn run(&self, times: &Times) -> DFResult<RecordBatch> {
         let search_timer = times.search.timer();
         let (partitions, centroid_distances) =
             self.index.find_partitions(&self.query).map_err(lance_err)?;
         let probes = self.query.minimum_nprobes.min(partitions.len());
-        // Deleted rows (and rows of fragments removed since the build) must not come back from the index.
-        let prefilter: Arc<dyn PreFilter> = Arc::new(DatasetPreFilter::new(
-            self.ds.clone(),
-            std::slice::from_ref(&self.segment),
-            None,
-        ));
+        let prefilter = &self.prefilter;
         let results: Vec<RecordBatch> = stream::iter(0..probes)
             .map(|i| {
                 let index = self.index.clone();
@@ -399,14 +488,7 @@ impl Search {
         if row_ids.is_empty() {
             return Ok(RecordBatch::new_empty(self.schema.clone()));
         }
-        let rows = self
-            .ds
-            .take_rows(
-                &row_ids,
-                ProjectionRequest::from_columns(&self.columns, self.ds.schema()),
-            )
-            .await
-            .map_err(lance_err)?;
+        let rows = self.take(&row_ids).await?;
         let columns = self
             .columns
             .iter()
