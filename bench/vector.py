@@ -105,6 +105,14 @@ def ann(d: Path, marrow_bin: str) -> None:
     others(d, data, queries, truth, settings, dim)
 
 
+def index_kind(data: Path) -> str:
+    """The kind of the vector index the ANN runs search (the last one vector_bench built)."""
+    import lance
+
+    kinds = [i["type"] for i in lance.dataset(str(data / "glove.lance")).list_indices() if i["name"] == "glove_emb"]
+    return kinds[0] if kinds else "no index"
+
+
 def flight(data, marrow_bin, queries, truth, settings) -> None:
     import socket
 
@@ -130,6 +138,7 @@ def flight(data, marrow_bin, queries, truth, settings) -> None:
         assert conn is not None
         cur = conn.cursor()
         sql = "SELECT id FROM glove ORDER BY cosine_distance(emb, $1) LIMIT 10"
+        kind = index_kind(data)
         # What a round trip costs without a search: the same client calls (bind, GetFlightInfo, DoGet).
         t0 = time.perf_counter()
         for i in range(len(queries)):
@@ -160,7 +169,7 @@ def flight(data, marrow_bin, queries, truth, settings) -> None:
                 secs = time.perf_counter() - t0
                 path = ("direct+cache" if cache else "direct") if direct else "scanner"
                 print(
-                    f"marrow-flight IVF_HNSW_SQ nprobes = {nprobes:<3} ef = {ef:<4} {path:<12} query_parallelism = {parallelism:<3}"
+                    f"marrow-flight {kind} nprobes = {nprobes:<3} ef = {ef:<4} {path:<12} query_parallelism = {parallelism:<3}"
                     f" recall@10 {recall(got, truth):.4f}  {len(queries) / secs:>8.1f} q/s"
                 )
         conn.close()
@@ -175,6 +184,7 @@ def others(d, data, queries, truth, settings, dim) -> None:
 
     # pylance on the same dataset and the same index files.
     ds = lance.dataset(str(data / "glove.lance"))
+    kind = index_kind(data)
     for nprobes, ef in settings:
         got = []
         t0 = time.perf_counter()
@@ -184,7 +194,7 @@ def others(d, data, queries, truth, settings, dim) -> None:
             t = ds.to_table(columns=["id"], nearest=nearest, disable_scoring_autoprojection=True)
             got.append(t.column("id").to_pylist())
         secs = time.perf_counter() - t0
-        print(f"pylance {lance.__version__} IVF_HNSW_SQ nprobes = {nprobes:<3} ef = {ef:<4}   recall@10 {recall(got, truth):.4f}  {len(queries) / secs:>8.1f} q/s")
+        print(f"pylance {lance.__version__} {kind} nprobes = {nprobes:<3} ef = {ef:<4}   recall@10 {recall(got, truth):.4f}  {len(queries) / secs:>8.1f} q/s")
 
     # hnswlib over the same base vectors.
     base = np.load(d / "base.npy")

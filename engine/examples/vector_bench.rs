@@ -267,7 +267,8 @@ async fn sweep(session: &Session, queries: &[f32], truth: &[i64], dim: usize) ->
     (hits as f64 / (n * 10) as f64, n as f64 / secs)
 }
 
-async fn ann(dir: &str) {
+/// `kinds`: which index kinds to build and sweep, in order; the last one stays for the Flight and pylance runs.
+async fn ann(dir: &str, kinds: &[&str]) {
     let db = Database::open(Config::new(dir)).await.unwrap();
     let queries = read_f32(&db.data_dir().join("queries.f32"));
     let truth = read_i64(&db.data_dir().join("truth.i64"));
@@ -299,9 +300,23 @@ async fn ann(dir: &str) {
                 ("SET marrow.nprobes = 16", "SET marrow.ef = 300"),
             ],
         ),
+        (
+            "IVF_HNSW_FLAT",
+            "CREATE INDEX glove_emb ON glove USING IVF_HNSW_FLAT (emb) WITH (metric = 'cosine', num_partitions = 16, m = 16, ef_construction = 150)",
+            vec![
+                ("SET marrow.nprobes = 4", "SET marrow.ef = 50"),
+                ("SET marrow.nprobes = 4", "SET marrow.ef = 100"),
+                ("SET marrow.nprobes = 8", "SET marrow.ef = 100"),
+                ("SET marrow.nprobes = 8", "SET marrow.ef = 200"),
+                ("SET marrow.nprobes = 16", "SET marrow.ef = 300"),
+            ],
+        ),
     ];
     let mut settings_shown = std::collections::HashSet::new();
-    for (kind, create, settings) in indexes {
+    for kind in kinds {
+        let Some((kind, create, settings)) = indexes.iter().find(|i| i.0 == *kind).cloned() else {
+            panic!("unknown index kind {kind}: one of IVF_PQ, IVF_HNSW_SQ, IVF_HNSW_FLAT");
+        };
         run("DROP INDEX IF EXISTS glove_emb").await;
         let t = Instant::now();
         run(create).await;
@@ -540,12 +555,15 @@ async fn main() {
             let reps = args.get(5).map(|s| s.parse().unwrap()).unwrap_or(5);
             exact(dir, rows, dim, reps).await;
         }
-        Some("ann") => ann(&args[2]).await,
+        Some("ann") => {
+            let kinds = args.get(3).map_or("IVF_PQ,IVF_HNSW_SQ", String::as_str);
+            ann(&args[2], &kinds.split(',').collect::<Vec<_>>()).await
+        }
         Some("overhead") => overhead(&args[2]).await,
         Some("repeat") => repeat(&args[2], args[3].parse().unwrap(), &args[4..]).await,
         _ => {
             eprintln!(
-                "usage: vector_bench exact DIR [ROWS] [DIM] [REPS] | ann DIR | overhead DIR | repeat DIR SECONDS [SQL ...]"
+                "usage: vector_bench exact DIR [ROWS] [DIM] [REPS] | ann DIR [KIND,KIND…] | overhead DIR | repeat DIR SECONDS [SQL ...]"
             );
             std::process::exit(2);
         }

@@ -34,6 +34,7 @@ pub enum IndexKind {
     IvfFlat,
     IvfSq,
     IvfPq,
+    IvfHnswFlat,
     IvfHnswSq,
     IvfHnswPq,
     BTree,
@@ -46,13 +47,14 @@ impl IndexKind {
             "IVF_FLAT" => Self::IvfFlat,
             "IVF_SQ" => Self::IvfSq,
             "IVF_PQ" => Self::IvfPq,
+            "IVF_HNSW_FLAT" => Self::IvfHnswFlat,
             "IVF_HNSW_SQ" => Self::IvfHnswSq,
             "IVF_HNSW_PQ" => Self::IvfHnswPq,
             "BTREE" => Self::BTree,
             "BITMAP" => Self::Bitmap,
             other => {
                 return Err(Error::invalid(format!(
-                    "unknown index kind {other}; use one of IVF_PQ, IVF_HNSW_SQ, IVF_HNSW_PQ, IVF_SQ, IVF_FLAT \
+                    "unknown index kind {other}; use one of IVF_PQ, IVF_HNSW_SQ, IVF_HNSW_PQ, IVF_HNSW_FLAT, IVF_SQ, IVF_FLAT \
                      (vector columns) or BTREE, BITMAP (filter columns)"
                 )))
             }
@@ -64,6 +66,7 @@ impl IndexKind {
             Self::IvfFlat => "IVF_FLAT",
             Self::IvfSq => "IVF_SQ",
             Self::IvfPq => "IVF_PQ",
+            Self::IvfHnswFlat => "IVF_HNSW_FLAT",
             Self::IvfHnswSq => "IVF_HNSW_SQ",
             Self::IvfHnswPq => "IVF_HNSW_PQ",
             Self::BTree => "BTREE",
@@ -93,6 +96,14 @@ impl IndexKind {
                 "max_iterations",
                 "num_sub_vectors",
                 "num_bits",
+            ],
+            Self::IvfHnswFlat => &[
+                "metric",
+                "num_partitions",
+                "sample_rate",
+                "max_iterations",
+                "m",
+                "ef_construction",
             ],
             Self::IvfHnswSq => &[
                 "metric",
@@ -276,6 +287,8 @@ fn vector_params(opts: &Options, dim: usize) -> Result<VectorIndexParams> {
         IndexKind::IvfFlat => VectorIndexParams::with_ivf_flat_params(metric, ivf),
         IndexKind::IvfSq => VectorIndexParams::with_ivf_sq_params(metric, ivf, sq()?),
         IndexKind::IvfPq => VectorIndexParams::with_ivf_pq_params(metric, ivf, pq()?),
+        // HNSW over the vectors themselves: no quantization error to re-rank away, four times the index size of SQ.
+        IndexKind::IvfHnswFlat => VectorIndexParams::ivf_hnsw(metric, ivf, hnsw()?),
         IndexKind::IvfHnswSq => {
             VectorIndexParams::with_ivf_hnsw_sq_params(metric, ivf, hnsw()?, sq()?)
         }
@@ -465,6 +478,7 @@ pub(crate) async fn create_index(session: &Session, ci: CreateIndex) -> Result<Q
             IndexKind::IvfFlat => IndexType::IvfFlat,
             IndexKind::IvfSq => IndexType::IvfSq,
             IndexKind::IvfPq => IndexType::IvfPq,
+            IndexKind::IvfHnswFlat => IndexType::IvfHnswFlat,
             IndexKind::IvfHnswSq => IndexType::IvfHnswSq,
             _ => IndexType::IvfHnswPq,
         };

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Array, Float32Builder, Int64Array, ListBuilder, RecordBatch};
+use arrow::array::{Array, AsArray, Float32Builder, Int64Array, ListBuilder, RecordBatch};
 use arrow::datatypes::{Field, Schema};
 use arrow_flight::sql::client::{FlightSqlServiceClient, PreparedStatement};
 use arrow_flight::FlightInfo;
@@ -72,6 +72,22 @@ async fn main() {
     let mut client = FlightSqlServiceClient::new(channel);
     // One session for the SETs and the queries.
     client.handshake("", "").await.unwrap();
+
+    // The kind of the index searched, for the report.
+    let info = client
+        .execute(
+            "SELECT kind FROM marrow_indexes() WHERE index_name = 'glove_emb'".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let kind = fetch(&mut client, info)
+        .await
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .map_or("no index".to_string(), |b| {
+            b.column(0).as_string::<i32>().value(0).to_string()
+        });
 
     let mut trivial = client
         .prepare("SELECT $1::BIGINT AS x".into(), None)
@@ -143,7 +159,7 @@ async fn main() {
         }
         let secs = t.elapsed().as_secs_f64();
         println!(
-            "marrow-flight rust IVF_HNSW_SQ nprobes = {nprobes:<3} ef = {ef:<4} {:<12} query_parallelism = 0   recall@10 {:.4}  {:>8.1} q/s",
+            "marrow-flight rust {kind} nprobes = {nprobes:<3} ef = {ef:<4} {:<12} query_parallelism = 0   recall@10 {:.4}  {:>8.1} q/s",
             if cache { "direct+cache" } else { "direct" },
             hits as f64 / (n * 10) as f64,
             n as f64 / secs

@@ -122,6 +122,12 @@ async fn direct_search_matches_lance_scanner() {
             ["SET marrow.nprobes = 2", "SET marrow.refine_factor = 0", "SET marrow.ef = 40"],
         ),
         (
+            "IVF_HNSW_FLAT l2",
+            "CREATE INDEX mem_emb ON mem USING IVF_HNSW_FLAT (emb) WITH (metric = 'l2', num_partitions = 4)",
+            "l2_distance(emb, $q)",
+            ["SET marrow.nprobes = 2", "SET marrow.refine_factor = 0", "SET marrow.ef = 40"],
+        ),
+        (
             "IVF_FLAT dot",
             "CREATE INDEX mem_emb ON mem USING IVF_FLAT (emb) WITH (metric = 'dot', num_partitions = 6)",
             "inner_product(emb, $q) DESC",
@@ -164,7 +170,7 @@ async fn direct_search_matches_lance_scanner() {
             "a deleted row came back: {found:?}"
         );
     }
-    assert_eq!(compared, 4 * queries.len());
+    assert_eq!(compared, 5 * queries.len());
 }
 
 fn vector_param(v: &[f32]) -> datafusion::common::ParamValues {
