@@ -277,6 +277,14 @@ async fn ann(dir: &str, kinds: &[&str]) {
     let run = async |sql: &str| {
         session.execute(sql).await.unwrap().collect().await.unwrap();
     };
+    // Both HNSW kinds are swept over the same settings, so their rows compare directly.
+    let hnsw_sweep = vec![
+        ("SET marrow.nprobes = 4", "SET marrow.ef = 50"),
+        ("SET marrow.nprobes = 4", "SET marrow.ef = 100"),
+        ("SET marrow.nprobes = 8", "SET marrow.ef = 100"),
+        ("SET marrow.nprobes = 8", "SET marrow.ef = 200"),
+        ("SET marrow.nprobes = 16", "SET marrow.ef = 300"),
+    ];
     let indexes = [
         (
             "IVF_PQ",
@@ -292,24 +300,12 @@ async fn ann(dir: &str, kinds: &[&str]) {
         (
             "IVF_HNSW_SQ",
             "CREATE INDEX glove_emb ON glove USING IVF_HNSW_SQ (emb) WITH (metric = 'cosine', num_partitions = 16, m = 16, ef_construction = 150)",
-            vec![
-                ("SET marrow.nprobes = 4", "SET marrow.ef = 50"),
-                ("SET marrow.nprobes = 4", "SET marrow.ef = 100"),
-                ("SET marrow.nprobes = 8", "SET marrow.ef = 100"),
-                ("SET marrow.nprobes = 8", "SET marrow.ef = 200"),
-                ("SET marrow.nprobes = 16", "SET marrow.ef = 300"),
-            ],
+            hnsw_sweep.clone(),
         ),
         (
             "IVF_HNSW_FLAT",
             "CREATE INDEX glove_emb ON glove USING IVF_HNSW_FLAT (emb) WITH (metric = 'cosine', num_partitions = 16, m = 16, ef_construction = 150)",
-            vec![
-                ("SET marrow.nprobes = 4", "SET marrow.ef = 50"),
-                ("SET marrow.nprobes = 4", "SET marrow.ef = 100"),
-                ("SET marrow.nprobes = 8", "SET marrow.ef = 100"),
-                ("SET marrow.nprobes = 8", "SET marrow.ef = 200"),
-                ("SET marrow.nprobes = 16", "SET marrow.ef = 300"),
-            ],
+            hnsw_sweep.clone(),
         ),
     ];
     let mut settings_shown = std::collections::HashSet::new();

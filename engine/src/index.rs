@@ -78,54 +78,22 @@ impl IndexKind {
         !matches!(self, Self::BTree | Self::Bitmap)
     }
 
-    /// The WITH options this kind understands.
-    fn options(self) -> &'static [&'static str] {
-        match self {
-            Self::IvfFlat => &["metric", "num_partitions", "sample_rate", "max_iterations"],
-            Self::IvfSq => &[
-                "metric",
-                "num_partitions",
-                "sample_rate",
-                "max_iterations",
-                "num_bits",
-            ],
-            Self::IvfPq => &[
-                "metric",
-                "num_partitions",
-                "sample_rate",
-                "max_iterations",
-                "num_sub_vectors",
-                "num_bits",
-            ],
-            Self::IvfHnswFlat => &[
-                "metric",
-                "num_partitions",
-                "sample_rate",
-                "max_iterations",
-                "m",
-                "ef_construction",
-            ],
-            Self::IvfHnswSq => &[
-                "metric",
-                "num_partitions",
-                "sample_rate",
-                "max_iterations",
-                "m",
-                "ef_construction",
-                "num_bits",
-            ],
-            Self::IvfHnswPq => &[
-                "metric",
-                "num_partitions",
-                "sample_rate",
-                "max_iterations",
-                "m",
-                "ef_construction",
-                "num_sub_vectors",
-                "num_bits",
-            ],
+    /// The WITH options this kind understands: the IVF stage's, then the sub-index's, then the quantizer's.
+    fn options(self) -> Vec<&'static str> {
+        const IVF: &[&str] = &["metric", "num_partitions", "sample_rate", "max_iterations"];
+        const HNSW: &[&str] = &["m", "ef_construction"];
+        const SQ: &[&str] = &["num_bits"];
+        const PQ: &[&str] = &["num_sub_vectors", "num_bits"];
+        let stages: &[&[&str]] = match self {
+            Self::IvfFlat => &[IVF],
+            Self::IvfSq => &[IVF, SQ],
+            Self::IvfPq => &[IVF, PQ],
+            Self::IvfHnswFlat => &[IVF, HNSW],
+            Self::IvfHnswSq => &[IVF, HNSW, SQ],
+            Self::IvfHnswPq => &[IVF, HNSW, PQ],
             Self::BTree | Self::Bitmap => &[],
-        }
+        };
+        stages.concat()
     }
 }
 
@@ -174,8 +142,8 @@ impl Options {
                     )))
                 }
             };
-            if !kind.options().contains(&key.as_str()) {
-                let known = kind.options();
+            let known = kind.options();
+            if !known.contains(&key.as_str()) {
                 return Err(Error::invalid(if known.is_empty() {
                     format!("{} indexes take no options (got {key})", kind.name())
                 } else {
