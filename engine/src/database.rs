@@ -7,52 +7,23 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList};
 use datafusion::execution::context::{SessionConfig, SessionContext, SessionState};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 
-use crate::catalog::{MarrowSchema, META_DEFAULTS, META_EMBED, META_PRIMARY_KEY};
+use crate::catalog::MarrowSchema;
+use crate::config::{Config, CATALOG, SCHEMA};
 use crate::error::{Error, ErrorKind, Result};
-use crate::session::Session;
+use crate::extension::Extensions;
+use crate::options::MarrowOptions;
 
-pub const CATALOG: &str = "marrow";
-pub const SCHEMA: &str = "public";
-/// Dimension of the bundled embedding model (all-MiniLM-L6-v2).
-pub const MEMORY_EMBEDDING_DIM: i32 = 384;
-
-/// How a database is opened.
-#[derive(Debug, Clone, Default)]
-pub struct Config {
-    /// Directory holding one `<table>.lance` dataset per table.
-    pub data_dir: PathBuf,
-    /// Files under this directory may be read by `CREATE EXTERNAL TABLE`; `None` forbids reading server files.
-    pub import_root: Option<PathBuf>,
-    /// `COPY … TO` may write under this directory; `None` forbids writing server files.
-    pub export_root: Option<PathBuf>,
-    /// Memory limit in bytes for each session's queries (sorts and joins spill or fail beyond it).
-    pub memory_limit: Option<usize>,
-    /// The embedding model (`config.json`, `model.safetensors`, `tokenizer.json`) behind `embed()` and the
-    /// `minilm` tokenizer; `None` leaves them unavailable.
-    pub model_dir: Option<PathBuf>,
-    /// More tokenizers for `tokenize(text, name)`, by name.
-    pub tokenizers: BTreeMap<String, PathBuf>,
-}
-
-impl Config {
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            data_dir: data_dir.into(),
-            ..Default::default()
-        }
-    }
-}
 
 pub(crate) struct DbInner {
     pub(crate) config: Config,
     pub(crate) schema: Arc<MarrowSchema>,
     pub(crate) models: marrow_udfs::text::SharedModels,
+    pub(crate) extensions: Extensions,
     /// One writer per table at a time inside this process; other processes are kept out by the directory lock.
     write_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Counts statements that may change what a query plans to (DDL, writes, SET): cached plans made before
@@ -120,8 +91,12 @@ fn canonical_root(root: &Option<PathBuf>, what: &str) -> Result<Option<PathBuf>>
 }
 
 impl Database {
-    /// Open (creating if needed) a data directory, take its lock and make sure the `memories` table exists.
-    pub async fn open(config: Config) -> Result<Self> {
+    /// Open (creating if needed) a data directory with the features `extensions` builds for it, take its lock and
+    /// create the built-in tables it lacks. [`Database::open`] opens one with Marrow's own features.
+    pub async fn open_with(
+        config: Config,
+        extensions: impl FnOnce(&Arc<MarrowSchema>, &Config) -> Extensions,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             Error::invalid(format!(
                 "cannot create data directory {}: {e}",
@@ -143,11 +118,13 @@ impl Database {
                 .map_err(Error::invalid)?,
         );
         let schema = Arc::new(MarrowSchema::open(&data_dir)?);
+        let extensions = extensions(&schema, &config);
         let db = Database {
             inner: Arc::new(DbInner {
                 config,
                 schema: schema.clone(),
                 models,
+                extensions,
                 write_locks: Mutex::new(BTreeMap::new()),
                 generation: AtomicU64::new(0),
                 _lock: lock,
@@ -158,7 +135,13 @@ impl Database {
             Some(inner) => Database { inner }.new_state(),
             None => SessionStateBuilder::new().with_default_features().build(),
         }));
-        db.ensure_memories().await?;
+        for (name, table) in crate::catalog::builtin::builtin_tables() {
+            if !schema.lance_table_exists(name) {
+                schema
+                    .create_lance_table(name, Arc::new(table), vec![], false)
+                    .await?;
+            }
+        }
         Ok(db)
     }
 
@@ -182,12 +165,9 @@ impl Database {
         &self.inner.schema
     }
 
-    /// A new session: its own `SET` options and prepared state, sharing the tables.
-    pub fn session(&self) -> Session {
-        Session::new(
-            self.clone(),
-            SessionContext::new_with_state(self.new_state()),
-        )
+    /// The statements, procedures and table functions registered with this database.
+    pub fn extensions(&self) -> &Extensions {
+        &self.inner.extensions
     }
 
     pub(crate) fn session_config() -> SessionConfig {
@@ -202,7 +182,7 @@ impl Database {
         // TIMESTAMPTZ is an instant, as in PostgreSQL: without a session zone DataFusion would plan it as a naive
         // timestamp and drop the offset of every value written to it.
         options.execution.time_zone = Some("+00:00".to_string());
-        config.with_option_extension(crate::vector::MarrowOptions::default())
+        config.with_option_extension(MarrowOptions::default())
     }
 
     pub(crate) fn new_state(&self) -> SessionState {
@@ -221,21 +201,21 @@ impl Database {
             runtime = runtime.with_memory_limit(limit, 1.0);
         }
         let runtime = runtime.build_arc().expect("runtime environment");
-        let mut state = SessionStateBuilder::new()
+        let mut builder = SessionStateBuilder::new()
             .with_config(Self::session_config())
             .with_runtime_env(runtime)
             .with_default_features()
-            .with_catalog_list(Arc::new(list))
-            .with_optimizer_rule(Arc::new(crate::vector::VectorTopKRule))
-            .build();
+            .with_catalog_list(Arc::new(list));
+        for rule in self.inner.extensions.optimizer_rules() {
+            builder = builder.with_optimizer_rule(rule.clone());
+        }
+        let mut state = builder.build();
         marrow_udfs::register_all(&mut state).expect("Marrow functions register");
         marrow_udfs::register_text(&mut state, self.inner.models.clone())
             .expect("text functions register");
-        crate::table_functions::register(&mut state, self.inner.schema.clone());
-        state.register_udtf(
-            "read_safetensors",
-            Arc::new(crate::weights::ReadSafetensors(self.inner.config.clone())),
-        );
+        for f in self.inner.extensions.table_functions() {
+            state.register_udtf(f.name, f.function.clone());
+        }
         state
     }
 
@@ -263,71 +243,4 @@ impl Database {
             .or_default()
             .clone()
     }
-
-    /// The tables every data directory has: `memories` and `adapters`.
-    async fn ensure_memories(&self) -> Result<()> {
-        for (name, schema) in [
-            ("memories", memories_schema()),
-            ("adapters", crate::adapters::adapters_schema()),
-        ] {
-            if !self.inner.schema.lance_table_exists(name) {
-                crate::ddl::create_lance_table(self, name, Arc::new(schema), vec![], false).await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The `memories` table every data directory starts with (see DESIGN.md's data model).
-pub fn memories_schema() -> Schema {
-    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let defaults: BTreeMap<&str, &str> = [
-        ("id", "uuid()"),
-        ("namespace", "'default'"),
-        ("kind", "'note'"),
-        ("importance", "0.5"),
-        ("created_at", "now()"),
-        ("updated_at", "now()"),
-        ("access_count", "0"),
-        ("metadata", "'{}'"),
-    ]
-    .into_iter()
-    .collect();
-    let metadata = [
-        (META_PRIMARY_KEY.to_string(), "id".to_string()),
-        (
-            META_DEFAULTS.to_string(),
-            serde_json::to_string(&defaults).expect("defaults serialize"),
-        ),
-        (
-            META_EMBED.to_string(),
-            serde_json::to_string(&BTreeMap::from([("embedding", "content")]))
-                .expect("embed setting serializes"),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    Schema::new_with_metadata(
-        vec![
-            Field::new("id", DataType::Utf8, false),
-            Field::new("namespace", DataType::Utf8, false),
-            Field::new("kind", DataType::Utf8, false),
-            Field::new("content", DataType::Utf8, false),
-            Field::new(
-                "embedding",
-                DataType::FixedSizeList(
-                    Arc::new(Field::new("item", DataType::Float32, true)),
-                    MEMORY_EMBEDDING_DIM,
-                ),
-                true,
-            ),
-            Field::new("importance", DataType::Float32, false),
-            Field::new("created_at", ts.clone(), false),
-            Field::new("updated_at", ts.clone(), false),
-            Field::new("last_accessed_at", ts, true),
-            Field::new("access_count", DataType::Int64, false),
-            Field::new("metadata", DataType::Utf8, false),
-        ],
-        metadata,
-    )
 }

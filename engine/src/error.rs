@@ -18,7 +18,8 @@ pub enum ErrorKind {
     PermissionDenied,
     /// A feature Marrow does not implement.
     Unsupported,
-    /// The data directory is held by another process.
+    /// The data directory is held by another process, or another writer committed to the table first; nothing
+    /// was changed and the same statement can be retried.
     Locked,
     /// A memory limit was hit.
     ResourcesExhausted,
@@ -102,19 +103,44 @@ fn classify_datafusion(e: &DataFusionError) -> ErrorKind {
     }
 }
 
+/// Lance errors by variant. Commit conflicts are `Locked`: another writer won the race, nothing was changed and
+/// the statement can be retried as it is.
 fn classify_lance(e: &lance::Error) -> ErrorKind {
-    let msg = e.to_string();
-    if msg.contains("not found") || msg.contains("NotFound") || msg.contains("does not exist") {
-        ErrorKind::NotFound
-    } else if msg.contains("already exists") {
-        ErrorKind::AlreadyExists
-    } else if msg.contains("Invalid user input")
-        || msg.contains("invalid")
-        || msg.contains("Schema")
-    {
-        ErrorKind::InvalidInput
-    } else {
-        ErrorKind::Internal
+    use lance::Error as L;
+    match e {
+        L::Shared { source } => classify_lance(source),
+        L::External { source } | L::Wrapped { error: source, .. } => {
+            if let Some(marrow) = source.downcast_ref::<Error>() {
+                marrow.kind
+            } else if let Some(df) = source.downcast_ref::<DataFusionError>() {
+                classify_datafusion(df)
+            } else {
+                ErrorKind::Internal
+            }
+        }
+        _ if e.is_not_found() => ErrorKind::NotFound,
+        L::DatasetNotFound { .. }
+        | L::NotFound { .. }
+        | L::IndexNotFound { .. }
+        | L::RefNotFound { .. }
+        | L::VersionNotFound { .. }
+        | L::FieldNotFound { .. } => ErrorKind::NotFound,
+        L::DatasetAlreadyExists { .. } | L::RefConflict { .. } => ErrorKind::AlreadyExists,
+        L::InvalidInput { .. }
+        | L::SchemaMismatch { .. }
+        | L::Schema { .. }
+        | L::Arrow { .. }
+        | L::InvalidRef { .. }
+        | L::InvalidTableLocation { .. } => ErrorKind::InvalidInput,
+        L::NotSupported { .. } => ErrorKind::Unsupported,
+        L::CommitConflict { .. }
+        | L::RetryableCommitConflict { .. }
+        | L::IncompatibleTransaction { .. }
+        | L::TooMuchWriteContention { .. }
+        | L::VersionConflict { .. }
+        | L::Backpressure { .. } => ErrorKind::Locked,
+        L::DiskCapExceeded { .. } => ErrorKind::ResourcesExhausted,
+        _ => ErrorKind::Internal,
     }
 }
 
@@ -153,7 +179,13 @@ impl From<DataFusionError> for Error {
 
 impl From<lance::Error> for Error {
     fn from(e: lance::Error) -> Self {
-        Self::new(classify_lance(&e), format!("storage: {e}"))
+        match classify_lance(&e) {
+            ErrorKind::Locked => Self::new(
+                ErrorKind::Locked,
+                format!("another writer changed the table at the same time; nothing was changed, retry: {e}"),
+            ),
+            kind => Self::new(kind, format!("storage: {e}")),
+        }
     }
 }
 

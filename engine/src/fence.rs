@@ -3,7 +3,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::database::Config;
+use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// Resolve `location` lexically and through any existing symlinks, then require it to be inside `root`.

@@ -10,28 +10,38 @@
 //! assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
 //! # Ok(()) }
 //! ```
+//!
+//! The modules layer one way, top to bottom:
+//!
+//! - [`builtins`] opens a database with Marrow's statements, table functions and procedures registered.
+//! - Features, each registered through [`extension`]'s traits: [`statements`] (the SQL Marrow runs itself: table
+//!   DDL, DML, indexes, COPY, ingest, CALL), [`table_functions`], [`procedures`] and [`models`] (weights and
+//!   adapters as tables). Only procedures and models send SQL back through a session: they are SQL clients.
+//! - The core: [`database`] and [`session`] (parse, route, plan, execute; they name no feature), [`extension`].
+//! - Below them: [`vector`] (ANN planning and the plan cache), [`catalog`] (Lance datasets as tables, built-in
+//!   schemas, versions, commits), [`sql`] (dialect, parsing, quoting), [`options`], [`config`], [`fence`],
+//!   [`error`].
 
-pub mod adapters;
-mod ann;
+pub mod builtins;
 pub mod catalog;
+pub mod config;
 pub mod database;
-mod ddl;
-pub mod dialect;
-mod dml;
 pub mod error;
-mod exec;
-pub mod export;
+pub mod exec;
+pub mod extension;
 pub mod fence;
-pub mod index;
-pub mod ingest;
-mod plan_cache;
+pub mod models;
+pub mod options;
+pub mod procedures;
 pub mod session;
+pub mod sql;
+pub mod statements;
 pub mod table_functions;
 pub mod vector;
-pub mod versions;
-pub mod weights;
-pub mod write;
 
-pub use database::{memories_schema, Config, Database, CATALOG, SCHEMA};
+pub use catalog::builtin::memories_schema;
+pub use config::{Config, CATALOG, SCHEMA};
+pub use database::Database;
 pub use error::{Error, ErrorKind, Result};
 pub use session::{PreparedInfo, QueryOutput, Session};
+pub use statements::ingest;

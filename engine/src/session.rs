@@ -1,5 +1,11 @@
-//! One session: the single place where Marrow's SQL is handled. Statements Marrow owns (table DDL that must create
-//! Lance datasets, DML, file access) are taken from the syntax tree; everything else goes to DataFusion unchanged.
+//! One session: parse, route, plan and execute. A statement that a registered [`StatementHandler`] takes (table
+//! DDL that must create Lance datasets, DML, indexes, file access, CALL) runs there; everything else goes to
+//! DataFusion unchanged. The session names no feature: handlers, table functions and procedures are registered with
+//! the database (see `extension.rs` and `builtins.rs`).
+//!
+//! [`StatementHandler`]: crate::extension::StatementHandler
+
+mod time_travel;
 
 use std::sync::Arc;
 
@@ -12,14 +18,15 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::database::Database;
 use crate::error::{Error, Result};
-use crate::plan_cache::PlanCache;
-use crate::{ddl, dml, fence, index};
+use crate::options::MarrowOptions;
+use crate::sql::{parse, parse_one};
+use crate::vector::plan_cache::PlanCache;
 
 /// What a statement produced.
 pub enum QueryOutput {
@@ -121,23 +128,13 @@ impl std::fmt::Debug for Session {
     }
 }
 
-pub(crate) fn parse(sql: &str) -> Result<Vec<DFStatement>> {
-    let dialect = crate::dialect::MarrowDialect;
-    let statements = DFParserBuilder::new(sql)
-        .with_dialect(&dialect)
-        .build()?
-        .parse_statements()?;
-    Ok(statements.into_iter().collect())
-}
-
-fn parse_one(sql: &str) -> Result<DFStatement> {
-    let mut statements = parse(sql)?;
-    match statements.len() {
-        0 => Err(Error::invalid("empty statement")),
-        1 => Ok(statements.remove(0)),
-        n => Err(Error::invalid(format!(
-            "expected one statement, got {n}; send them one at a time"
-        ))),
+impl Database {
+    /// A new session: its own `SET` options and prepared state, sharing the tables.
+    pub fn session(&self) -> Session {
+        Session::new(
+            self.clone(),
+            SessionContext::new_with_state(self.new_state()),
+        )
     }
 }
 
@@ -157,6 +154,37 @@ impl Session {
     /// The DataFusion context (catalog queries, registered functions).
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// Evaluate constant SQL expressions (procedure arguments, AS OF timestamps) with the session's functions.
+    pub async fn eval_constants(
+        &self,
+        exprs: &[String],
+        params: Option<datafusion::common::ParamValues>,
+    ) -> Result<Vec<ScalarValue>> {
+        if exprs.is_empty() {
+            return Ok(vec![]);
+        }
+        // Aliased: equal arguments (`CALL f('a', 'a')`) would otherwise be duplicate column names.
+        let columns: Vec<String> = exprs
+            .iter()
+            .enumerate()
+            .map(|(i, e)| format!("({e}) AS arg{i}"))
+            .collect();
+        let sql = format!("SELECT {}", columns.join(", "));
+        let df = self.context().sql(&sql).await?;
+        let df = match params {
+            Some(p) => df.with_param_values(p)?,
+            None => df,
+        };
+        let batches = df.collect().await?;
+        let batch = batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .ok_or_else(|| Error::internal("constant expressions returned no row"))?;
+        (0..batch.num_columns())
+            .map(|i| Ok(ScalarValue::try_from_array(batch.column(i), 0)?))
+            .collect()
     }
 
     pub(crate) fn state(&self) -> SessionState {
@@ -196,7 +224,7 @@ impl Session {
         state
             .config_options()
             .extensions
-            .get::<crate::vector::MarrowOptions>()
+            .get::<MarrowOptions>()
             .is_none_or(|o| o.plan_cache)
     }
 
@@ -213,7 +241,7 @@ impl Session {
             return self.execute_statement(statement, Some(params)).await;
         }
         let original = statement.clone();
-        let pins = crate::versions::pin_versions(self, &mut statement).await?;
+        let pins = time_travel::pin_versions(self, &mut statement).await?;
         if !pins.is_empty() {
             drop(pins);
             return self.execute_statement(original, Some(params)).await;
@@ -289,45 +317,18 @@ impl Session {
         mut statement: DFStatement,
         params: Option<ParamValues>,
     ) -> Result<QueryOutput> {
-        let _pins = crate::versions::pin_versions(self, &mut statement).await?;
-        match statement {
-            DFStatement::Statement(stmt) => match *stmt {
-                Statement::CreateTable(ct) => ddl::create_table(self, ct, params).await,
-                Statement::Insert(insert) => dml::insert(self, insert, params).await,
-                Statement::Update(update) => dml::update(self, update, params).await,
-                Statement::Delete(delete) => dml::delete(self, delete, params).await,
-                Statement::CreateIndex(ci) => index::create_index(self, ci).await,
-                Statement::Drop {
-                    object_type: ObjectType::Index,
-                    names,
-                    if_exists,
-                    table,
-                    ..
-                } => index::drop_index(self, &names, if_exists, table.as_ref()).await,
-                Statement::OptimizeTable { name, .. } => index::optimize_table(self, &name).await,
-                Statement::Call(function) => {
-                    // Procedures run statements of their own.
-                    Box::pin(crate::versions::call(self, function, params)).await
-                }
-                Statement::Merge(_) => Err(Error::unsupported(
-                    "MERGE is not supported; use INSERT … ON CONFLICT (key) DO UPDATE SET …",
-                )),
-                Statement::AlterTable(_) => Err(Error::unsupported("ALTER TABLE is not supported yet")),
-                Statement::CreateSchema { .. } | Statement::CreateDatabase { .. } => Err(Error::unsupported(
-                    "Marrow has one schema (marrow.public); CREATE SCHEMA/DATABASE is not supported",
-                )),
-                Statement::Drop {
-                    object_type: ObjectType::Schema | ObjectType::Database,
-                    ..
-                } => Err(Error::unsupported("Marrow has one schema (marrow.public); it cannot be dropped")),
-                other => self.run_datafusion(DFStatement::Statement(Box::new(other)), params).await,
-            },
-            DFStatement::CreateExternalTable(mut cet) => {
-                cet.location = fence::check_import(self.db.config(), &cet.location)?.to_string_lossy().into_owned();
-                self.run_datafusion(DFStatement::CreateExternalTable(cet), params).await
-            }
-            DFStatement::CopyTo(copy) => crate::export::copy(self, copy, params, None).await,
-            other => self.run_datafusion(other, params).await,
+        let _pins = time_travel::pin_versions(self, &mut statement).await?;
+        let handler = self
+            .db
+            .extensions()
+            .statements()
+            .iter()
+            .find(|h| h.handles(&statement))
+            .cloned();
+        match handler {
+            // Boxed: handlers such as CALL run statements of their own.
+            Some(h) => Box::pin(h.run(self, statement, params)).await,
+            None => self.run_datafusion(statement, params).await,
         }
     }
 
@@ -384,7 +385,7 @@ impl Session {
     /// Plan a statement without running it: its result and parameter schemas.
     pub async fn prepare(&self, sql: &str) -> Result<PreparedInfo> {
         let mut statement = parse_one(sql)?;
-        let _pins = crate::versions::pin_versions(self, &mut statement).await?;
+        let _pins = time_travel::pin_versions(self, &mut statement).await?;
         let empty: SchemaRef = Arc::new(Schema::empty());
         let (planned, is_query) = match &statement {
             DFStatement::Statement(stmt) => match stmt.as_ref() {
@@ -439,12 +440,12 @@ impl Session {
 }
 
 /// String arguments of Marrow's table functions (`vector_search('t', …)`) that may name tables.
-fn table_function_strings(statement: &DFStatement) -> Vec<String> {
+fn table_function_strings(statement: &DFStatement, functions: &[&str]) -> Vec<String> {
     use datafusion::sql::sqlparser::ast::{
         FunctionArg, FunctionArgExpr, TableFactor, Visit, Visitor,
     };
-    struct Collect(Vec<String>);
-    impl Visitor for Collect {
+    struct Collect<'a>(Vec<String>, &'a [&'a str]);
+    impl Visitor for Collect<'_> {
         type Break = ();
         fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> std::ops::ControlFlow<()> {
             if let TableFactor::Table {
@@ -454,7 +455,7 @@ fn table_function_strings(statement: &DFStatement) -> Vec<String> {
             } = tf
             {
                 let fname = name.to_string().to_lowercase();
-                if crate::table_functions::TABLE_ARGUMENT_FUNCTIONS.contains(&fname.as_str()) {
+                if self.1.contains(&fname.as_str()) {
                     for a in &args.args {
                         if let FunctionArg::Unnamed(FunctionArgExpr::Expr(
                             datafusion::sql::sqlparser::ast::Expr::Value(v),
@@ -472,12 +473,12 @@ fn table_function_strings(statement: &DFStatement) -> Vec<String> {
             std::ops::ControlFlow::Continue(())
         }
     }
-    let mut c = Collect(vec![]);
+    let mut c = Collect(vec![], functions);
     match statement {
         DFStatement::Statement(s) => {
             let _ = s.visit(&mut c);
         }
-        DFStatement::Explain(e) => return table_function_strings(&e.statement),
+        DFStatement::Explain(e) => return table_function_strings(&e.statement, functions),
         _ => {}
     }
     c.0
@@ -487,7 +488,15 @@ impl Session {
     /// Table functions are planned synchronously: open the tables they name first, so their schemas are known.
     async fn open_table_function_tables(&self, statement: &DFStatement) -> Result<()> {
         let provider = self.db.schema_provider();
-        for name in table_function_strings(statement) {
+        let functions: Vec<&str> = self
+            .db
+            .extensions()
+            .table_functions()
+            .iter()
+            .filter(|f| f.names_table)
+            .map(|f| f.name)
+            .collect();
+        for name in table_function_strings(statement, &functions) {
             if provider.lance_table_exists(&name) {
                 provider.open_table(&name, false).await?;
             }

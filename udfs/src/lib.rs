@@ -32,6 +32,7 @@ use datafusion::execution::FunctionRegistry;
 pub mod distance;
 pub mod json;
 pub mod quant;
+pub mod tensor;
 pub mod text;
 
 /// Register every Marrow function with a session, replacing DataFusion built-ins of the same name.

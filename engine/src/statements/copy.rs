@@ -277,7 +277,7 @@ pub async fn export_query(
             .schema_provider()
             .lance_table_exists(table_or_query)
     {
-        format!("SELECT * FROM {}", crate::dml::quote(table_or_query))
+        format!("SELECT * FROM {}", crate::sql::quote(table_or_query))
     } else {
         table_or_query.to_string()
     };
@@ -286,15 +286,15 @@ pub async fn export_query(
         sql.push_str(&format!(" STORED AS {f}"));
     }
     if !partition_by.is_empty() {
-        let cols: Vec<String> = partition_by.iter().map(|c| crate::dml::quote(c)).collect();
+        let cols: Vec<String> = partition_by.iter().map(|c| crate::sql::quote(c)).collect();
         sql.push_str(&format!(" PARTITIONED BY ({})", cols.join(", ")));
     }
-    let mut statements = crate::session::parse(&sql)?;
+    let mut statements = crate::sql::parse(&sql)?;
     let mut statement = match statements.len() {
         1 => statements.remove(0),
         _ => return Err(Error::invalid("export takes one table name or one query")),
     };
-    let _pins = crate::versions::pin_versions(session, &mut statement).await?;
+    let _pins = crate::catalog::versions::pin_versions(session, &mut statement).await?;
     let DFStatement::CopyTo(copy) = statement else {
         return Err(Error::internal("export did not parse as COPY"));
     };
@@ -305,4 +305,26 @@ pub async fn export_query(
         .collect()
         .await?;
     Ok(QueryOutput::count_in(&batches))
+}
+
+/// `COPY … TO`: written through a temporary name, under the export root only.
+pub struct CopyStatement;
+
+#[async_trait::async_trait]
+impl StatementHandler for CopyStatement {
+    fn handles(&self, statement: &DFStatement) -> bool {
+        matches!(statement, DFStatement::CopyTo(_))
+    }
+
+    async fn run(
+        &self,
+        session: &Session,
+        statement: DFStatement,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
+        match statement {
+            DFStatement::CopyTo(c) => copy(session, c, params, None).await,
+            _ => Err(Error::internal("COPY handler given another statement")),
+        }
+    }
 }

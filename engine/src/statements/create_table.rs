@@ -22,7 +22,7 @@ use crate::catalog::{storage_schema, validate_table_name, META_DEFAULTS, META_PR
 use crate::database::Database;
 use crate::error::{Error, ErrorKind, Result};
 use crate::session::{QueryOutput, Session};
-use crate::write::coerce_batches;
+use crate::catalog::write::coerce_batches;
 
 /// `VECTOR(n)` is an alias for `FLOAT[n]`, a fixed-size list of n float32 values.
 fn rewrite_vector_types(ct: &mut CreateTable) -> Result<()> {
@@ -59,7 +59,7 @@ pub(crate) async fn create_table(
     mut ct: CreateTable,
     params: Option<ParamValues>,
 ) -> Result<QueryOutput> {
-    let name = crate::dml::table_name(&ct.name)?;
+    let name = crate::sql::table_name(&ct.name)?;
     validate_table_name(&name)?;
     if ct.external || ct.temporary {
         return Err(Error::unsupported(
@@ -152,53 +152,38 @@ pub(crate) async fn create_table(
     };
     let batches = coerce_batches(&batches, &schema)?;
     if !pk.is_empty() {
-        crate::dml::check_unique_batches(session, &name, &pk, &batches).await?;
+        crate::statements::dml::check_unique_batches(session, &name, &pk, &batches).await?;
     }
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let lock = db.write_lock(&name);
     let _guard = lock.lock().await;
-    create_lance_table(db, &name, schema, batches, or_replace).await?;
+    db.schema_provider()
+        .create_lance_table(&name, schema, batches, or_replace)
+        .await?;
     Ok(QueryOutput::Count(rows as u64))
 }
 
-/// Write a new dataset (or a new version replacing an existing one) in one commit.
-pub(crate) async fn create_lance_table(
-    db: &Database,
-    name: &str,
-    schema: SchemaRef,
-    batches: Vec<RecordBatch>,
-    replace: bool,
-) -> Result<()> {
-    let path = db.schema_provider().table_path(name);
-    let exists = db.schema_provider().lance_table_exists(name);
-    if !exists && path.exists() {
-        // Leftovers of a create that crashed before its first commit: nothing readable is lost.
-        std::fs::remove_dir_all(&path)?;
-    }
-    let params = WriteParams {
-        mode: if exists && replace {
-            WriteMode::Overwrite
-        } else {
-            WriteMode::Create
-        },
-        session: Some(db.schema_provider().lance_session()),
-        auto_cleanup: None,
-        ..Default::default()
-    };
-    let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema);
-    Dataset::write(reader, path.to_string_lossy().as_ref(), Some(params)).await?;
-    Ok(())
-}
+/// `CREATE TABLE`: a Lance dataset, not DataFusion's in-memory table.
+pub struct CreateTableStatement;
 
-/// Qualify bare column names in an expression with `alias` (used where two relations share column names).
-pub(crate) fn qualify_columns(expr: &mut SqlExpr, alias: &str) {
-    let _ = visit_expressions_mut(expr, |e| {
-        if let SqlExpr::Identifier(ident) = e {
-            *e = SqlExpr::CompoundIdentifier(vec![
-                datafusion::sql::sqlparser::ast::Ident::with_quote('"', alias),
-                ident.clone(),
-            ]);
+#[async_trait::async_trait]
+impl StatementHandler for CreateTableStatement {
+    fn handles(&self, statement: &DFStatement) -> bool {
+        matches!(statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::CreateTable(_)))
+    }
+
+    async fn run(
+        &self,
+        session: &Session,
+        statement: DFStatement,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
+        match statement {
+            DFStatement::Statement(s) => match *s {
+                Statement::CreateTable(ct) => create_table(session, ct, params).await,
+                _ => Err(Error::internal("CREATE TABLE handler given another statement")),
+            },
+            _ => Err(Error::internal("CREATE TABLE handler given another statement")),
         }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
+    }
 }

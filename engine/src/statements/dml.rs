@@ -29,48 +29,13 @@ use datafusion::sql::sqlparser::ast::{
 
 use crate::catalog::{MarrowSchema, MarrowTable};
 use crate::database::{CATALOG, SCHEMA};
-use crate::ddl::qualify_columns;
+use crate::sql::qualify_columns;
 use crate::error::{Error, Result};
 use crate::session::{QueryOutput, Session};
-use crate::write::{self, coerce_batches};
+use crate::catalog::write::{self, coerce_batches};
 
 const TARGET: &str = "__marrow_target";
 const ROWADDR: &str = "__marrow_rowaddr";
-
-/// The table a statement names, normalized as DataFusion does (unquoted identifiers are lower-cased).
-pub(crate) fn table_name(name: &ObjectName) -> Result<String> {
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .map(|p| {
-            let ident = p
-                .as_ident()
-                .ok_or_else(|| Error::invalid(format!("unsupported table name {name}")))?;
-            Ok(match ident.quote_style {
-                Some(_) => ident.value.clone(),
-                None => ident.value.to_lowercase(),
-            })
-        })
-        .collect::<Result<_>>()?;
-    match parts.as_slice() {
-        [t] => Ok(t.clone()),
-        [s, t] if s == SCHEMA => Ok(t.clone()),
-        [c, s, t] if c == CATALOG && s == SCHEMA => Ok(t.clone()),
-        _ => Err(Error::not_found(format!(
-            "table '{name}' not found: Marrow's tables live in {CATALOG}.{SCHEMA}"
-        ))),
-    }
-}
-
-/// A double-quoted SQL identifier.
-pub(crate) fn quote(s: &str) -> String {
-    Ident::with_quote('"', s).to_string()
-}
-
-/// A single-quoted SQL string literal.
-pub(crate) fn literal(s: &str) -> String {
-    datafusion::sql::sqlparser::ast::Value::SingleQuotedString(s.to_string()).to_string()
-}
 
 /// The session's catalog with some names bound to fixed providers: the statement's snapshot of its target table
 /// (with row addresses), and in-memory relations such as `excluded`.
@@ -144,7 +109,7 @@ impl Statement2 {
     }
 
     async fn query(&self, sql: &str, params: &Option<ParamValues>) -> Result<Vec<RecordBatch>> {
-        let mut statements = crate::session::parse(sql)?;
+        let mut statements = crate::sql::parse(sql)?;
         let statement = statements
             .pop()
             .ok_or_else(|| Error::internal("empty internal query"))?;
@@ -757,4 +722,32 @@ pub(crate) async fn delete(
     )
     .await?;
     Ok(QueryOutput::Count(n as u64))
+}
+
+/// `INSERT`, `UPDATE` and `DELETE` on Marrow tables: planned as queries, committed as one Lance transaction.
+pub struct DmlStatement;
+
+#[async_trait::async_trait]
+impl StatementHandler for DmlStatement {
+    fn handles(&self, statement: &DFStatement) -> bool {
+        matches!(statement, DFStatement::Statement(s)
+            if matches!(s.as_ref(), Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)))
+    }
+
+    async fn run(
+        &self,
+        session: &Session,
+        statement: DFStatement,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
+        let DFStatement::Statement(s) = statement else {
+            return Err(Error::internal("DML handler given another statement"));
+        };
+        match *s {
+            Statement::Insert(i) => insert(session, i, params).await,
+            Statement::Update(u) => update(session, u, params).await,
+            Statement::Delete(d) => delete(session, d, params).await,
+            _ => Err(Error::internal("DML handler given another statement")),
+        }
+    }
 }

@@ -14,10 +14,10 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 
 use crate::catalog::{storage_schema, validate_table_name};
-use crate::dml::quote;
+use crate::sql::quote;
 use crate::error::{Error, ErrorKind, Result};
 use crate::session::{QueryOutput, Session};
-use crate::write::coerce_batches;
+use crate::catalog::write::coerce_batches;
 
 /// What to do when the target table exists or does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,11 +124,10 @@ impl Session {
                             }
                         }
                         if !pk.is_empty() {
-                            crate::dml::check_unique_batches(self, table, &pk, &rows).await?;
+                            crate::statements::dml::check_unique_batches(self, table, &pk, &rows).await?;
                         }
                         let n = rows.iter().map(|b| b.num_rows() as u64).sum();
-                        crate::ddl::create_lance_table(
-                            &db,
+                        db.schema_provider().create_lance_table(
                             table,
                             target,
                             rows,
@@ -184,7 +183,7 @@ impl Session {
             quote(table),
             quote(name)
         );
-        let insert = match crate::session::parse(&sql)?.pop() {
+        let insert = match crate::sql::parse(&sql)?.pop() {
             Some(DFStatement::Statement(stmt)) => match *stmt {
                 Statement::Insert(i) => i,
                 _ => {
@@ -197,7 +196,7 @@ impl Session {
         };
         // The rows are visible to this statement only, not registered in the shared catalog.
         let extra = [(name.to_string(), mem)].into_iter().collect();
-        let result = crate::dml::insert_with(self, insert, None, extra).await;
+        let result = crate::statements::dml::insert_with(self, insert, None, extra).await;
         match result {
             Ok(QueryOutput::Count(n)) => Ok(n),
             Ok(other) => Err(Error::internal(format!(

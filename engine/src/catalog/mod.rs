@@ -1,6 +1,10 @@
 //! The one schema DataFusion sees: every `<name>.lance` directory in the data directory is a table, opened at its
 //! latest commit on each lookup, plus persisted views and session-lifetime external tables.
 
+pub mod builtin;
+pub mod versions;
+pub mod write;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
@@ -105,6 +109,35 @@ impl std::fmt::Debug for MarrowSchema {
 }
 
 impl MarrowSchema {
+    /// Write a new dataset (or a new version replacing an existing one) in one commit.
+    pub async fn create_lance_table(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        replace: bool,
+    ) -> Result<()> {
+        let path = self.table_path(name);
+        let exists = self.lance_table_exists(name);
+        if !exists && path.exists() {
+            // Leftovers of a create that crashed before its first commit: nothing readable is lost.
+            std::fs::remove_dir_all(&path)?;
+        }
+        let params = WriteParams {
+            mode: if exists && replace {
+                WriteMode::Overwrite
+            } else {
+                WriteMode::Create
+            },
+            session: Some(self.lance_session()),
+            auto_cleanup: None,
+            ..Default::default()
+        };
+        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema);
+        Dataset::write(reader, path.to_string_lossy().as_ref(), Some(params)).await?;
+        Ok(())
+    }
+
     pub fn open(data_dir: &Path) -> Result<Self> {
         let views_path = data_dir.join(VIEWS_FILE);
         let views = match std::fs::read(&views_path) {
@@ -204,7 +237,7 @@ impl MarrowSchema {
 
     /// A table as of one of its versions, read-only.
     pub async fn open_table_version(&self, name: &str, version: u64) -> Result<Arc<MarrowTable>> {
-        let ds = crate::versions::checkout(self, name, version).await?;
+        let ds = crate::catalog::versions::checkout(self, name, version).await?;
         let ds = self.track(name, ds);
         Ok(Arc::new(MarrowTable::new(ds, false, None)?))
     }

@@ -41,7 +41,7 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use lance::Dataset;
 
-use crate::ann::DirectAnnExec;
+use crate::vector::ann::DirectAnnExec;
 use crate::exec::PassExec;
 use crate::vector::VectorSearchTable;
 

@@ -5,6 +5,9 @@
 //! distance with Marrow's kernels, so the distances a query returns are exact for the rows it returns, and Lance's own
 //! conventions (squared L2, 1 − dot) never reach the user.
 
+pub(crate) mod ann;
+pub(crate) mod plan_cache;
+
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef};
@@ -12,9 +15,8 @@ use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session as CatalogSession;
 use datafusion::catalog::TableProvider;
-use datafusion::common::config::ConfigExtension;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{extensions_options, Result as DFResult, ScalarValue};
+use datafusion::common::{Result as DFResult, ScalarValue};
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::utils::conjunction;
@@ -28,42 +30,14 @@ use lance::index::DatasetIndexExt;
 use lance::Dataset;
 use lance_linalg::distance::DistanceType;
 
-use crate::ann::{Direct, DirectSearch};
+use crate::options::MarrowOptions;
+use ann::{Direct, DirectSearch};
 use crate::catalog::MarrowTable;
 use crate::error::Error;
 
 /// The largest k served from an ANN index; beyond it the exact path is both correct and not slower.
 pub const MAX_ANN_K: usize = 10_000;
 
-extensions_options! {
-    /// Marrow's settings (`SET marrow.<name> = …`), per session: vector search and version retention.
-    pub struct MarrowOptions {
-        /// IVF partitions to probe (0: Lance's adaptive default).
-        pub nprobes: usize, default = 0
-        /// Re-rank refine_factor × k candidates with the stored vectors inside the index search (0: off).
-        pub refine_factor: usize, default = 0
-        /// HNSW search breadth (0: Lance's default).
-        pub ef: usize, default = 0
-        /// Index partitions one query searches at once (0: every core on the direct path, Lance's choice through
-        /// its scanner — sequential for HNSW; -1: every core; n: at most n). Parallel search lowers one query's
-        /// latency; under many concurrent queries 1 avoids the hand-offs.
-        pub query_parallelism: i32, default = 0
-        /// Search a one-segment index that covers every fragment directly, without Lance's scanner, when nprobes is
-        /// fixed and there is no WHERE clause (false: every index search goes through the scanner).
-        pub direct_search: bool, default = true
-        /// Ignore vector indexes: every ORDER BY distance LIMIT k query scans exactly.
-        pub exact_search: bool, default = false
-        /// Keep the physical plan of a direct-path vector query run with `$n` vector parameters, and run it again
-        /// with the next values bound instead of planning the statement anew (false: plan every execution).
-        pub plan_cache: bool, default = true
-        /// How long `CALL cleanup_versions('t')` keeps old versions (an interval: '7 days', '1 hour', '0 seconds').
-        pub version_retention: String, default = "7 days".to_string()
-    }
-}
-
-impl ConfigExtension for MarrowOptions {
-    const PREFIX: &'static str = "marrow";
-}
 
 /// Which distance function orders the rows, and the index metric that ranks rows the same way.
 fn metric_of(function: &str, asc: bool) -> Option<DistanceType> {
@@ -452,7 +426,7 @@ impl VectorSearchTable {
             .iter()
             .map(|name| plan_schema.index_of(name))
             .collect::<Result<Vec<_>, _>>()?;
-        let plan = crate::table_functions::project(plan, Some(&indices))?;
+        let plan = project(plan, Some(&indices))?;
         Ok(Arc::new(
             crate::exec::PassExec::new(
                 "VectorSearchExec",
@@ -536,4 +510,30 @@ impl TableProvider for VectorSearchTable {
     ) -> DFResult<Vec<TableProviderFilterPushDown>> {
         self.inner.supports_filters_pushdown(filters)
     }
+}
+
+/// Keep the columns at `projection` of a plan's output, by name and in that order.
+pub(crate) fn project(
+    plan: Arc<dyn ExecutionPlan>,
+    projection: Option<&Vec<usize>>,
+) -> DFResult<Arc<dyn ExecutionPlan>> {
+    use datafusion::physical_expr::expressions::Column;
+    let Some(p) = projection else {
+        return Ok(plan);
+    };
+    let schema = plan.schema();
+    let exprs = p
+        .iter()
+        .map(|i| {
+            let name = schema.field(*i).name().clone();
+            (
+                Arc::new(Column::new(&name, *i))
+                    as Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+                name,
+            )
+        })
+        .collect::<Vec<_>>();
+    Ok(Arc::new(
+        datafusion::physical_plan::projection::ProjectionExec::try_new(exprs, plan)?,
+    ))
 }

@@ -24,7 +24,7 @@ use lance_index::{IndexParams, IndexType};
 use lance_linalg::distance::DistanceType;
 
 use crate::catalog::MarrowSchema;
-use crate::dml::table_name;
+use crate::sql::table_name;
 use crate::error::{Error, ErrorKind, Result};
 use crate::session::{QueryOutput, Session};
 
@@ -628,4 +628,40 @@ pub async fn list_indexes(provider: &MarrowSchema) -> Result<Vec<IndexInfo>> {
         }
     }
     Ok(out)
+}
+
+/// `CREATE INDEX … USING kind (column) WITH (…)`, `DROP INDEX` and `OPTIMIZE TABLE`, which DataFusion cannot run.
+pub struct IndexStatement;
+
+#[async_trait::async_trait]
+impl StatementHandler for IndexStatement {
+    fn handles(&self, statement: &DFStatement) -> bool {
+        matches!(statement, DFStatement::Statement(s) if matches!(s.as_ref(),
+            Statement::CreateIndex(_)
+                | Statement::Drop { object_type: ObjectType::Index, .. }
+                | Statement::OptimizeTable { .. }))
+    }
+
+    async fn run(
+        &self,
+        session: &Session,
+        statement: DFStatement,
+        _params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
+        let DFStatement::Statement(s) = statement else {
+            return Err(Error::internal("index handler given another statement"));
+        };
+        match *s {
+            Statement::CreateIndex(ci) => create_index(session, ci).await,
+            Statement::Drop {
+                object_type: ObjectType::Index,
+                names,
+                if_exists,
+                table,
+                ..
+            } => drop_index(session, &names, if_exists, table.as_ref()).await,
+            Statement::OptimizeTable { name, .. } => optimize_table(session, &name).await,
+            _ => Err(Error::internal("index handler given another statement")),
+        }
+    }
 }

@@ -35,342 +35,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::ingest::IngestMode;
+use crate::models::safetensors::{chunk_schema, model_files, read_chunks, read_header, ChunkBatches, Header, TensorInfo, CHUNK_BYTES};
+use crate::statements::ingest::IngestMode;
 use crate::session::Session;
-
-/// The largest `data` value of one row.
-pub const CHUNK_BYTES: usize = 4 << 20;
-/// Headers larger than this are refused (the format's own reference implementation uses the same bound).
-const MAX_HEADER: u64 = 100 << 20;
-
-pub const TENSORS_DDL: &str = "CREATE TABLE IF NOT EXISTS tensors (model TEXT NOT NULL, name TEXT NOT NULL, \
-dtype TEXT NOT NULL, shape BIGINT[] NOT NULL, quantization TEXT, chunk INT NOT NULL, n_chunks INT NOT NULL, \
-data BYTEA NOT NULL, PRIMARY KEY (model, name, chunk))";
-pub const MODELS_DDL: &str =
-    "CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, format TEXT NOT NULL, \
-metadata TEXT, tensors BIGINT NOT NULL, bytes BIGINT NOT NULL, imported_at TIMESTAMP NOT NULL)";
-
-/// Bytes per element of the safetensors dtypes.
-fn dtype_size(dtype: &str) -> Option<usize> {
-    Some(match dtype {
-        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
-        "I16" | "U16" | "F16" | "BF16" => 2,
-        "I32" | "U32" | "F32" => 4,
-        "I64" | "U64" | "F64" => 8,
-        _ => return None,
-    })
-}
-
-/// One tensor of a safetensors file, as its header describes it.
-#[derive(Debug, Clone)]
-pub struct TensorInfo {
-    pub name: String,
-    pub dtype: String,
-    pub shape: Vec<i64>,
-    /// Byte range inside the data section.
-    pub begin: u64,
-    pub end: u64,
-}
-
-/// A checked safetensors header.
-#[derive(Debug)]
-pub struct Header {
-    pub tensors: Vec<TensorInfo>,
-    pub metadata: BTreeMap<String, String>,
-    /// Where the data section starts in the file.
-    pub data_start: u64,
-}
-
-fn corrupt(path: &Path, msg: impl std::fmt::Display) -> Error {
-    Error::invalid(format!(
-        "{}: not a valid safetensors file: {msg}",
-        path.display()
-    ))
-}
-
-/// Read and check a safetensors header; tensors come back in data order.
-pub fn read_header(path: &Path) -> Result<Header> {
-    let mut f = File::open(path).map_err(|e| {
-        Error::new(
-            if e.kind() == std::io::ErrorKind::NotFound {
-                ErrorKind::NotFound
-            } else {
-                ErrorKind::PermissionDenied
-            },
-            format!("cannot open {}: {e}", path.display()),
-        )
-    })?;
-    let file_len = f.metadata()?.len();
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len)
-        .map_err(|_| corrupt(path, "shorter than its 8-byte header length"))?;
-    let n = u64::from_le_bytes(len);
-    if n > MAX_HEADER || 8 + n > file_len {
-        return Err(corrupt(
-            path,
-            format!("header length {n} runs past the end of the {file_len}-byte file"),
-        ));
-    }
-    let mut text = vec![0u8; n as usize];
-    f.read_exact(&mut text)?;
-    let json: Value = serde_json::from_slice(&text)
-        .map_err(|e| corrupt(path, format!("header is not JSON: {e}")))?;
-    let Value::Object(entries) = json else {
-        return Err(corrupt(path, "header is not a JSON object"));
-    };
-    let data_len = file_len - 8 - n;
-    let mut metadata = BTreeMap::new();
-    let mut tensors = vec![];
-    for (name, v) in entries {
-        if name == "__metadata__" {
-            let Value::Object(m) = v else {
-                return Err(corrupt(path, "__metadata__ is not an object of strings"));
-            };
-            for (k, v) in m {
-                let Value::String(s) = v else {
-                    return Err(corrupt(path, format!("__metadata__.{k} is not a string")));
-                };
-                metadata.insert(k, s);
-            }
-            continue;
-        }
-        let dtype = v
-            .get("dtype")
-            .and_then(Value::as_str)
-            .ok_or_else(|| corrupt(path, format!("tensor {name} has no dtype")))?
-            .to_string();
-        let size = dtype_size(&dtype)
-            .ok_or_else(|| corrupt(path, format!("tensor {name} has unknown dtype {dtype}")))?;
-        let shape: Vec<i64> = v
-            .get("shape")
-            .and_then(Value::as_array)
-            .and_then(|a| a.iter().map(|d| d.as_i64().filter(|d| *d >= 0)).collect())
-            .ok_or_else(|| corrupt(path, format!("tensor {name} has no valid shape")))?;
-        let offsets: Vec<u64> = v
-            .get("data_offsets")
-            .and_then(Value::as_array)
-            .and_then(|a| a.iter().map(Value::as_u64).collect())
-            .filter(|o: &Vec<u64>| o.len() == 2)
-            .ok_or_else(|| corrupt(path, format!("tensor {name} has no valid data_offsets")))?;
-        let (begin, end) = (offsets[0], offsets[1]);
-        if begin > end || end > data_len {
-            return Err(corrupt(
-                path,
-                format!(
-                    "tensor {name}: offsets [{begin}, {end}] are outside the {data_len}-byte data section"
-                ),
-            ));
-        }
-        let elements = shape
-            .iter()
-            .try_fold(1u64, |acc, d| acc.checked_mul(*d as u64))
-            .ok_or_else(|| corrupt(path, format!("tensor {name}: shape overflows")))?;
-        if elements.checked_mul(size as u64) != Some(end - begin) {
-            return Err(corrupt(
-                path,
-                format!(
-                    "tensor {name}: shape {shape:?} of {dtype} needs {} bytes, its offsets hold {}",
-                    elements.saturating_mul(size as u64),
-                    end - begin
-                ),
-            ));
-        }
-        tensors.push(TensorInfo {
-            name,
-            dtype,
-            shape,
-            begin,
-            end,
-        });
-    }
-    tensors.sort_by_key(|t| (t.begin, t.end));
-    let mut at = 0;
-    for t in &tensors {
-        if t.begin < at {
-            return Err(corrupt(
-                path,
-                format!("tensor {} overlaps the tensor before it", t.name),
-            ));
-        }
-        if t.begin > at {
-            return Err(corrupt(
-                path,
-                format!("a gap of {} bytes before tensor {}", t.begin - at, t.name),
-            ));
-        }
-        at = t.end;
-    }
-    if at != data_len {
-        return Err(corrupt(
-            path,
-            format!("{} bytes after the last tensor", data_len - at),
-        ));
-    }
-    Ok(Header {
-        tensors,
-        metadata,
-        data_start: 8 + n,
-    })
-}
-
-/// The files of a model: one `.safetensors` file, or every `.safetensors` shard in a directory.
-pub fn model_files(path: &Path) -> Result<Vec<PathBuf>> {
-    if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(Error::not_found(format!(
-                "{} holds no .safetensors files",
-                path.display()
-            )));
-        }
-        Ok(files)
-    } else {
-        Ok(vec![path.to_path_buf()])
-    }
-}
-
-/// The schema of `tensors` rows, without the model column (read_safetensors' result).
-pub fn chunk_schema(with_model: bool) -> SchemaRef {
-    let mut fields = vec![];
-    if with_model {
-        fields.push(Field::new("model", DataType::Utf8, false));
-    }
-    fields.extend([
-        Field::new("name", DataType::Utf8, false),
-        Field::new("dtype", DataType::Utf8, false),
-        Field::new(
-            "shape",
-            DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
-            false,
-        ),
-        Field::new("quantization", DataType::Utf8, true),
-        Field::new("chunk", DataType::Int32, false),
-        Field::new("n_chunks", DataType::Int32, false),
-        Field::new("data", DataType::Binary, false),
-    ]);
-    Arc::new(Schema::new(fields))
-}
-
-/// Collects chunk rows into batches of about 64 MiB.
-struct ChunkBatches {
-    model: Option<String>,
-    schema: SchemaRef,
-    names: Vec<String>,
-    dtypes: Vec<String>,
-    shapes: ListBuilder<Int64Builder>,
-    chunks: Vec<i32>,
-    n_chunks: Vec<i32>,
-    data: BinaryBuilder,
-    bytes: usize,
-    done: Vec<RecordBatch>,
-}
-
-impl ChunkBatches {
-    fn new(model: Option<String>) -> Self {
-        Self {
-            schema: chunk_schema(model.is_some()),
-            model,
-            names: vec![],
-            dtypes: vec![],
-            shapes: ListBuilder::new(Int64Builder::new()),
-            chunks: vec![],
-            n_chunks: vec![],
-            data: BinaryBuilder::new(),
-            bytes: 0,
-            done: vec![],
-        }
-    }
-
-    fn push(&mut self, t: &TensorInfo, chunk: i32, n_chunks: i32, bytes: &[u8]) -> Result<()> {
-        self.names.push(t.name.clone());
-        self.dtypes.push(t.dtype.clone());
-        self.shapes.values().append_slice(&t.shape);
-        self.shapes.append(true);
-        self.chunks.push(chunk);
-        self.n_chunks.push(n_chunks);
-        self.data.append_value(bytes);
-        self.bytes += bytes.len();
-        if self.bytes >= 64 << 20 {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        let n = self.names.len();
-        if n == 0 {
-            return Ok(());
-        }
-        let mut columns: Vec<ArrayRef> = vec![];
-        if let Some(m) = &self.model {
-            columns.push(Arc::new(StringArray::from(vec![m.as_str(); n])));
-        }
-        columns.push(Arc::new(StringArray::from(std::mem::take(&mut self.names))));
-        columns.push(Arc::new(StringArray::from(std::mem::take(
-            &mut self.dtypes,
-        ))));
-        columns.push(Arc::new(self.shapes.finish()));
-        columns.push(Arc::new(StringArray::from(vec![None::<&str>; n])));
-        columns.push(Arc::new(Int32Array::from(std::mem::take(&mut self.chunks))));
-        columns.push(Arc::new(Int32Array::from(std::mem::take(
-            &mut self.n_chunks,
-        ))));
-        columns.push(Arc::new(self.data.finish()));
-        self.done
-            .push(RecordBatch::try_new(self.schema.clone(), columns)?);
-        self.bytes = 0;
-        Ok(())
-    }
-}
-
-/// A model's files as chunk rows: the batches, the merged `__metadata__`, the tensor count and the byte count.
-pub type Chunks = (Vec<RecordBatch>, BTreeMap<String, String>, u64, u64);
-
-/// Read a model's files into chunk rows (with a `model` column when `model` is given). `progress` counts bytes.
-pub fn read_chunks(
-    files: &[PathBuf],
-    model: Option<&str>,
-    progress: Option<&AtomicU64>,
-) -> Result<Chunks> {
-    let mut out = ChunkBatches::new(model.map(str::to_string));
-    let mut metadata = BTreeMap::new();
-    let mut seen = std::collections::HashSet::new();
-    let (mut tensors, mut bytes) = (0u64, 0u64);
-    let mut buf = vec![0u8; CHUNK_BYTES];
-    for path in files {
-        let header = read_header(path)?;
-        metadata.extend(header.metadata);
-        let mut f = File::open(path)?;
-        for t in &header.tensors {
-            if !seen.insert(t.name.clone()) {
-                return Err(Error::invalid(format!(
-                    "tensor {} appears in more than one shard",
-                    t.name
-                )));
-            }
-            let len = (t.end - t.begin) as usize;
-            let n_chunks = len.div_ceil(CHUNK_BYTES).max(1) as i32;
-            f.seek(SeekFrom::Start(header.data_start + t.begin))?;
-            for chunk in 0..n_chunks {
-                let part = (len - chunk as usize * CHUNK_BYTES).min(CHUNK_BYTES);
-                f.read_exact(&mut buf[..part])
-                    .map_err(|e| corrupt(path, format!("reading tensor {}: {e}", t.name)))?;
-                out.push(t, chunk, n_chunks, &buf[..part])?;
-                if let Some(p) = progress {
-                    p.fetch_add(part as u64, Ordering::Relaxed);
-                }
-            }
-            tensors += 1;
-            bytes += len as u64;
-        }
-    }
-    out.flush()?;
-    Ok((out.done, metadata, tensors, bytes))
-}
 
 /// What an import wrote.
 #[derive(Debug, Clone, Copy)]
@@ -397,7 +64,7 @@ async fn count_of(session: &Session, sql: &str) -> Result<i64> {
 pub(crate) async fn model_exists(session: &Session, model: &str) -> Result<bool> {
     let sql = format!(
         "SELECT count(*) FROM models WHERE model = {}",
-        crate::dml::literal(model)
+        crate::sql::literal(model)
     );
     Ok(count_of(session, &sql).await? > 0)
 }
@@ -453,19 +120,19 @@ pub(crate) async fn import_as(
     let metadata = if metadata.is_empty() {
         "NULL".to_string()
     } else {
-        crate::dml::literal(&serde_json::to_string(&metadata).unwrap_or_default())
+        crate::sql::literal(&serde_json::to_string(&metadata).unwrap_or_default())
     };
     let insert = format!(
         "INSERT INTO models VALUES ({}, {}, {metadata}, {tensors}, {bytes}, now())",
-        crate::dml::literal(model),
-        crate::dml::literal(format)
+        crate::sql::literal(model),
+        crate::sql::literal(format)
     );
     if let Err(e) = session.execute(&insert).await {
         // Keep the two tables consistent: take the tensors back out.
         let _ = session
             .execute(&format!(
                 "DELETE FROM tensors WHERE model = {}",
-                crate::dml::literal(model)
+                crate::sql::literal(model)
             ))
             .await;
         return Err(e);
@@ -480,7 +147,7 @@ pub(crate) async fn import_as(
 /// Delete a model's tensors and its `models` row.
 pub async fn drop_model(session: &Session, model: &str) -> Result<u64> {
     require_model(session, model).await?;
-    let m = crate::dml::literal(model);
+    let m = crate::sql::literal(model);
     let (_, b) = session
         .execute(&format!("DELETE FROM tensors WHERE model = {m}"))
         .await?
@@ -524,12 +191,12 @@ fn block_layout(scheme: &str) -> Option<(u64, u64)> {
 }
 
 /// The model's metadata and its tensors (sorted by name), each checked for complete chunks.
-async fn stored_tensors(
+pub(crate) async fn stored_tensors(
     session: &Session,
     model: &str,
 ) -> Result<(Option<BTreeMap<String, String>>, Vec<TensorMeta>)> {
     require_model(session, model).await?;
-    let m = crate::dml::literal(model);
+    let m = crate::sql::literal(model);
     let (_, meta) = session
         .execute(&format!("SELECT metadata FROM models WHERE model = {m}"))
         .await?
@@ -662,7 +329,7 @@ pub(crate) async fn append_chunks(session: &Session, batches: Vec<RecordBatch>) 
 
 /// Write `header`, then each tensor's chunks at its offset (zero padding between), to `out` through a temporary
 /// name. Returns the bytes of tensor data written.
-async fn write_tensor_file(
+pub(crate) async fn write_tensor_file(
     session: &Session,
     model: &str,
     out: &Path,
@@ -670,7 +337,7 @@ async fn write_tensor_file(
     tensors: &[(&TensorMeta, u64)],
     progress: Option<&AtomicU64>,
 ) -> Result<u64> {
-    let m = crate::dml::literal(model);
+    let m = crate::sql::literal(model);
     let parent = out.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)?;
     let temp = parent.join(format!(
@@ -694,7 +361,7 @@ async fn write_tensor_file(
             let mut stream = session
                 .execute(&format!(
                     "SELECT data FROM tensors WHERE model = {m} AND name = {} ORDER BY chunk",
-                    crate::dml::literal(&t.name)
+                    crate::sql::literal(&t.name)
                 ))
                 .await?
                 .into_stream();
@@ -793,102 +460,6 @@ pub async fn export(
     write_tensor_file(session, model, out, &head, &plan, progress).await
 }
 
-/// GGML type ids (ggml.h) of what Marrow writes to GGUF.
-fn ggml_type(t: &TensorMeta) -> Option<u32> {
-    Some(match (t.quantization.as_deref(), t.dtype.as_str()) {
-        (None, "F32") => 0,
-        (None, "F16") => 1,
-        (None, "I8") => 24,
-        (None, "I16") => 25,
-        (None, "I32") => 26,
-        (None, "I64") => 27,
-        (None, "F64") => 28,
-        (None, "BF16") => 30,
-        (Some("q4_0"), _) => 2,
-        (Some("q8_0"), _) => 8,
-        (Some("q2_k"), _) => 10,
-        (Some("q4_k"), _) => 12,
-        _ => return None,
-    })
-}
-
-const GGUF_ALIGNMENT: u64 = 32;
-
-fn gguf_string(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-/// Write model `model` as a GGUF (version 3) file: quantized tensors keep their GGML block bytes (q8_0, q4_0, q4_k,
-/// q2_k), raw ones their dtype; dimensions innermost first, as GGML orders them; `general.name` and the model's
-/// safetensors metadata as string key-values.
-pub async fn export_gguf(
-    session: &Session,
-    model: &str,
-    out: &Path,
-    progress: Option<&AtomicU64>,
-) -> Result<u64> {
-    let (metadata, tensors) = stored_tensors(session, model).await?;
-    let metadata = metadata.unwrap_or_default();
-    let mut head = Vec::new();
-    head.extend_from_slice(b"GGUF");
-    head.extend_from_slice(&3u32.to_le_bytes());
-    head.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
-    head.extend_from_slice(&(2 + metadata.len() as u64).to_le_bytes());
-    gguf_string(&mut head, "general.name");
-    head.extend_from_slice(&8u32.to_le_bytes()); // string
-    gguf_string(&mut head, model);
-    gguf_string(&mut head, "general.alignment");
-    head.extend_from_slice(&4u32.to_le_bytes()); // uint32
-    head.extend_from_slice(&(GGUF_ALIGNMENT as u32).to_le_bytes());
-    for (k, v) in &metadata {
-        gguf_string(&mut head, &format!("safetensors.{k}"));
-        head.extend_from_slice(&8u32.to_le_bytes());
-        gguf_string(&mut head, v);
-    }
-    let mut offset = 0u64;
-    let mut plan = vec![];
-    for t in &tensors {
-        let ty = ggml_type(t).ok_or_else(|| {
-            Error::unsupported(format!(
-                "tensor {}: {} has no GGUF type Marrow writes",
-                t.name,
-                t.quantization.as_deref().unwrap_or(&t.dtype)
-            ))
-        })?;
-        if let Some(q) = &t.quantization {
-            let block = block_layout(q).map(|b| b.1).unwrap_or(1);
-            let inner = t.shape.last().copied().unwrap_or(1) as u64;
-            if !inner.is_multiple_of(block) {
-                return Err(Error::invalid(format!(
-                    "tensor {}: rows of {inner} values are not whole {q} blocks of {block}",
-                    t.name
-                )));
-            }
-        }
-        gguf_string(&mut head, &t.name);
-        let dims: Vec<u64> = if t.shape.is_empty() {
-            vec![1]
-        } else {
-            t.shape.iter().rev().map(|d| *d as u64).collect()
-        };
-        head.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-        for d in dims {
-            head.extend_from_slice(&d.to_le_bytes());
-        }
-        head.extend_from_slice(&ty.to_le_bytes());
-        head.extend_from_slice(&offset.to_le_bytes());
-        plan.push((t, offset));
-        offset = (offset + t.bytes).div_ceil(GGUF_ALIGNMENT) * GGUF_ALIGNMENT;
-    }
-    while !(head.len() as u64).is_multiple_of(GGUF_ALIGNMENT) {
-        head.push(0);
-    }
-    let base = head.len() as u64;
-    let plan: Vec<(&TensorMeta, u64)> = plan.into_iter().map(|(t, o)| (t, o + base)).collect();
-    write_tensor_file(session, model, out, &head, &plan, progress).await
-}
-
 /// Quantize model `source` into a new model `target`: every F32 tensor whose rows are whole blocks of `scheme`
 /// (q8_0, q4_0, q4_k, q2_k) is stored as GGML block bytes (`quantize(data, scheme)`, chunk by chunk: chunks are
 /// whole blocks), every other tensor is copied as it is. One commit of `tensors`, then the `models` row.
@@ -914,9 +485,9 @@ pub async fn quantize_model(
         ));
     }
     let (s, t, q) = (
-        crate::dml::literal(source),
-        crate::dml::literal(target),
-        crate::dml::literal(&scheme),
+        crate::sql::literal(source),
+        crate::sql::literal(target),
+        crate::sql::literal(&scheme),
     );
     let fits = format!(
         "dtype = 'F32' AND quantization IS NULL AND array_element(shape, CAST(array_length(shape) AS BIGINT)) % {block} = 0"
@@ -956,7 +527,7 @@ pub async fn quantize_model(
         .sum();
     let insert = format!(
         "INSERT INTO models SELECT {t}, {}, metadata, tensors, {bytes}, now() FROM models WHERE model = {s}",
-        crate::dml::literal(&format!("quantized:{scheme}"))
+        crate::sql::literal(&format!("quantized:{scheme}"))
     );
     if let Err(e) = session.execute(&insert).await {
         let _ = session
@@ -967,60 +538,3 @@ pub async fn quantize_model(
     Ok((quantized, copied))
 }
 
-/// `read_safetensors('file')`: a safetensors file under the import root as chunk rows (name, dtype, shape,
-/// quantization, chunk, n_chunks, data), so `INSERT INTO tensors SELECT 'm', * FROM read_safetensors('f')` imports.
-#[derive(Debug)]
-pub struct ReadSafetensors(pub crate::database::Config);
-
-impl datafusion::catalog::TableFunctionImpl for ReadSafetensors {
-    fn call_with_args(
-        &self,
-        args: datafusion::catalog::TableFunctionArgs,
-    ) -> datafusion::common::Result<Arc<dyn datafusion::catalog::TableProvider>> {
-        let file =
-            match args.exprs() {
-                [datafusion::logical_expr::Expr::Literal(
-                    datafusion::common::ScalarValue::Utf8(Some(s)),
-                    _,
-                )] => s.clone(),
-                _ => return Err(Error::invalid(
-                    "read_safetensors(file) takes one argument, a file name under the import root",
-                )
-                .into()),
-            };
-        let path = crate::fence::check_import(&self.0, &file)?;
-        let files = model_files(&path)?;
-        for f in &files {
-            read_header(f)?;
-        }
-        Ok(Arc::new(SafetensorsTable(files)))
-    }
-}
-
-#[derive(Debug)]
-struct SafetensorsTable(Vec<PathBuf>);
-
-#[async_trait::async_trait]
-impl datafusion::catalog::TableProvider for SafetensorsTable {
-    fn schema(&self) -> SchemaRef {
-        chunk_schema(false)
-    }
-    fn table_type(&self) -> datafusion::logical_expr::TableType {
-        datafusion::logical_expr::TableType::View
-    }
-    async fn scan(
-        &self,
-        state: &dyn datafusion::catalog::Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[datafusion::logical_expr::Expr],
-        limit: Option<usize>,
-    ) -> datafusion::common::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        let files = self.0.clone();
-        let (batches, ..) = tokio::task::spawn_blocking(move || read_chunks(&files, None, None))
-            .await
-            .map_err(|e| Error::internal(format!("reading safetensors: {e}")))??;
-        datafusion::datasource::MemTable::try_new(chunk_schema(false), vec![batches])?
-            .scan(state, projection, filters, limit)
-            .await
-    }
-}

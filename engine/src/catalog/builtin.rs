@@ -1,0 +1,133 @@
+//! The tables Marrow itself defines, in one place: `memories` and `adapters` (created with every data directory)
+//! and the weight tables `tensors` and `models` (created by the first import).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+use crate::catalog::{META_DEFAULTS, META_EMBED, META_PRIMARY_KEY};
+use crate::config::MEMORY_EMBEDDING_DIM;
+
+/// The tables every data directory has, created when it is opened.
+pub fn builtin_tables() -> [(&'static str, Schema); 2] {
+    [("memories", memories_schema()), ("adapters", adapters_schema())]
+}
+
+/// The `memories` table every data directory starts with (see DESIGN.md's data model).
+pub fn memories_schema() -> Schema {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let defaults: BTreeMap<&str, &str> = [
+        ("id", "uuid()"),
+        ("namespace", "'default'"),
+        ("kind", "'note'"),
+        ("importance", "0.5"),
+        ("created_at", "now()"),
+        ("updated_at", "now()"),
+        ("access_count", "0"),
+        ("metadata", "'{}'"),
+    ]
+    .into_iter()
+    .collect();
+    let metadata = [
+        (META_PRIMARY_KEY.to_string(), "id".to_string()),
+        (
+            META_DEFAULTS.to_string(),
+            serde_json::to_string(&defaults).expect("defaults serialize"),
+        ),
+        (
+            META_EMBED.to_string(),
+            serde_json::to_string(&BTreeMap::from([("embedding", "content")]))
+                .expect("embed setting serializes"),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    Schema::new_with_metadata(
+        vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("namespace", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("content", DataType::Utf8, false),
+            Field::new(
+                "embedding",
+                DataType::FixedSizeList(
+                    Arc::new(Field::new("item", DataType::Float32, true)),
+                    MEMORY_EMBEDDING_DIM,
+                ),
+                true,
+            ),
+            Field::new("importance", DataType::Float32, false),
+            Field::new("created_at", ts.clone(), false),
+            Field::new("updated_at", ts.clone(), false),
+            Field::new("last_accessed_at", ts, true),
+            Field::new("access_count", DataType::Int64, false),
+            Field::new("metadata", DataType::Utf8, false),
+        ],
+        metadata,
+    )
+}
+
+/// The `adapters` table every data directory has (created with `memories`).
+pub fn adapters_schema() -> Schema {
+    let defaults: BTreeMap<&str, &str> = [
+        ("kind", "'lora'"),
+        ("metrics", "'{}'"),
+        ("created_at", "now()"),
+    ]
+    .into_iter()
+    .collect();
+    let metadata = [
+        (META_PRIMARY_KEY.to_string(), "id".to_string()),
+        (
+            META_DEFAULTS.to_string(),
+            serde_json::to_string(&defaults).expect("defaults serialize"),
+        ),
+        (
+            META_EMBED.to_string(),
+            serde_json::to_string(&BTreeMap::from([("description_embedding", "description")]))
+                .expect("embed setting serializes"),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    Schema::new_with_metadata(
+        vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("base_model", DataType::Utf8, false),
+            Field::new("rank", DataType::Int32, false),
+            Field::new("alpha", DataType::Float64, false),
+            Field::new("use_rslora", DataType::Boolean, false),
+            Field::new(
+                "target_modules",
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                false,
+            ),
+            Field::new("description", DataType::Utf8, true),
+            Field::new(
+                "description_embedding",
+                DataType::FixedSizeList(
+                    Arc::new(Field::new("item", DataType::Float32, true)),
+                    MEMORY_EMBEDDING_DIM,
+                ),
+                true,
+            ),
+            Field::new("metrics", DataType::Utf8, false),
+            Field::new("config", DataType::Utf8, false),
+            Field::new(
+                "created_at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ],
+        metadata,
+    )
+}
+
+pub const TENSORS_DDL: &str = "CREATE TABLE IF NOT EXISTS tensors (model TEXT NOT NULL, name TEXT NOT NULL, \
+dtype TEXT NOT NULL, shape BIGINT[] NOT NULL, quantization TEXT, chunk INT NOT NULL, n_chunks INT NOT NULL, \
+data BYTEA NOT NULL, PRIMARY KEY (model, name, chunk))";
+pub const MODELS_DDL: &str =
+    "CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, format TEXT NOT NULL, \
+metadata TEXT, tensors BIGINT NOT NULL, bytes BIGINT NOT NULL, imported_at TIMESTAMP NOT NULL)";

@@ -1,0 +1,39 @@
+//! `CALL export_safetensors`.
+
+use arrow::array::RecordBatch;
+
+use super::{one_row, text, uint};
+use crate::fence::check_export;
+use crate::models::weights;
+
+use crate::error::Result;
+use crate::extension::{Args, Param, Procedure};
+use crate::session::Session;
+
+pub struct ExportSafetensors;
+
+#[async_trait::async_trait]
+impl Procedure for ExportSafetensors {
+    fn name(&self) -> &'static str {
+        "export_safetensors"
+    }
+
+    fn params(&self) -> &'static [Param] {
+        &[
+            Param::required("model", "the model name"),
+            Param::required("file", "the file"),
+        ]
+    }
+
+    fn doc(&self) -> &'static str {
+        "Write a model's tensors as one safetensors file under the export root (the bytes and metadata that were imported); returns model, bytes."
+    }
+
+    async fn call(&self, session: &Session, args: Args) -> Result<RecordBatch> {
+        let model = args.string(0)?;
+        let file = args.string(1)?;
+        let path = check_export(session.database().config(), &file)?;
+        let bytes = weights::export(session, &model, &path, None).await?;
+        one_row(&[("model", text(&model)), ("bytes", uint(bytes))])
+    }
+}

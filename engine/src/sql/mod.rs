@@ -1,0 +1,79 @@
+//! SQL text: Marrow's dialect, parsing, and the quoting of names and values in statements Marrow writes itself.
+
+pub mod dialect;
+
+use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{visit_expressions_mut, Expr as SqlExpr, Ident, ObjectName};
+
+use crate::config::{CATALOG, SCHEMA};
+use crate::error::{Error, Result};
+
+/// Parse a script into statements with Marrow's dialect.
+pub fn parse(sql: &str) -> Result<Vec<DFStatement>> {
+    let dialect = dialect::MarrowDialect;
+    let statements = DFParserBuilder::new(sql)
+        .with_dialect(&dialect)
+        .build()?
+        .parse_statements()?;
+    Ok(statements.into_iter().collect())
+}
+
+/// Parse exactly one statement.
+pub fn parse_one(sql: &str) -> Result<DFStatement> {
+    let mut statements = parse(sql)?;
+    match statements.len() {
+        0 => Err(Error::invalid("empty statement")),
+        1 => Ok(statements.remove(0)),
+        n => Err(Error::invalid(format!(
+            "expected one statement, got {n}; send them one at a time"
+        ))),
+    }
+}
+
+/// The table a statement names, normalized as DataFusion does (unquoted identifiers are lower-cased).
+pub(crate) fn table_name(name: &ObjectName) -> Result<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| {
+            let ident = p
+                .as_ident()
+                .ok_or_else(|| Error::invalid(format!("unsupported table name {name}")))?;
+            Ok(match ident.quote_style {
+                Some(_) => ident.value.clone(),
+                None => ident.value.to_lowercase(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    match parts.as_slice() {
+        [t] => Ok(t.clone()),
+        [s, t] if s == SCHEMA => Ok(t.clone()),
+        [c, s, t] if c == CATALOG && s == SCHEMA => Ok(t.clone()),
+        _ => Err(Error::not_found(format!(
+            "table '{name}' not found: Marrow's tables live in {CATALOG}.{SCHEMA}"
+        ))),
+    }
+}
+
+/// A double-quoted SQL identifier.
+pub(crate) fn quote(s: &str) -> String {
+    Ident::with_quote('"', s).to_string()
+}
+
+/// A single-quoted SQL string literal.
+pub(crate) fn literal(s: &str) -> String {
+    datafusion::sql::sqlparser::ast::Value::SingleQuotedString(s.to_string()).to_string()
+}
+
+/// Qualify bare column names in an expression with `alias` (used where two relations share column names).
+pub(crate) fn qualify_columns(expr: &mut SqlExpr, alias: &str) {
+    let _ = visit_expressions_mut(expr, |e| {
+        if let SqlExpr::Identifier(ident) = e {
+            *e = SqlExpr::CompoundIdentifier(vec![
+                datafusion::sql::sqlparser::ast::Ident::with_quote('"', alias),
+                ident.clone(),
+            ]);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}

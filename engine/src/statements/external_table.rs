@@ -1,0 +1,35 @@
+//! `CREATE EXTERNAL TABLE`: DataFusion reads the files, but only under the import root (`--import-root`).
+
+use datafusion::common::ParamValues;
+use datafusion::sql::parser::Statement as DFStatement;
+
+use crate::error::{Error, Result};
+use crate::extension::StatementHandler;
+use crate::fence;
+use crate::session::{QueryOutput, Session};
+
+pub struct ExternalTableStatement;
+
+#[async_trait::async_trait]
+impl StatementHandler for ExternalTableStatement {
+    fn handles(&self, statement: &DFStatement) -> bool {
+        matches!(statement, DFStatement::CreateExternalTable(_))
+    }
+
+    async fn run(
+        &self,
+        session: &Session,
+        statement: DFStatement,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
+        let DFStatement::CreateExternalTable(mut cet) = statement else {
+            return Err(Error::internal("external table handler given another statement"));
+        };
+        cet.location = fence::check_import(session.database().config(), &cet.location)?
+            .to_string_lossy()
+            .into_owned();
+        session
+            .run_datafusion(DFStatement::CreateExternalTable(cet), params)
+            .await
+    }
+}

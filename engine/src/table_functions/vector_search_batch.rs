@@ -1,0 +1,210 @@
+//! `vector_search_batch(table, column, query_table, query_column, k [, metric])`.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array, UInt64Builder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{
+    Session as CatalogSession, TableFunctionArgs, TableFunctionImpl, TableProvider,
+};
+use datafusion::common::{Result as DFResult, ScalarValue};
+use datafusion::datasource::{provider_as_source, MemTable};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::logical_expr::{cast, col, lit, Expr, LogicalPlanBuilder, TableType};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::{collect, ExecutionPlan};
+use futures::{StreamExt, TryStreamExt};
+use lance_linalg::distance::DistanceType;
+
+use crate::catalog::MarrowSchema;
+use crate::error::Error;
+use crate::statements::index::list_indexes;
+use crate::vector::{function_for, query_vector, vector_indexes};
+
+
+use super::vector_search::session_state;
+use super::*;
+
+/// `vector_search_batch(table, column, query_table, query_column, k [, metric])`: the k nearest rows of `table` for
+/// every row of `query_table`, with the query row's other columns prefixed `query_`.
+#[derive(Debug)]
+pub struct VectorSearchBatchFunction(pub Arc<MarrowSchema>);
+
+impl TableFunctionImpl for VectorSearchBatchFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
+        const NAME: &str = "vector_search_batch";
+        let values = constant_args(&args, NAME)?;
+        if !(5..=6).contains(&values.len()) {
+            return Err(plan_err(
+                "vector_search_batch(table, column, query_table, query_column, k [, metric]) takes 5 or 6 arguments",
+            ));
+        }
+        let table = string_arg(&values[0], NAME, "table")?;
+        let column = string_arg(&values[1], NAME, "column")?;
+        let query_table = string_arg(&values[2], NAME, "query_table")?;
+        let query_column = string_arg(&values[3], NAME, "query_column")?;
+        let schema = table_schema(&self.0, &table, NAME)?;
+        let column_type = vector_column(&schema, &table, &column, NAME)?;
+        let query_schema = table_schema(&self.0, &query_table, NAME)?;
+        let query_type = vector_column(&query_schema, &query_table, &query_column, NAME)?;
+        if let (DataType::FixedSizeList(_, a), DataType::FixedSizeList(_, b)) =
+            (&column_type, &query_type)
+        {
+            if a != b {
+                return Err(plan_err(format!(
+                    "{NAME}: {query_table}.{query_column} has {b} dimensions; {table}.{column} has {a}"
+                )));
+            }
+        }
+        let spec = SearchSpec {
+            k: k_arg(&values[4], NAME)?,
+            metric: metric_arg(values.get(5), NAME)?,
+            table,
+            column,
+        };
+        Ok(Arc::new(BatchProvider {
+            catalog: self.0.clone(),
+            schema: output_schema(&schema, Some((&query_schema, &query_column))),
+            spec,
+            query_table,
+            query_column,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct BatchProvider {
+    catalog: Arc<MarrowSchema>,
+    schema: SchemaRef,
+    spec: SearchSpec,
+    query_table: String,
+    query_column: String,
+}
+
+#[async_trait]
+impl TableProvider for BatchProvider {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+    async fn scan(
+        &self,
+        state: &dyn CatalogSession,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let stream = Arc::new(BatchStream {
+            catalog: self.catalog.clone(),
+            schema: self.schema.clone(),
+            spec: self.spec.clone(),
+            query_table: self.query_table.clone(),
+            query_column: self.query_column.clone(),
+            state: session_state(state)?.clone(),
+        });
+        Ok(Arc::new(StreamingTableExec::try_new(
+            self.schema.clone(),
+            vec![stream],
+            projection,
+            vec![],
+            false,
+            limit,
+        )?))
+    }
+}
+
+#[derive(Debug)]
+struct BatchStream {
+    catalog: Arc<MarrowSchema>,
+    schema: SchemaRef,
+    spec: SearchSpec,
+    query_table: String,
+    query_column: String,
+    state: SessionState,
+}
+
+/// Queries run this many at a time: each is an index probe (or a scan) that is mostly waiting on I/O or one core.
+const BATCH_CONCURRENCY: usize = 4;
+
+impl BatchStream {
+    async fn run(
+        catalog: Arc<MarrowSchema>,
+        schema: SchemaRef,
+        spec: SearchSpec,
+        query_table: String,
+        query_column: String,
+        state: SessionState,
+    ) -> DFResult<futures::stream::BoxStream<'static, DFResult<RecordBatch>>> {
+        let provider = catalog.open_table(&query_table, false).await?;
+        let physical = provider.scan(&state, None, &[], None).await?;
+        let queries = collect(physical, state.task_ctx()).await?;
+        let query_schema = provider.schema();
+        let vector_index = query_schema.index_of(&query_column)?;
+        let mut jobs = vec![];
+        for batch in queries {
+            for row in 0..batch.num_rows() {
+                let query = ScalarValue::try_from_array(batch.column(vector_index), row)?;
+                if query.is_null() {
+                    continue;
+                }
+                let prefix: Vec<ArrayRef> = (0..batch.num_columns())
+                    .filter(|c| *c != vector_index)
+                    .map(|c| batch.column(c).slice(row, 1))
+                    .collect();
+                jobs.push((query, prefix));
+            }
+        }
+        let stream = futures::stream::iter(jobs)
+            .map(move |(query, prefix)| {
+                let (catalog, state, spec, schema) =
+                    (catalog.clone(), state.clone(), spec.clone(), schema.clone());
+                async move {
+                    let plan = spec.plan(&catalog, &state, query).await?;
+                    let found = collect(plan, state.task_ctx()).await?;
+                    let mut out = vec![];
+                    for b in found {
+                        let n = b.num_rows();
+                        let take = UInt64Array::from(vec![0u64; n]);
+                        let mut columns: Vec<ArrayRef> = prefix
+                            .iter()
+                            .map(|a| arrow::compute::take(a.as_ref(), &take, None))
+                            .collect::<Result<_, _>>()?;
+                        columns.extend(b.columns().iter().cloned());
+                        out.push(RecordBatch::try_new(schema.clone(), columns)?);
+                    }
+                    Ok::<_, DataFusionError>(futures::stream::iter(out.into_iter().map(Ok)))
+                }
+            })
+            .buffered(BATCH_CONCURRENCY)
+            .try_flatten();
+        Ok(stream.boxed())
+    }
+}
+
+impl PartitionStream for BatchStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let fut = Self::run(
+            self.catalog.clone(),
+            self.schema.clone(),
+            self.spec.clone(),
+            self.query_table.clone(),
+            self.query_column.clone(),
+            self.state.clone(),
+        );
+        let stream = futures::stream::once(fut).try_flatten();
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
