@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 scripts/setup.sh
 . scripts/env.sh  # again: setup installed the model package
-cargo build -p marrow-flight --bin marrow
+scripts/build.sh
 if [ $# -eq 0 ]; then
   set -- serve --data-dir ./marrow-data
 fi

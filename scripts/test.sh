@@ -12,8 +12,7 @@ if [ ! -x "$tools/bin/flight_sql_client" ]; then
   echo "test: building arrow-flight's flight_sql_client"
   cargo install -q arrow-flight --version 58.4.1 --features cli,flight-sql,tls-ring --debug --locked --root "$tools"
 fi
-# --all-targets resolves features as `cargo test` does, so the binary and the tests share one build.
-cargo build --workspace --all-targets
+scripts/build.sh
 cargo test --workspace
 # The Python package's lint and types (configured in python/pyproject.toml), then its tests against the binary.
 (cd python && ../.venv/bin/ruff check marrow examples && ../.venv/bin/ruff format --check marrow examples \

@@ -42,7 +42,7 @@ pub fn builtins(schema: &Arc<MarrowSchema>, config: &Config) -> Extensions {
     let procedures = marrow_procedures::ProceduresFunction::new(with_procedures.procedures());
     with_procedures
         .statement(create_table::CreateTableStatement)
-        .statement(dml::DmlStatement)
+        .statement(dml::DmlStatements)
         .statement(index::IndexStatement)
         .statement(call::CallStatement)
         .statement(copy::CopyStatement)

@@ -7,11 +7,13 @@
 
 mod time_travel;
 
+pub(crate) use time_travel::pin_versions;
+
 use std::sync::Arc;
 
 use arrow::array::{RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::ParamValues;
+use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::{SessionContext, SessionState};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -356,7 +358,7 @@ impl Session {
         Ok((state, plan))
     }
 
-    async fn run_datafusion(
+    pub(crate) async fn run_datafusion(
         &self,
         statement: DFStatement,
         params: Option<ParamValues>,
@@ -681,7 +683,7 @@ impl Session {
             datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?,
         );
         let extra = [(PARAMS_RELATION.to_string(), mem)].into_iter().collect();
-        match dml::insert_with(self, insert, None, extra).await? {
+        match crate::statements::dml::insert_with(self, insert, None, extra).await? {
             QueryOutput::Count(n) => Ok(Some(n)),
             _ => Ok(Some(0)),
         }

@@ -24,6 +24,9 @@ use lance::datafusion::LanceTableProvider;
 use lance::dataset::builder::DatasetBuilder;
 use lance::Dataset;
 
+use arrow::array::{RecordBatch, RecordBatchIterator};
+use lance::dataset::{WriteMode, WriteParams};
+
 use crate::error::{Error, Result};
 
 /// Schema metadata keys under which Marrow keeps table properties inside the Lance schema, so a table carries its

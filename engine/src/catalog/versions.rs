@@ -6,36 +6,12 @@
 //! catalog (`MarrowSchema::reading_versions`); cleanup never removes the oldest version still being read, nor any
 //! version after it. Readers in other processes are protected only by the retention period.
 
-use std::collections::HashMap;
-use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array,
-};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use async_trait::async_trait;
-use datafusion::catalog::{
-    Session as CatalogSession, TableFunctionArgs, TableFunctionImpl, TableProvider,
-};
-use datafusion::common::{Result as DFResult, ScalarValue};
-use datafusion::datasource::MemTable;
-use datafusion::logical_expr::{Expr as DFExpr, TableType};
-use datafusion::physical_plan::ExecutionPlan;
-use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, Statement,
-    TableAlias, TableFactor, TableVersion, Value, VisitMut, VisitorMut,
-};
 use lance::dataset::cleanup::CleanupPolicyBuilder;
-use lance::dataset::optimize::{compact_files, CompactionOptions};
 use lance::Dataset;
 
 use crate::catalog::MarrowSchema;
 use crate::error::{Error, Result};
-use crate::session::{QueryOutput, Session};
-use crate::options::MarrowOptions;
 
 fn micros_text(us: i64) -> String {
     arrow::temporal_conversions::timestamp_us_to_datetime(us)

@@ -11,17 +11,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
 
 use arrow::array::{Array, BinaryArray, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::DataType;
 use serde_json::Value;
 
-use crate::catalog::{META_DEFAULTS, META_EMBED, META_PRIMARY_KEY};
 use crate::sql::literal;
 use crate::error::{Error, ErrorKind, Result};
 use crate::session::Session;
-use crate::models::peft::{read_dir, LoraConfig, FORMAT, WEIGHTS_FILE, CONFIG_FILE};
+use crate::models::peft::{
+    bad_config, check_tensors, read_dir, LoraConfig, CONFIG_FILE, FORMAT, WEIGHTS_FILE,
+};
+use crate::models::safetensors::TensorInfo;
 use crate::models::weights;
 use marrow_udfs::tensor::{add_lora, from_f32, to_f32};
 
@@ -68,11 +69,11 @@ pub async fn import(
         format!(
             "LoRA rank {} on {} of {base}",
             config.rank,
-            config.targets.listed().join(", ")
+            config.target_modules().join(", ")
         )
     });
     let stats = weights::import_as(session, &dir.join(WEIGHTS_FILE), id, FORMAT, None).await?;
-    let targets: Vec<String> = config.targets.listed().iter().map(|t| literal(t)).collect();
+    let targets: Vec<String> = config.target_modules().iter().map(|t| literal(t)).collect();
     let insert = format!(
         "INSERT INTO adapters (id, kind, base_model, rank, alpha, use_rslora, target_modules, description, \
          metrics, config) VALUES ({}, 'lora', {}, {}, {}, {}, make_array({}), {}, {}, {})",

@@ -1,11 +1,10 @@
 //! The GGUF format (version 3), written from a stored model.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 
 use crate::error::{Error, Result};
-use crate::models::weights::{stored_tensors, write_tensor_file, TensorMeta};
+use crate::models::weights::{block_layout, stored_tensors, write_tensor_file, TensorMeta};
 use crate::session::Session;
 
 /// GGML type ids (ggml.h) of what Marrow writes to GGUF.

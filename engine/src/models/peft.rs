@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::models::safetensors::{read_header, TensorInfo};
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -61,7 +61,7 @@ pub struct LoraConfig {
     alpha_pattern: Vec<(regex::Regex, f64)>,
 }
 
-fn bad_config(msg: impl std::fmt::Display) -> Error {
+pub(crate) fn bad_config(msg: impl std::fmt::Display) -> Error {
     Error::invalid(format!("{CONFIG_FILE}: {msg}"))
 }
 
@@ -72,6 +72,11 @@ fn pattern_regex(key: &str) -> Result<regex::Regex> {
 }
 
 impl LoraConfig {
+    /// The target modules as listed in the config (or its pattern).
+    pub fn target_modules(&self) -> Vec<String> {
+        self.targets.listed()
+    }
+
     pub fn parse(text: &str) -> Result<Self> {
         let v: Value =
             serde_json::from_str(text).map_err(|e| bad_config(format!("not JSON: {e}")))?;

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arrow::array::{BinaryBuilder, Int32Array, Int64Builder, ListBuilder, RecordBatch, StringArray};
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Array, Int64Builder, ListBuilder, RecordBatch, StringArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde_json::Value;
 
@@ -21,7 +23,7 @@ pub const CHUNK_BYTES: usize = 4 << 20;
 const MAX_HEADER: u64 = 100 << 20;
 
 /// Bytes per element of the safetensors dtypes.
-fn dtype_size(dtype: &str) -> Option<usize> {
+pub(crate) fn dtype_size(dtype: &str) -> Option<usize> {
     Some(match dtype {
         "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
         "I16" | "U16" | "F16" | "BF16" => 2,
@@ -236,7 +238,7 @@ pub(crate) struct ChunkBatches {
     n_chunks: Vec<i32>,
     data: BinaryBuilder,
     bytes: usize,
-    done: Vec<RecordBatch>,
+    pub(crate) done: Vec<RecordBatch>,
 }
 
 impl ChunkBatches {

@@ -23,19 +23,22 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryBuilder, Int32Array, Int64Builder, ListBuilder, RecordBatch, StringArray,
+    Array, RecordBatch, StringArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::DataType;
 use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::models::safetensors::{chunk_schema, model_files, read_chunks, read_header, ChunkBatches, Header, TensorInfo, CHUNK_BYTES};
+use crate::catalog::builtin::{MODELS_DDL, TENSORS_DDL};
+use crate::models::safetensors::{
+    chunk_schema, dtype_size, model_files, read_chunks, read_header, ChunkBatches, TensorInfo,
+    CHUNK_BYTES,
+};
 use crate::statements::ingest::IngestMode;
 use crate::session::Session;
 
@@ -180,7 +183,7 @@ pub(crate) struct TensorMeta {
 }
 
 /// Bytes and values per block of the GGML schemes (the ones a GGUF file holds), from the quantization kernels' table.
-fn block_layout(scheme: &str) -> Option<(u64, u64)> {
+pub(crate) fn block_layout(scheme: &str) -> Option<(u64, u64)> {
     use marrow_udfs::quant::Scheme;
     match Scheme::parse(scheme).ok()? {
         s @ (Scheme::Q8_0 | Scheme::Q4_0 | Scheme::Q4K | Scheme::Q2K) => s

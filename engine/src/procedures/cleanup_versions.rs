@@ -20,10 +20,11 @@ impl Procedure for CleanupVersions {
     }
 
     fn params(&self) -> &'static [Param] {
-        &[
-            Param::required("table", "the table name"),
-            Param::optional("retention", "the retention period"),
-        ]
+        const PARAMS: &[Param] = &[
+                Param::required("table", "the table name"),
+                Param::optional("retention", "the retention period"),
+        ];
+        PARAMS
     }
 
     fn doc(&self) -> &'static str {

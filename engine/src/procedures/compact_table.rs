@@ -18,9 +18,10 @@ impl Procedure for CompactTable {
     }
 
     fn params(&self) -> &'static [Param] {
-        &[
-            Param::required("table", "the table name"),
-        ]
+        const PARAMS: &[Param] = &[
+                Param::required("table", "the table name"),
+        ];
+        PARAMS
     }
 
     fn doc(&self) -> &'static str {

@@ -18,9 +18,10 @@ impl Procedure for DropAdapter {
     }
 
     fn params(&self) -> &'static [Param] {
-        &[
-            Param::required("id", "the adapter's id"),
-        ]
+        const PARAMS: &[Param] = &[
+                Param::required("id", "the adapter's id"),
+        ];
+        PARAMS
     }
 
     fn doc(&self) -> &'static str {

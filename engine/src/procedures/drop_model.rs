@@ -18,9 +18,10 @@ impl Procedure for DropModel {
     }
 
     fn params(&self) -> &'static [Param] {
-        &[
-            Param::required("model", "the model name"),
-        ]
+        const PARAMS: &[Param] = &[
+                Param::required("model", "the model name"),
+        ];
+        PARAMS
     }
 
     fn doc(&self) -> &'static str {

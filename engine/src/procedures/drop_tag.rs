@@ -18,10 +18,11 @@ impl Procedure for DropTag {
     }
 
     fn params(&self) -> &'static [Param] {
-        &[
-            Param::required("table", "the table name"),
-            Param::required("name", "the tag name"),
-        ]
+        const PARAMS: &[Param] = &[
+                Param::required("table", "the table name"),
+                Param::required("name", "the tag name"),
+        ];
+        PARAMS
     }
 
     fn doc(&self) -> &'static str {

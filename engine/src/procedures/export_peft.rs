@@ -19,10 +19,11 @@ impl Procedure for ExportPeft {
     }
 
     fn params(&self) -> &'static [Param] {
-        &[
-            Param::required("id", "the adapter's id"),
-            Param::required("dir", "the directory"),
-        ]
+        const PARAMS: &[Param] = &[
+                Param::required("id", "the adapter's id"),
+                Param::required("dir", "the directory"),
+        ];
+        PARAMS
     }
 
     fn doc(&self) -> &'static str {

@@ -19,10 +19,11 @@ impl Procedure for ExportSafetensors {
     }
 
     fn params(&self) -> &'static [Param] {
-        &[
-            Param::required("model", "the model name"),
-            Param::required("file", "the file"),
-        ]
+        const PARAMS: &[Param] = &[
+                Param::required("model", "the model name"),
+                Param::required("file", "the file"),
+        ];
+        PARAMS
     }
 
     fn doc(&self) -> &'static str {

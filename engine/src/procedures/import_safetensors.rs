@@ -19,10 +19,11 @@ impl Procedure for ImportSafetensors {
     }
 
     fn params(&self) -> &'static [Param] {
-        &[
-            Param::required("file", "the file"),
-            Param::required("model", "the model name"),
-        ]
+        const PARAMS: &[Param] = &[
+                Param::required("file", "the file"),
+                Param::required("model", "the model name"),
+        ];
+        PARAMS
     }
 
     fn doc(&self) -> &'static str {

@@ -18,11 +18,12 @@ impl Procedure for MergeAdapter {
     }
 
     fn params(&self) -> &'static [Param] {
-        &[
-            Param::required("id", "the adapter's id"),
-            Param::required("new_model", "the new model's name"),
-            Param::optional("base_model", "the base model"),
-        ]
+        const PARAMS: &[Param] = &[
+                Param::required("id", "the adapter's id"),
+                Param::required("new_model", "the new model's name"),
+                Param::optional("base_model", "the base model"),
+        ];
+        PARAMS
     }
 
     fn doc(&self) -> &'static str {

@@ -18,11 +18,12 @@ impl Procedure for QuantizeModel {
     }
 
     fn params(&self) -> &'static [Param] {
-        &[
-            Param::required("model", "the source model"),
-            Param::required("new_model", "the new model's name"),
-            Param::required("scheme", "the scheme"),
-        ]
+        const PARAMS: &[Param] = &[
+                Param::required("model", "the source model"),
+                Param::required("new_model", "the new model's name"),
+                Param::required("scheme", "the scheme"),
+        ];
+        PARAMS
     }
 
     fn doc(&self) -> &'static str {

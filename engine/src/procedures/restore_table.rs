@@ -20,10 +20,11 @@ impl Procedure for RestoreTable {
     }
 
     fn params(&self) -> &'static [Param] {
-        &[
-            Param::required("table", "the table name"),
-            Param::required("version", "the version (a number or a tag name)"),
-        ]
+        const PARAMS: &[Param] = &[
+                Param::required("table", "the table name"),
+                Param::required("version", "the version (a number or a tag name)"),
+        ];
+        PARAMS
     }
 
     fn doc(&self) -> &'static str {

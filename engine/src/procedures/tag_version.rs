@@ -19,11 +19,12 @@ impl Procedure for TagVersion {
     }
 
     fn params(&self) -> &'static [Param] {
-        &[
-            Param::required("table", "the table name"),
-            Param::required("name", "the tag name"),
-            Param::optional("version", "the version"),
-        ]
+        const PARAMS: &[Param] = &[
+                Param::required("table", "the table name"),
+                Param::required("name", "the tag name"),
+                Param::optional("version", "the version"),
+        ];
+        PARAMS
     }
 
     fn doc(&self) -> &'static str {

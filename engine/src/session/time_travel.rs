@@ -9,7 +9,8 @@ use std::sync::Arc;
 use datafusion::common::ScalarValue;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, ObjectName, TableAlias, TableFactor, TableVersion, Value, VisitMut, VisitorMut,
+    Expr, Ident, ObjectName, Statement, TableAlias, TableFactor, TableVersion, Value, VisitMut,
+    VisitorMut,
 };
 
 use crate::catalog::versions::version_at;

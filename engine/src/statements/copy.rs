@@ -19,6 +19,7 @@ use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::sql::parser::{CopyToStatement, Statement as DFStatement};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::extension::StatementHandler;
 use crate::fence;
 use crate::session::{QueryOutput, Session};
 
@@ -294,7 +295,7 @@ pub async fn export_query(
         1 => statements.remove(0),
         _ => return Err(Error::invalid("export takes one table name or one query")),
     };
-    let _pins = crate::catalog::versions::pin_versions(session, &mut statement).await?;
+    let _pins = crate::session::pin_versions(session, &mut statement).await?;
     let DFStatement::CopyTo(copy) = statement else {
         return Err(Error::internal("export did not parse as COPY"));
     };

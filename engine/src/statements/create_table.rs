@@ -4,23 +4,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, RecordBatchIterator};
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::Schema;
 use datafusion::catalog::SchemaProvider;
 use datafusion::common::{Constraint, ParamValues};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::physical_plan::collect;
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{visit_expressions_mut, Expr as SqlExpr};
 use datafusion::sql::sqlparser::ast::{
     ArrayElemTypeDef, ColumnOption, CreateTable, DataType as SqlType, ExactNumberInfo, Statement,
 };
-use lance::dataset::{WriteMode, WriteParams};
-use lance::Dataset;
 
 use crate::catalog::{storage_schema, validate_table_name, META_DEFAULTS, META_PRIMARY_KEY};
-use crate::database::Database;
 use crate::error::{Error, ErrorKind, Result};
+use crate::extension::StatementHandler;
 use crate::session::{QueryOutput, Session};
 use crate::catalog::write::coerce_batches;
 

@@ -23,14 +23,15 @@ use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::collect;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, ConflictTarget, Delete, FromTable, Ident, Insert, ObjectName,
+    AssignmentTarget, ConflictTarget, Delete, FromTable, Insert,
     OnConflictAction, OnInsert, Statement, TableFactor, TableObject, Update, UpdateTableFromKind,
 };
 
 use crate::catalog::{MarrowSchema, MarrowTable};
-use crate::database::{CATALOG, SCHEMA};
-use crate::sql::qualify_columns;
+use crate::config::{CATALOG, SCHEMA};
+use crate::sql::{qualify_columns, quote, table_name};
 use crate::error::{Error, Result};
+use crate::extension::StatementHandler;
 use crate::session::{QueryOutput, Session};
 use crate::catalog::write::{self, coerce_batches};
 
@@ -725,10 +726,10 @@ pub(crate) async fn delete(
 }
 
 /// `INSERT`, `UPDATE` and `DELETE` on Marrow tables: planned as queries, committed as one Lance transaction.
-pub struct DmlStatement;
+pub struct DmlStatements;
 
 #[async_trait::async_trait]
-impl StatementHandler for DmlStatement {
+impl StatementHandler for DmlStatements {
     fn handles(&self, statement: &DFStatement) -> bool {
         matches!(statement, DFStatement::Statement(s)
             if matches!(s.as_ref(), Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)))

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::datatypes::DataType;
+use datafusion::common::ParamValues;
+use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CreateIndex, Expr as SqlExpr, IndexType as SqlIndexType, ObjectName, Value,
+    BinaryOperator, CreateIndex, Expr as SqlExpr, IndexType as SqlIndexType, ObjectName, ObjectType,
+    Statement, Value,
 };
 use lance::dataset::Dataset;
 use lance::index::vector::VectorIndexParams;
@@ -26,6 +29,7 @@ use lance_linalg::distance::DistanceType;
 use crate::catalog::MarrowSchema;
 use crate::sql::table_name;
 use crate::error::{Error, ErrorKind, Result};
+use crate::extension::StatementHandler;
 use crate::session::{QueryOutput, Session};
 
 /// The index kinds `CREATE INDEX … USING` accepts.

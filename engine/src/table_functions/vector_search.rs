@@ -2,33 +2,23 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array, UInt64Builder};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{
     Session as CatalogSession, TableFunctionArgs, TableFunctionImpl, TableProvider,
 };
 use datafusion::common::{Result as DFResult, ScalarValue};
-use datafusion::datasource::{provider_as_source, MemTable};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionState;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::simplify::SimplifyContext;
-use datafusion::logical_expr::{cast, col, lit, Expr, LogicalPlanBuilder, TableType};
-use datafusion::optimizer::simplify_expressions::ExprSimplifier;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-use datafusion::physical_plan::{collect, ExecutionPlan};
-use futures::{StreamExt, TryStreamExt};
-use lance_linalg::distance::DistanceType;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
 
 use crate::catalog::MarrowSchema;
-use crate::error::Error;
-use crate::statements::index::list_indexes;
-use crate::vector::{function_for, query_vector, vector_indexes};
+use crate::vector::query_vector;
 
 
 use super::*;
+use crate::vector::project;
 
 /// `vector_search(table, column, query_vector, k [, metric])`.
 #[derive(Debug)]
