@@ -7,9 +7,12 @@ conditioner's ``recency`` and ``score`` when it came from :meth:`marrow.MemoryCo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = ["Hit", "MemoryEvent", "MemoryRecord", "MEMORY_COLUMNS"]
 
@@ -33,6 +36,14 @@ def _required_utc(value: Optional[datetime]) -> datetime:
     return aware
 
 
+R = TypeVar("R", bound="DataclassInstance")
+
+
+def _from_row(cls: type[R], row: Mapping[str, Any], **converted: Any) -> R:
+    """``cls`` from the row's columns named like its fields (other columns are ignored), ``converted`` overriding."""
+    return cls(**{f.name: row[f.name] for f in fields(cls) if f.name not in converted}, **converted)
+
+
 @dataclass(frozen=True)
 class MemoryRecord:
     """One row of ``memories`` (without the embedding)."""
@@ -50,11 +61,9 @@ class MemoryRecord:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> MemoryRecord:
-        return cls(
-            id=row["id"],
-            namespace=row["namespace"],
-            kind=row["kind"],
-            content=row["content"],
+        return _from_row(
+            cls,
+            row,
             importance=float(row["importance"]),
             created_at=_required_utc(row["created_at"]),
             updated_at=utc(row["updated_at"]),
@@ -116,15 +125,4 @@ class MemoryEvent:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> MemoryEvent:
-        return cls(
-            id=row["id"],
-            memory_id=row["memory_id"],
-            namespace=row["namespace"],
-            operation=row["operation"],
-            old_content=row["old_content"],
-            new_content=row["new_content"],
-            related_id=row["related_id"],
-            actor=row["actor"],
-            at=_required_utc(row["at"]),
-            details=json.loads(row["details"] or "{}"),
-        )
+        return _from_row(cls, row, at=_required_utc(row["at"]), details=json.loads(row["details"] or "{}"))
