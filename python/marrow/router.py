@@ -317,18 +317,18 @@ class EvolutionRouter:
             return t
         stats = {int(r["level"]): (int(r["n"]), int(r["failures"])) for r in rows}
 
-        def step(level: int) -> float:
+        def step(level: Level) -> float:
             if level not in stats:
                 return 0.0
             n, failures = stats[level]
             return t.learning_rate * (t.target_failure_rate - failures / n) * min(1.0, n / 5)
 
-        t0 = t.l0_max_uncertainty + step(0)
-        t1 = t.l1_max_uncertainty + step(1)
+        t0 = t.l0_max_uncertainty + step(Level.ANSWER_FROM_MEMORY)
+        t1 = t.l1_max_uncertainty + step(Level.RETRIEVE_AND_CONDITION)
         t0 = min(max(t0, 0.0), 1.0)
         t1 = min(max(t1, t0), 1.0)
         t0 = min(t0, t1)
-        t2 = min(max(t.l2_max_adapter_distance + step(2), 0.0), 2.0)
+        t2 = min(max(t.l2_max_adapter_distance + step(Level.APPLY_ADAPTER), 0.0), 2.0)
         new = Thresholds(
             l0_max_uncertainty=t0,
             l1_max_uncertainty=t1,
