@@ -25,6 +25,7 @@ pub mod fence;
 pub mod index;
 pub mod ingest;
 mod plan_cache;
+pub mod prepared;
 pub mod session;
 pub mod table_functions;
 pub mod vector;
@@ -34,4 +35,5 @@ pub mod write;
 
 pub use database::{memories_schema, Config, Database, CATALOG, SCHEMA};
 pub use error::{Error, ErrorKind, Result};
-pub use session::{PreparedInfo, QueryOutput, Session};
+pub use prepared::{is_internal_relation, Parameters, PreparedInfo, PreparedStatement};
+pub use session::{QueryOutput, Session};

@@ -95,16 +95,6 @@ impl QueryOutput {
     }
 }
 
-/// A prepared statement's shapes, as Flight SQL reports them.
-#[derive(Debug, Clone)]
-pub struct PreparedInfo {
-    /// The result schema of a query; empty for statements that return a row count.
-    pub dataset_schema: SchemaRef,
-    /// One field per `$n` placeholder, typed where the plan determines it.
-    pub parameter_schema: SchemaRef,
-    pub is_query: bool,
-}
-
 /// A session: its own `SET` options, sharing the database's tables with every other session.
 #[derive(Clone)]
 pub struct Session {
@@ -130,7 +120,7 @@ pub(crate) fn parse(sql: &str) -> Result<Vec<DFStatement>> {
     Ok(statements.into_iter().collect())
 }
 
-fn parse_one(sql: &str) -> Result<DFStatement> {
+pub(crate) fn parse_one(sql: &str) -> Result<DFStatement> {
     let mut statements = parse(sql)?;
     match statements.len() {
         0 => Err(Error::invalid("empty statement")),
@@ -380,62 +370,6 @@ impl Session {
             }),
         ))))
     }
-
-    /// Plan a statement without running it: its result and parameter schemas.
-    pub async fn prepare(&self, sql: &str) -> Result<PreparedInfo> {
-        let mut statement = parse_one(sql)?;
-        let _pins = crate::versions::pin_versions(self, &mut statement).await?;
-        let empty: SchemaRef = Arc::new(Schema::empty());
-        let (planned, is_query) = match &statement {
-            DFStatement::Statement(stmt) => match stmt.as_ref() {
-                Statement::Query(_) | Statement::Explain { .. } | Statement::ShowTables { .. } => {
-                    (true, true)
-                }
-                Statement::ShowColumns { .. } | Statement::ShowVariable { .. } => (true, true),
-                Statement::Insert(i) => {
-                    let mut i = i.clone();
-                    i.on = None;
-                    let plan = self
-                        .plan(DFStatement::Statement(Box::new(Statement::Insert(i))), None)
-                        .await?;
-                    return Ok(PreparedInfo {
-                        dataset_schema: QueryOutput::count_schema(),
-                        parameter_schema: parameter_schema(&plan)?,
-                        is_query: false,
-                    });
-                }
-                // DataFusion plans neither UPDATE … FROM nor DELETE … USING; Marrow runs them (dml.rs). Their
-                // parameters are named from the statement, untyped: the bound values decide at execution.
-                Statement::Update(u) if u.from.is_some() => {
-                    return Ok(unplanned_dml(stmt));
-                }
-                Statement::Delete(d) if d.using.is_some() => {
-                    return Ok(unplanned_dml(stmt));
-                }
-                Statement::Update(_) | Statement::Delete(_) => (true, false),
-                _ => (false, false),
-            },
-            DFStatement::Explain(_) => (true, true),
-            _ => (false, false),
-        };
-        if !planned {
-            return Ok(PreparedInfo {
-                dataset_schema: empty.clone(),
-                parameter_schema: empty,
-                is_query: false,
-            });
-        }
-        let plan = self.plan(statement, None).await?;
-        Ok(PreparedInfo {
-            dataset_schema: if is_query {
-                Arc::new(plan.schema().as_arrow().clone())
-            } else {
-                QueryOutput::count_schema()
-            },
-            parameter_schema: parameter_schema(&plan)?,
-            is_query,
-        })
-    }
 }
 
 /// String arguments of Marrow's table functions (`vector_search('t', …)`) that may name tables.
@@ -493,188 +427,5 @@ impl Session {
             }
         }
         Ok(())
-    }
-}
-
-fn parameter_schema(plan: &LogicalPlan) -> Result<SchemaRef> {
-    let fields = plan.get_parameter_fields()?;
-    let mut ids: Vec<(usize, String)> = fields
-        .keys()
-        .map(|k| {
-            (
-                k.trim_start_matches('$')
-                    .parse::<usize>()
-                    .unwrap_or(usize::MAX),
-                k.clone(),
-            )
-        })
-        .collect();
-    ids.sort();
-    let fields: Vec<Field> = ids
-        .into_iter()
-        .map(|(_, name)| match fields.get(&name).cloned().flatten() {
-            Some(f) => f.as_ref().clone().with_name(name),
-            None => Field::new(name, DataType::Null, true),
-        })
-        .collect();
-    Ok(Arc::new(Schema::new(fields)))
-}
-
-/// A data-changing statement prepared without a plan: a row count out, one untyped field per `$n` in.
-fn unplanned_dml(statement: &Statement) -> PreparedInfo {
-    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value};
-    let mut numbers = std::collections::BTreeSet::new();
-    let _ = datafusion::sql::sqlparser::ast::visit_expressions(statement, |e| {
-        if let SqlExpr::Value(v) = e {
-            if let Value::Placeholder(p) = &v.value {
-                if let Ok(n) = p.trim_start_matches('$').parse::<usize>() {
-                    numbers.insert(n);
-                }
-            }
-        }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
-    let fields: Vec<Field> = numbers
-        .into_iter()
-        .map(|n| Field::new(format!("${n}"), DataType::Null, true))
-        .collect();
-    PreparedInfo {
-        dataset_schema: QueryOutput::count_schema(),
-        parameter_schema: Arc::new(Schema::new(fields)),
-        is_query: false,
-    }
-}
-
-const PARAMS_RELATION: &str = "__marrow_params";
-
-impl Session {
-    /// Run one statement once per parameter row (Flight SQL's executemany) and return the total row count.
-    ///
-    /// `INSERT … VALUES (<one row over $1, $2, …>)` — the common case — becomes a single
-    /// `INSERT … SELECT … FROM <the parameter rows>`: one plan and one atomic commit for all rows, with the same
-    /// constraint checks as a multi-row INSERT. Other statements run row by row, each row its own commit.
-    pub async fn execute_many(&self, sql: &str, rows: Vec<ParamValues>) -> Result<u64> {
-        if rows.len() > 1 {
-            if let DFStatement::Statement(stmt) = parse_one(sql)? {
-                if let Statement::Insert(insert) = *stmt {
-                    if let Some(n) = self.insert_many(insert, &rows).await? {
-                        return Ok(n);
-                    }
-                }
-            }
-        }
-        let mut total = 0;
-        for p in rows {
-            match self.execute_with_params(sql, Some(p)).await? {
-                QueryOutput::Count(n) => total += n,
-                QueryOutput::Done => {}
-                QueryOutput::Rows(s) => {
-                    s.try_collect::<Vec<_>>().await?;
-                }
-            }
-        }
-        Ok(total)
-    }
-
-    async fn insert_many(
-        &self,
-        mut insert: datafusion::sql::sqlparser::ast::Insert,
-        rows: &[ParamValues],
-    ) -> Result<Option<u64>> {
-        use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Ident, SetExpr, Value};
-        let Some(source) = insert.source.as_ref() else {
-            return Ok(None);
-        };
-        let SetExpr::Values(values) = source.body.as_ref() else {
-            return Ok(None);
-        };
-        let [row] = values.rows.as_slice() else {
-            return Ok(None);
-        };
-        // One column per placeholder, one row per parameter set.
-        let mut columns: Vec<Vec<datafusion::common::ScalarValue>> = vec![];
-        for (r, p) in rows.iter().enumerate() {
-            let ParamValues::List(list) = p else {
-                return Ok(None);
-            };
-            if r == 0 {
-                columns = vec![vec![]; list.len()];
-            } else if list.len() != columns.len() {
-                return Err(Error::invalid(
-                    "every parameter row must have the same number of values",
-                ));
-            }
-            for (c, v) in list.iter().enumerate() {
-                columns[c].push(v.value.clone());
-            }
-        }
-        let mut fields = vec![];
-        let mut arrays = vec![];
-        for (i, values) in columns.into_iter().enumerate() {
-            let array = datafusion::common::ScalarValue::iter_to_array(values)?;
-            fields.push(Field::new(
-                format!("p{}", i + 1),
-                array.data_type().clone(),
-                true,
-            ));
-            arrays.push(array);
-        }
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
-        let n_params = batch.num_columns();
-        let mut exprs = row.content.clone();
-        let mut bad = None;
-        for e in &mut exprs {
-            let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(e, |e| {
-                if let SqlExpr::Value(v) = e {
-                    if let Value::Placeholder(p) = &v.value {
-                        match p.trim_start_matches('$').parse::<usize>() {
-                            Ok(k) if k >= 1 && k <= n_params => {
-                                *e = SqlExpr::CompoundIdentifier(vec![
-                                    Ident::with_quote('"', PARAMS_RELATION),
-                                    Ident::with_quote('"', format!("p{k}")),
-                                ]);
-                            }
-                            _ => bad = Some(p.clone()),
-                        }
-                    }
-                }
-                std::ops::ControlFlow::<()>::Continue(())
-            });
-        }
-        if let Some(p) = bad {
-            return Err(Error::invalid(format!("no value bound for parameter {p}")));
-        }
-        let select = format!(
-            "SELECT {} FROM \"{PARAMS_RELATION}\"",
-            exprs
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let query = match parse_one(&select)? {
-            DFStatement::Statement(s) => match *s {
-                Statement::Query(q) => q,
-                _ => {
-                    return Err(Error::internal(
-                        "rewritten executemany source is not a query",
-                    ))
-                }
-            },
-            _ => {
-                return Err(Error::internal(
-                    "rewritten executemany source is not a query",
-                ))
-            }
-        };
-        insert.source = Some(query);
-        let mem: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(
-            datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?,
-        );
-        let extra = [(PARAMS_RELATION.to_string(), mem)].into_iter().collect();
-        match dml::insert_with(self, insert, None, extra).await? {
-            QueryOutput::Count(n) => Ok(Some(n)),
-            _ => Ok(Some(0)),
-        }
     }
 }
