@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 
-use marrow_engine::weights::{read_header, CHUNK_BYTES};
+use marrow_engine::models::safetensors::{read_header, CHUNK_BYTES};
 use marrow_engine::{Config, Database};
 use marrow_udfs::quant::Scheme;
 
@@ -60,7 +60,7 @@ async fn main() -> marrow_engine::Result<()> {
     let dir = tempfile::tempdir()?;
     let db = Database::open(Config::new(dir.path())).await?;
     let session = db.session();
-    marrow_engine::weights::import(&session, &path, "m", None).await?;
+    marrow_engine::models::weights::import(&session, &path, "m", None).await?;
     let sql_time = |sql: String| {
         let session = session.clone();
         async move {

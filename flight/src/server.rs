@@ -21,10 +21,11 @@ pub const DEFAULT_PORT: u16 = 50051;
 /// Largest message the server accepts (bulk ingest sends big batches).
 pub const MAX_DECODING_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
-/// How to run the server.
+/// How to run the server: the database to serve and how to reach it.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    pub data_dir: PathBuf,
+    /// The database: data directory, file roots, memory limit per session, models.
+    pub engine: Config,
     pub host: String,
     /// 0 picks a free port (see [`RunningServer::local_addr`]).
     pub port: u16,
@@ -34,34 +35,21 @@ pub struct ServeOptions {
     pub password: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
-    /// Memory limit in bytes for each session's queries.
-    pub memory_limit: Option<usize>,
-    pub import_root: Option<PathBuf>,
-    pub export_root: Option<PathBuf>,
     /// Allow listening on a non-loopback address without authentication.
     pub allow_insecure_remote: bool,
-    /// The embedding model directory (see `marrow_engine::Config::model_dir`).
-    pub model_dir: Option<PathBuf>,
-    /// More tokenizers by name.
-    pub tokenizers: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
-            data_dir: PathBuf::from("./marrow-data"),
+            engine: Config::new("./marrow-data"),
             host: DEFAULT_HOST.to_string(),
             port: DEFAULT_PORT,
             user: None,
             password: None,
             tls_cert: None,
             tls_key: None,
-            memory_limit: None,
-            import_root: None,
-            export_root: None,
             allow_insecure_remote: false,
-            model_dir: None,
-            tokenizers: Default::default(),
         }
     }
 }
@@ -212,15 +200,7 @@ pub async fn start_on(
         );
     }
 
-    let db = Database::open(Config {
-        data_dir: opts.data_dir.clone(),
-        import_root: opts.import_root.clone(),
-        export_root: opts.export_root.clone(),
-        memory_limit: opts.memory_limit,
-        model_dir: opts.model_dir.clone(),
-        tokenizers: opts.tokenizers.clone(),
-    })
-    .await?;
+    let db = Database::open(opts.engine.clone()).await?;
 
     let store = Arc::new(SessionStore::new(db, Default::default()));
     let service = MarrowFlightService::with_store(store.clone(), credentials.clone());
@@ -243,7 +223,7 @@ pub async fn start_on(
         addr = %local_addr,
         auth = credentials.is_some(),
         tls = tls.is_some(),
-        data_dir = %opts.data_dir.display(),
+        data_dir = %opts.engine.data_dir.display(),
         "Marrow Flight SQL server started"
     );
     Ok(RunningServer {

@@ -7,62 +7,83 @@
 ...     hits = mem.recall("which language does the user like?", namespace="alice", k=3)
 
 Everything the layer stores (memories, their history, access logs, feedback, learned weights and thresholds, router
-decisions, training-job requests) is a Marrow table reached through SQL; nothing reads Lance files directly.
+decisions, training-job requests) is a Marrow table reached through SQL; nothing reads Lance files directly. The
+tables it creates are defined in ``marrow/_schema.py`` and created by :func:`ensure_tables`.
+
+Modules: ``client`` (the connection), ``errors``, ``records`` (what reads return), ``memory``, ``conditioner``,
+``uncertainty`` and ``router`` (the evolution layer).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from ._schema import ensure_tables
 from .client import Client, connect
 from .conditioner import ConditionedContext, MemoryConditioner, ScoredMemory, Weights
 from .errors import (
     AlreadyExistsError,
     AuthenticationError,
-    ConnectionError,
     InternalError,
     InvalidArgumentError,
+    MarrowConnectionError,
     MarrowError,
+    MarrowTimeoutError,
     NotFoundError,
     NotSupportedError,
     PermissionDeniedError,
     ResourceExhaustedError,
     SQLError,
-    TimeoutError,
+    deprecated_alias,
 )
-from .memory import ForgetReport, Hit, MaintenanceReport, Memory, MemoryEvent, MemoryRecord, Merge
-from .router import AdapterMatch, Decision, EvolutionRouter, MaintenanceResult, Thresholds
+from .memory import ForgetReport, MaintenanceReport, Memory, Merge
+from .records import Hit, MemoryEvent, MemoryRecord
+from .router import Action, AdapterMatch, Decision, EvolutionRouter, Level, MaintenanceResult, Thresholds
 from .uncertainty import Uncertainty, UncertaintyEstimator
 
 __all__ = [
+    "Action",
     "AdapterMatch",
     "AlreadyExistsError",
     "AuthenticationError",
     "Client",
     "ConditionedContext",
-    "ConnectionError",
     "Decision",
     "EvolutionRouter",
     "ForgetReport",
     "Hit",
+    "InternalError",
+    "InvalidArgumentError",
+    "Level",
     "MaintenanceReport",
     "MaintenanceResult",
+    "MarrowConnectionError",
+    "MarrowError",
+    "MarrowTimeoutError",
     "Memory",
     "MemoryConditioner",
     "MemoryEvent",
     "MemoryRecord",
     "Merge",
-    "ScoredMemory",
-    "Thresholds",
-    "Uncertainty",
-    "UncertaintyEstimator",
-    "Weights",
-    "InternalError",
-    "InvalidArgumentError",
-    "MarrowError",
     "NotFoundError",
     "NotSupportedError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "SQLError",
-    "TimeoutError",
+    "ScoredMemory",
+    "Thresholds",
+    "Uncertainty",
+    "UncertaintyEstimator",
+    "Weights",
     "connect",
+    "ensure_tables",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # marrow.ConnectionError / marrow.TimeoutError: deprecated, reachable by name only, so `from marrow import *`
+    # never shadows the builtins.
+    cls = deprecated_alias(name)
+    if cls is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return cls

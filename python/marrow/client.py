@@ -4,13 +4,15 @@
 >>> with marrow.connect("grpc://127.0.0.1:50051") as db:                       # doctest: +SKIP
 ...     table = db.sql("SELECT id, content FROM memories WHERE namespace = $1", ["alice"])
 ...     db.ingest("events", table, mode="create_append")
+...     for batch in db.sql_reader("SELECT id, embedding FROM memories"):  # streamed, not collected
+...         ...
 """
 
 from __future__ import annotations
 
 import re
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional, Sequence, Union
 
 import adbc_driver_flightsql.dbapi as flightsql
 import adbc_driver_manager
@@ -48,9 +50,10 @@ def quote_literal(value: str) -> str:
 class Client:
     """A session with a Marrow server (made by :func:`connect`).
 
-    ``sql`` returns a :class:`pyarrow.Table` (``sql_pandas`` / ``sql_polars`` convert it); errors are raised as
-    :class:`marrow.MarrowError` subclasses mapped from the server's gRPC status. The underlying ADBC DB-API
-    connection is ``client.adbc``; ``cursor()`` and the ``adbc_*`` methods pass through to it, so a ``Client`` is a
+    ``sql`` returns a :class:`pyarrow.Table` (``sql_pandas`` / ``sql_polars`` convert it), ``sql_reader`` streams
+    the result as a :class:`pyarrow.RecordBatchReader`; errors are raised as :class:`marrow.MarrowError` subclasses
+    mapped from the server's gRPC status. The underlying ADBC DB-API connection is ``client.adbc``; ``cursor()``,
+    ``commit()``, ``rollback()`` and the ``adbc_get_*`` metadata calls pass through to it, so a ``Client`` is a
     drop-in for code written against the plain ADBC connection. ``SET`` options last for the client's session.
     """
 
@@ -59,16 +62,50 @@ class Client:
         self.uri = uri
         self._closed = False
 
-    # -- DB-API passthrough ----------------------------------------------------------------------------------
+    # -- DB-API passthrough (errors from these are ADBC's, not mapped) -------------------------------------
     def cursor(self) -> flightsql.Cursor:
-        """A raw ADBC DB-API cursor (errors from it are ADBC's, not mapped)."""
+        """A raw ADBC DB-API cursor."""
         return self.adbc.cursor()
 
-    def __getattr__(self, name: str) -> Any:
-        # adbc_get_info, adbc_get_objects, commit, … of the ADBC connection.
-        if name.startswith("_") or name == "adbc":
-            raise AttributeError(name)
-        return getattr(self.adbc, name)
+    def commit(self) -> None:
+        self.adbc.commit()
+
+    def rollback(self) -> None:
+        self.adbc.rollback()
+
+    def adbc_get_info(self) -> dict[Union[str, int], Any]:
+        """The server's and driver's metadata (``vendor_name``, ``vendor_version``, …)."""
+        return self.adbc.adbc_get_info()
+
+    def adbc_get_objects(
+        self,
+        *,
+        depth: Literal["all", "catalogs", "db_schemas", "tables", "columns"] = "all",
+        catalog_filter: Optional[str] = None,
+        db_schema_filter: Optional[str] = None,
+        table_name_filter: Optional[str] = None,
+        table_types_filter: Optional[list[str]] = None,
+        column_name_filter: Optional[str] = None,
+    ) -> pa.RecordBatchReader:
+        """Catalogs, schemas, tables and columns, nested as ADBC's ``GetObjects`` describes."""
+        return self.adbc.adbc_get_objects(
+            depth=depth,
+            catalog_filter=catalog_filter,
+            db_schema_filter=db_schema_filter,
+            table_name_filter=table_name_filter,
+            table_types_filter=table_types_filter,
+            column_name_filter=column_name_filter,
+        )
+
+    def adbc_get_table_schema(
+        self, table_name: str, *, catalog_filter: Optional[str] = None, db_schema_filter: Optional[str] = None
+    ) -> pa.Schema:
+        return self.adbc.adbc_get_table_schema(
+            table_name, catalog_filter=catalog_filter, db_schema_filter=db_schema_filter
+        )
+
+    def adbc_get_table_types(self) -> list[str]:
+        return self.adbc.adbc_get_table_types()
 
     def close(self) -> None:
         if not self._closed:
@@ -88,25 +125,63 @@ class Client:
         self.close()
 
     # -- SQL -------------------------------------------------------------------------------------------------
+    def _executed(self, query: str, params: Optional[Sequence[Any]]) -> flightsql.Cursor:
+        """A cursor on which ``query`` has run (the caller closes it); errors mapped."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidArgumentError("empty SQL statement", grpc_code="INVALID_ARGUMENT")
+        if self._closed:
+            raise MarrowError("the client is closed")
+        cur = self.adbc.cursor()
+        try:
+            if not params:
+                cur.execute(query)
+            else:
+                cur.execute(query, parameters=list(params))
+        except adbc_driver_manager.Error as e:
+            cur.close()
+            raise map_error(e) from e
+        return cur
+
     def sql(self, query: str, params: Optional[Sequence[Any]] = None) -> pa.Table:
         """Run one statement and return its result as an Arrow table (DDL/DML return a one-row ``count`` table).
 
         ``params`` bind ``$1, $2, …``: str, int, float, bool, None, ``datetime``, bytes and lists of floats (vectors)
         work; a list bound to a ``FLOAT[n]`` column must have exactly n values.
         """
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidArgumentError("empty SQL statement", grpc_code="INVALID_ARGUMENT")
-        if self._closed:
-            raise MarrowError("the client is closed")
+        cur = self._executed(query, params)
         try:
-            with self.adbc.cursor() as cur:
-                if not params:
-                    cur.execute(query)
-                else:
-                    cur.execute(query, parameters=list(params))
-                return cur.fetch_arrow_table()
+            return cur.fetch_arrow_table()
         except adbc_driver_manager.Error as e:
             raise map_error(e) from e
+        finally:
+            cur.close()
+
+    def sql_reader(self, query: str, params: Optional[Sequence[Any]] = None) -> pa.RecordBatchReader:
+        """Run one query and stream its result: batches arrive as the server sends them, so a result larger than
+        memory can be processed batch by batch. Parameters as for :meth:`sql`.
+
+        Errors in planning the query are raised here; an error while streaming is raised by the reader (as a
+        :class:`marrow.MarrowError`). Read the stream to its end or close it: until then it holds a cursor.
+        """
+        cur = self._executed(query, params)
+        try:
+            source = cur.fetch_record_batch()
+        except adbc_driver_manager.Error as e:
+            cur.close()
+            raise map_error(e) from e
+
+        def batches() -> Iterator[Optional[pa.RecordBatch]]:
+            try:
+                yield None  # primed below: from here on, closing the generator (or collecting it) closes the cursor
+                yield from source
+            except (adbc_driver_manager.Error, pa.ArrowException) as e:
+                raise map_error(e) from e
+            finally:
+                cur.close()
+
+        stream = batches()
+        next(stream)
+        return pa.RecordBatchReader.from_batches(source.schema, stream)
 
     def execute(self, query: str, params: Optional[Sequence[Any]] = None) -> int:
         """Run a statement for its effect; the number of rows it wrote (0 for statements that report none)."""
@@ -196,8 +271,8 @@ def connect(
     last for the session (its login, or without one its session cookie).
 
     The connection is checked with ``SELECT 1`` bounded by ``connect_timeout`` seconds, so a server that is down
-    raises :class:`marrow.ConnectionError` and wrong credentials :class:`marrow.AuthenticationError` here, at once,
-    rather than on first use or never. ``query_timeout`` (seconds, default none) bounds every later call.
+    raises :class:`marrow.MarrowConnectionError` and wrong credentials :class:`marrow.AuthenticationError` here, at
+    once, rather than on first use or never. ``query_timeout`` (seconds, default none) bounds every later call.
     """
     # Without a login the server keys the session (SET options, prepared statements) by a cookie: send it back.
     kwargs: dict[str, str] = {DatabaseOptions.WITH_COOKIE_MIDDLEWARE.value: "true"}

@@ -34,33 +34,12 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import pyarrow as pa
 
+from . import _params, _schema, _validate
 from .errors import InvalidArgumentError, NotFoundError
-from .memory import Memory, MemoryRecord
+from .memory import Memory
+from .records import Hit, MemoryRecord
 
 __all__ = ["ConditionedContext", "MemoryConditioner", "ScoredMemory", "Weights"]
-
-WEIGHTS_DDL = """CREATE TABLE IF NOT EXISTS conditioner_weights (
-    namespace TEXT PRIMARY KEY,
-    w_relevance DOUBLE NOT NULL,
-    w_recency DOUBLE NOT NULL,
-    w_importance DOUBLE NOT NULL,
-    half_life_hours DOUBLE NOT NULL,
-    pool INT NOT NULL,
-    learning_rate DOUBLE NOT NULL,
-    updates BIGINT DEFAULT 0,
-    updated_at TIMESTAMP DEFAULT now())"""
-
-FEEDBACK_DDL = """CREATE TABLE IF NOT EXISTS memory_feedback (
-    id TEXT PRIMARY KEY DEFAULT uuid(),
-    namespace TEXT NOT NULL,
-    memory_id TEXT NOT NULL,
-    query TEXT,
-    helpful BOOLEAN NOT NULL,
-    relevance DOUBLE,
-    recency DOUBLE,
-    importance DOUBLE,
-    applied BOOLEAN DEFAULT false,
-    at TIMESTAMP DEFAULT now())"""
 
 W_MIN = 0.02
 
@@ -86,22 +65,9 @@ class Weights:
             raise InvalidArgumentError("half_life_hours > 0, pool >= 1 and learning_rate >= 0 are required")
 
 
-@dataclass(frozen=True)
-class ScoredMemory:
-    memory: MemoryRecord
-    distance: float
-    relevance: float
-    recency: float
-    importance: float
-    score: float
-
-    @property
-    def id(self) -> str:
-        return self.memory.id
-
-    @property
-    def content(self) -> str:
-        return self.memory.content
+# Conditioned retrieval returns the same Hit as recall (with its recency and score set); the old name stays for one
+# release.
+ScoredMemory = Hit
 
 
 @dataclass(frozen=True)
@@ -111,7 +77,7 @@ class ConditionedContext:
 
     query: str
     namespace: str
-    items: list[ScoredMemory]
+    items: list[Hit]
     pool_distances: list[float]
     weights: Weights
     access_logged: bool = field(default=False)
@@ -133,53 +99,16 @@ class MemoryConditioner:
         self.memory = memory
         self.db = memory.db
         self.defaults = defaults or Weights()
-        self.db.execute(WEIGHTS_DDL)
-        self.db.execute(FEEDBACK_DDL)
+        _schema.ensure_tables(self.db, *_schema.CONDITIONER)
 
     # -- weights ---------------------------------------------------------------------------------------------
     def weights(self, namespace: str) -> Weights:
         """The namespace's weights as stored now (its row, else ``'*'``, else the defaults)."""
-        rows = self.db.sql(
-            "SELECT namespace, w_relevance, w_recency, w_importance, half_life_hours, pool, learning_rate, updates"
-            " FROM conditioner_weights WHERE namespace IN ($1, '*')",
-            [namespace],
-        ).to_pylist()
-        rows.sort(key=lambda r: r["namespace"] == "*")
-        if not rows:
-            return self.defaults
-        r = rows[0]
-        return Weights(
-            w_relevance=r["w_relevance"],
-            w_recency=r["w_recency"],
-            w_importance=r["w_importance"],
-            half_life_hours=r["half_life_hours"],
-            pool=int(r["pool"]),
-            learning_rate=r["learning_rate"],
-            updates=int(r["updates"] or 0),
-            source=r["namespace"],
-        )
+        return _params.load(self.db, "conditioner_weights", namespace, self.defaults)
 
     def set_weights(self, namespace: str, weights: Weights) -> None:
         """Store ``weights`` for ``namespace`` (``'*'`` for the default row)."""
-        Memory._check_text(namespace, "namespace")
-        self.db.execute(
-            "INSERT INTO conditioner_weights (namespace, w_relevance, w_recency, w_importance, half_life_hours, pool,"
-            " learning_rate, updates) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (namespace) DO UPDATE SET"
-            " w_relevance = excluded.w_relevance, w_recency = excluded.w_recency,"
-            " w_importance = excluded.w_importance, half_life_hours = excluded.half_life_hours,"
-            " pool = excluded.pool, learning_rate = excluded.learning_rate, updates = excluded.updates,"
-            " updated_at = now()",
-            [
-                namespace,
-                float(weights.w_relevance),
-                float(weights.w_recency),
-                float(weights.w_importance),
-                float(weights.half_life_hours),
-                int(weights.pool),
-                float(weights.learning_rate),
-                int(weights.updates),
-            ],
-        )
+        _params.store(self.db, "conditioner_weights", namespace, weights)
 
     # -- retrieval -------------------------------------------------------------------------------------------
     def query_sql(self, weights: Weights, *, k: int, by_vector: bool) -> str:
@@ -215,10 +144,10 @@ FROM features ORDER BY score DESC, _distance ASC"""
         """
         if not isinstance(k, int) or k < 1:
             raise InvalidArgumentError(f"k must be a positive integer, got {k!r}")
-        vector = self.memory._check_embedding(embedding)
+        vector = _validate.embedding(embedding, self.memory.dimension)
         if vector is None:
-            Memory._check_text(query, "query")
-        Memory._check_text(namespace, "namespace")
+            _validate.text(query, "query")
+        _validate.text(namespace, "namespace")
         weights = self.weights(namespace)
         rows = self.db.sql(
             self.query_sql(weights, k=k, by_vector=vector is not None),
@@ -227,12 +156,10 @@ FROM features ORDER BY score DESC, _distance ASC"""
         if not rows:
             self.memory.require_namespace(namespace)
         items = [
-            ScoredMemory(
+            Hit(
                 memory=MemoryRecord.from_row(r),
                 distance=float(r["_distance"]),
-                relevance=float(r["relevance"]),
                 recency=float(r["recency"]),
-                importance=float(r["importance"]),
                 score=float(r["score"]),
             )
             for r in rows[: max(k, 0)]
@@ -240,9 +167,7 @@ FROM features ORDER BY score DESC, _distance ASC"""
         pool = sorted(float(r["_distance"]) for r in rows)
         logged = False
         if items and log_access:
-            from .memory import Hit
-
-            self.memory.log_access([Hit(i.memory, i.distance) for i in items], namespace, query)
+            self.memory.log_access(items, namespace, query)
             logged = True
         return ConditionedContext(query or "", namespace, items, pool, weights, logged)
 
@@ -253,13 +178,13 @@ FROM features ORDER BY score DESC, _distance ASC"""
         The features are recomputed in SQL for the named memories; a memory that does not exist in the namespace
         raises :class:`NotFoundError` and nothing is written.
         """
-        Memory._check_text(namespace, "namespace")
-        Memory._check_text(query, "query")
+        _validate.text(namespace, "namespace")
+        _validate.text(query, "query")
         if not judgments:
             raise InvalidArgumentError("feedback needs at least one memory id")
         ids = list(judgments)
         for i in ids:
-            Memory._check_text(i, "memory id")
+            _validate.text(i, "memory id")
         weights = self.weights(namespace)
         marks = ", ".join(f"${n + 3}" for n in range(len(ids)))
         rows = self.db.sql(
@@ -299,7 +224,7 @@ FROM features ORDER BY score DESC, _distance ASC"""
 
     def learn(self, namespace: str) -> Weights:
         """Apply the update rule (module docstring) to the namespace's pending feedback; the weights after it."""
-        Memory._check_text(namespace, "namespace")
+        _validate.text(namespace, "namespace")
         rows = self.db.sql(
             "SELECT id, helpful, relevance, recency, importance FROM memory_feedback"
             " WHERE namespace = $1 AND applied = false",

@@ -7,13 +7,14 @@ connection (``except adbc_driver_manager.ProgrammingError``) keeps catching them
 from __future__ import annotations
 
 import builtins
+import warnings
 from typing import Any, Optional
 
 import adbc_driver_manager as adbc
 
 __all__ = [
     "MarrowError",
-    "ConnectionError",
+    "MarrowConnectionError",
     "AuthenticationError",
     "PermissionDeniedError",
     "SQLError",
@@ -22,7 +23,7 @@ __all__ = [
     "AlreadyExistsError",
     "NotSupportedError",
     "ResourceExhaustedError",
-    "TimeoutError",
+    "MarrowTimeoutError",
     "InternalError",
     "map_error",
 ]
@@ -50,7 +51,7 @@ class MarrowError(adbc.Error):
             self.grpc_code = grpc_code
 
 
-class ConnectionError(MarrowError, adbc.OperationalError, builtins.ConnectionError):  # noqa: A001 - marrow.ConnectionError
+class MarrowConnectionError(MarrowError, adbc.OperationalError, builtins.ConnectionError):
     """The server is not running, not reachable, or stopped answering (gRPC UNAVAILABLE)."""
 
 
@@ -86,7 +87,7 @@ class ResourceExhaustedError(MarrowError, adbc.OperationalError):
     """A memory limit or a full disk (gRPC RESOURCE_EXHAUSTED)."""
 
 
-class TimeoutError(MarrowError, adbc.OperationalError, builtins.TimeoutError):  # noqa: A001 - marrow.TimeoutError
+class MarrowTimeoutError(MarrowError, adbc.OperationalError, builtins.TimeoutError):
     """The call did not finish within the configured timeout (gRPC DEADLINE_EXCEEDED)."""
 
 
@@ -97,14 +98,14 @@ class InternalError(MarrowError, adbc.InternalError):
 # gRPC status numbers (the Flight SQL driver reports them as the vendor code) → (name, class).
 _BY_GRPC: dict[int, tuple[str, type[MarrowError]]] = {
     3: ("INVALID_ARGUMENT", SQLError),
-    4: ("DEADLINE_EXCEEDED", TimeoutError),
+    4: ("DEADLINE_EXCEEDED", MarrowTimeoutError),
     5: ("NOT_FOUND", NotFoundError),
     6: ("ALREADY_EXISTS", AlreadyExistsError),
     7: ("PERMISSION_DENIED", PermissionDeniedError),
     8: ("RESOURCE_EXHAUSTED", ResourceExhaustedError),
     12: ("UNIMPLEMENTED", NotSupportedError),
     13: ("INTERNAL", InternalError),
-    14: ("UNAVAILABLE", ConnectionError),
+    14: ("UNAVAILABLE", MarrowConnectionError),
     16: ("UNAUTHENTICATED", AuthenticationError),
 }
 
@@ -116,8 +117,8 @@ _BY_ADBC: dict[adbc.AdbcStatusCode, tuple[str, type[MarrowError]]] = {
     adbc.AdbcStatusCode.NOT_IMPLEMENTED: ("UNIMPLEMENTED", NotSupportedError),
     adbc.AdbcStatusCode.UNAUTHENTICATED: ("UNAUTHENTICATED", AuthenticationError),
     adbc.AdbcStatusCode.UNAUTHORIZED: ("PERMISSION_DENIED", PermissionDeniedError),
-    adbc.AdbcStatusCode.IO: ("UNAVAILABLE", ConnectionError),
-    adbc.AdbcStatusCode.TIMEOUT: ("DEADLINE_EXCEEDED", TimeoutError),
+    adbc.AdbcStatusCode.IO: ("UNAVAILABLE", MarrowConnectionError),
+    adbc.AdbcStatusCode.TIMEOUT: ("DEADLINE_EXCEEDED", MarrowTimeoutError),
     adbc.AdbcStatusCode.INTERNAL: ("INTERNAL", InternalError),
 }
 
@@ -146,3 +147,30 @@ def map_error(err: BaseException, context: str = "") -> MarrowError:
         status_code=status if isinstance(status, adbc.AdbcStatusCode) else adbc.AdbcStatusCode.UNKNOWN,
         vendor_code=vendor if isinstance(vendor, int) else None,
     )
+
+
+# The old names shadowed the builtins under `from marrow import *`: they stay importable by name, with a
+# DeprecationWarning, for one more release, and are never exported.
+_DEPRECATED: dict[str, type[MarrowError]] = {
+    "ConnectionError": MarrowConnectionError,
+    "TimeoutError": MarrowTimeoutError,
+}
+
+
+def deprecated_alias(name: str) -> Optional[type[MarrowError]]:
+    """The renamed class for an old name (warning that it is deprecated), or ``None`` for any other name."""
+    cls = _DEPRECATED.get(name)
+    if cls is not None:
+        warnings.warn(
+            f"marrow.{name} is deprecated and will be removed in the next release: use marrow.{cls.__name__}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    cls = deprecated_alias(name)
+    if cls is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return cls

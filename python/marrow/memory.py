@@ -18,14 +18,15 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
 
+from . import _schema, _validate
 from .client import Client, quote_ident, quote_literal
 from .errors import InvalidArgumentError, NotFoundError
+from .records import MEMORY_COLUMNS, Hit, MemoryEvent, MemoryRecord
 
 __all__ = [
     "Memory",
@@ -38,31 +39,9 @@ __all__ = [
     "MEMORY_TABLES",
 ]
 
-EVENTS_DDL = """CREATE TABLE IF NOT EXISTS memory_events (
-    id TEXT PRIMARY KEY DEFAULT uuid(),
-    memory_id TEXT NOT NULL,
-    namespace TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    old_content TEXT,
-    new_content TEXT,
-    related_id TEXT,
-    actor TEXT,
-    at TIMESTAMP DEFAULT now(),
-    details TEXT DEFAULT '{}')"""
+# The tables a Memory reads and writes: the server's `memories` and the two it creates.
+MEMORY_TABLES = ("memories", *_schema.MEMORY)
 
-ACCESS_DDL = """CREATE TABLE IF NOT EXISTS memory_access_log (
-    id TEXT PRIMARY KEY DEFAULT uuid(),
-    memory_id TEXT NOT NULL,
-    namespace TEXT NOT NULL,
-    query TEXT,
-    rank INT,
-    distance DOUBLE,
-    at TIMESTAMP DEFAULT now(),
-    fold_batch TEXT)"""
-
-MEMORY_TABLES = ("memories", "memory_events", "memory_access_log")
-
-_COLUMNS = "id, namespace, kind, content, importance, created_at, updated_at, last_accessed_at, access_count, metadata"
 _FILTER_COLUMNS = {"id", "kind"}
 _RANGE_FILTERS = {
     "min_importance": ("importance", ">="),
@@ -70,82 +49,6 @@ _RANGE_FILTERS = {
     "created_after": ("created_at", ">="),
     "created_before": ("created_at", "<"),
 }
-
-
-def _utc(value: Optional[datetime]) -> Optional[datetime]:
-    # Tables created with CREATE TABLE keep naive timestamps (UTC by convention); memories' are UTC-aware.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=timezone.utc)
-
-
-@dataclass(frozen=True)
-class MemoryRecord:
-    """One row of ``memories`` (without the embedding)."""
-
-    id: str
-    namespace: str
-    kind: str
-    content: str
-    importance: float
-    created_at: datetime
-    updated_at: Optional[datetime]
-    last_accessed_at: Optional[datetime]
-    access_count: int
-    metadata: dict[str, Any]
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> MemoryRecord:
-        created = _utc(row["created_at"])
-        assert created is not None
-        return cls(
-            id=row["id"],
-            namespace=row["namespace"],
-            kind=row["kind"],
-            content=row["content"],
-            importance=float(row["importance"]),
-            created_at=created,
-            updated_at=_utc(row["updated_at"]),
-            last_accessed_at=_utc(row["last_accessed_at"]),
-            access_count=int(row["access_count"] or 0),
-            metadata=json.loads(row["metadata"] or "{}"),
-        )
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A recalled memory and its cosine distance to the query (``similarity = 1 - distance``)."""
-
-    memory: MemoryRecord
-    distance: float
-
-    @property
-    def similarity(self) -> float:
-        return 1.0 - self.distance
-
-    @property
-    def id(self) -> str:
-        return self.memory.id
-
-    @property
-    def content(self) -> str:
-        return self.memory.content
-
-
-@dataclass(frozen=True)
-class MemoryEvent:
-    """One row of ``memory_events``."""
-
-    id: str
-    memory_id: str
-    namespace: str
-    operation: str
-    old_content: Optional[str]
-    new_content: Optional[str]
-    related_id: Optional[str]
-    actor: Optional[str]
-    at: datetime
-    details: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -191,59 +94,18 @@ class Memory:
         # memories). `flush_access_log()` sends them; `maintain()` and `close()` call it.
         self.access_flush_every = max(1, int(access_flush_every))
         self._access_buffer: list[pa.Table] = []
-        self.db.execute(EVENTS_DDL)
-        self.db.execute(ACCESS_DDL)
+        _schema.ensure_tables(client, *_schema.MEMORY)
         schema = self.db.sql("SELECT embedding FROM memories LIMIT 0").schema
         typ = schema.field("embedding").type
         if not pa.types.is_fixed_size_list(typ):
             raise InvalidArgumentError(f"memories.embedding is {typ}, expected FLOAT[n]")
         self.dimension: int = typ.list_size
 
-    # -- validation ------------------------------------------------------------------------------------------
-    def _check_embedding(self, embedding: Optional[Sequence[float]]) -> Optional[np.ndarray]:
-        if embedding is None:
-            return None
-        try:
-            values = np.asarray(embedding, dtype=np.float32)
-        except (TypeError, ValueError) as e:
-            raise InvalidArgumentError(f"embedding is not a vector of numbers: {e}") from e
-        if values.ndim != 1 or values.shape[0] != self.dimension:
-            raise InvalidArgumentError(
-                f"embedding has shape {values.shape}, memories.embedding is FLOAT[{self.dimension}]"
-            )
-        if not np.isfinite(values).all():
-            raise InvalidArgumentError("embedding contains NaN or infinity")
-        return values
-
-    @staticmethod
-    def _check_text(text: Any, what: str) -> str:
-        if not isinstance(text, str) or not text.strip():
-            raise InvalidArgumentError(f"{what} must be a non-empty string")
-        return text
-
-    @staticmethod
-    def _check_importance(importance: Any) -> float:
-        value = float(importance)
-        if not 0.0 <= value <= 1.0:
-            raise InvalidArgumentError(f"importance must be in [0, 1], got {importance!r}")
-        return value
-
-    @staticmethod
-    def _check_metadata(metadata: Optional[Mapping[str, Any]]) -> str:
-        if metadata is None:
-            return "{}"
-        if not isinstance(metadata, Mapping):
-            raise InvalidArgumentError("metadata must be a mapping (stored as JSON)")
-        try:
-            return json.dumps(dict(metadata), sort_keys=True)
-        except (TypeError, ValueError) as e:
-            raise InvalidArgumentError(f"metadata is not JSON-serializable: {e}") from e
-
     def namespace_exists(self, namespace: str) -> bool:
         return bool(self.db.scalar("SELECT count(*) FROM memories WHERE namespace = $1", [namespace]))
 
     def require_namespace(self, namespace: str) -> None:
-        self._check_text(namespace, "namespace")
+        _validate.text(namespace, "namespace")
         if not self.namespace_exists(namespace):
             raise NotFoundError(f"unknown namespace {namespace!r}: it has no memories", grpc_code="NOT_FOUND")
 
@@ -282,7 +144,7 @@ class Memory:
         ``metadata``, ``embedding``, ``id``, ``namespace``. Every item is validated before anything is written.
         Items with an embedding and items without are sent as two ingests (the server embeds the latter).
         """
-        self._check_text(namespace, "namespace")
+        _validate.text(namespace, "namespace")
         rows: list[dict[str, Any]] = []
         for item in items:
             spec: Mapping[str, Any] = {"content": item} if isinstance(item, str) else item
@@ -292,12 +154,12 @@ class Memory:
             rows.append(
                 {
                     "id": spec.get("id") or str(uuid.uuid4()),
-                    "namespace": self._check_text(spec.get("namespace") or namespace, "namespace"),
-                    "kind": self._check_text(spec.get("kind") or "note", "kind"),
-                    "content": self._check_text(spec.get("content"), "content"),
-                    "importance": self._check_importance(spec.get("importance", 0.5)),
-                    "metadata": self._check_metadata(spec.get("metadata")),
-                    "embedding": self._check_embedding(spec.get("embedding")),
+                    "namespace": _validate.text(spec.get("namespace") or namespace, "namespace"),
+                    "kind": _validate.text(spec.get("kind") or "note", "kind"),
+                    "content": _validate.text(spec.get("content"), "content"),
+                    "importance": _validate.importance(spec.get("importance", 0.5)),
+                    "metadata": _validate.metadata(spec.get("metadata")),
+                    "embedding": _validate.embedding(spec.get("embedding"), self.dimension),
                 }
             )
         if not rows:
@@ -348,16 +210,16 @@ class Memory:
         sets: list[str] = []
         params: list[Any] = []
         if content is not None:
-            params.append(self._check_text(content, "content"))
+            params.append(_validate.text(content, "content"))
             sets.append(f"content = ${len(params)}")
         if importance is not None:
-            params.append(self._check_importance(importance))
+            params.append(_validate.importance(importance))
             sets.append(f"importance = ${len(params)}")
         if metadata is not None:
-            params.append(self._check_metadata(metadata))
+            params.append(_validate.metadata(metadata))
             sets.append(f"metadata = ${len(params)}")
         if kind is not None:
-            params.append(self._check_text(kind, "kind"))
+            params.append(_validate.text(kind, "kind"))
             sets.append(f"kind = ${len(params)}")
         if not sets:
             raise InvalidArgumentError("update needs at least one of content, importance, metadata, kind")
@@ -423,8 +285,8 @@ class Memory:
 
     # -- reads -----------------------------------------------------------------------------------------------
     def get(self, memory_id: str) -> MemoryRecord:
-        self._check_text(memory_id, "memory id")
-        rows = self.db.sql(f"SELECT {_COLUMNS} FROM memories WHERE id = $1", [memory_id]).to_pylist()
+        _validate.text(memory_id, "memory id")
+        rows = self.db.sql(f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id = $1", [memory_id]).to_pylist()
         if not rows:
             raise NotFoundError(f"no memory with id {memory_id!r}", grpc_code="NOT_FOUND")
         return MemoryRecord.from_row(rows[0])
@@ -432,7 +294,7 @@ class Memory:
     def recent(self, namespace: str, *, limit: int = 100) -> list[MemoryRecord]:
         """The namespace's memories, newest first."""
         rows = self.db.sql(
-            f"SELECT {_COLUMNS} FROM memories WHERE namespace = $1 ORDER BY created_at DESC LIMIT {int(limit)}",
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE namespace = $1 ORDER BY created_at DESC LIMIT {int(limit)}",
             [namespace],
         ).to_pylist()
         return [MemoryRecord.from_row(r) for r in rows]
@@ -469,7 +331,7 @@ class Memory:
 
     def query_vector(self, text: str) -> list[float]:
         """``embed(text)`` computed by the server (the same model that embeds the memories)."""
-        self._check_text(text, "query")
+        _validate.text(text, "query")
         vec = self.db.scalar("SELECT embed($1)", [text])
         return [float(x) for x in vec]
 
@@ -493,17 +355,16 @@ class Memory:
         Access is appended to ``memory_access_log`` (one ingest), never written into ``memories``. An unknown
         namespace raises :class:`NotFoundError`; an empty query :class:`InvalidArgumentError`.
         """
-        if not isinstance(k, int) or not 1 <= k <= 10_000:
-            raise InvalidArgumentError(f"k must be an integer in [1, 10000], got {k!r}")
-        vector = self._check_embedding(embedding)
+        _validate.int_in_range(k, "k", 1, 10_000)
+        vector = _validate.embedding(embedding, self.dimension)
         if vector is None:
-            self._check_text(query, "query")
-        self._check_text(namespace, "namespace")
+            _validate.text(query, "query")
+        _validate.text(namespace, "namespace")
         params: list[Any] = [vector.tolist() if vector is not None else query]
         target = "$1" if vector is not None else "embed($1)"
         where = self._where(namespace, filters, params)
         table = self.db.sql(
-            f"SELECT {_COLUMNS}, cosine_distance(embedding, {target}) AS _distance FROM memories"
+            f"SELECT {MEMORY_COLUMNS}, cosine_distance(embedding, {target}) AS _distance FROM memories"
             f" WHERE {where} ORDER BY _distance LIMIT {k}",
             params,
         )
@@ -544,7 +405,7 @@ class Memory:
 
     def history(self, memory_id: str) -> list[MemoryEvent]:
         """Every recorded change of a memory, oldest first (from ``memory_events``)."""
-        self._check_text(memory_id, "memory id")
+        _validate.text(memory_id, "memory id")
         rows = self.db.sql(
             "SELECT id, memory_id, namespace, operation, old_content, new_content, related_id, actor, at, details"
             " FROM memory_events WHERE memory_id = $1 ORDER BY at, operation",
@@ -552,25 +413,7 @@ class Memory:
         ).to_pylist()
         if not rows:
             raise NotFoundError(f"no history for memory {memory_id!r}", grpc_code="NOT_FOUND")
-        out = []
-        for r in rows:
-            at = _utc(r["at"])
-            assert at is not None
-            out.append(
-                MemoryEvent(
-                    id=r["id"],
-                    memory_id=r["memory_id"],
-                    namespace=r["namespace"],
-                    operation=r["operation"],
-                    old_content=r["old_content"],
-                    new_content=r["new_content"],
-                    related_id=r["related_id"],
-                    actor=r["actor"],
-                    at=at,
-                    details=json.loads(r["details"] or "{}"),
-                )
-            )
-        return out
+        return [MemoryEvent.from_row(r) for r in rows]
 
     # -- maintenance -----------------------------------------------------------------------------------------
     def consolidate(self, namespace: str, threshold: float = 0.1, *, k: int = 4) -> list[Merge]:
@@ -586,8 +429,7 @@ class Memory:
         """
         if not 0.0 <= threshold < 2.0:
             raise InvalidArgumentError(f"threshold is a cosine distance in [0, 2), got {threshold!r}")
-        if not isinstance(k, int) or not 2 <= k <= 100:
-            raise InvalidArgumentError(f"k must be an integer in [2, 100], got {k!r}")
+        _validate.int_in_range(k, "k", 2, 100)
         self.require_namespace(namespace)
         tmp = f"_marrow_consolidate_{uuid.uuid4().hex}"
         # vector_search_batch takes table names (not views): a temporary table holds the namespace's rows, and
@@ -626,7 +468,7 @@ class Memory:
         marks = ", ".join(f"${i + 1}" for i in range(len(ids)))
         records = {
             r["id"]: MemoryRecord.from_row(r)
-            for r in self.db.sql(f"SELECT {_COLUMNS} FROM memories WHERE id IN ({marks})", ids).to_pylist()
+            for r in self.db.sql(f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id IN ({marks})", ids).to_pylist()
         }
         merges: list[Merge] = []
         for members in groups.values():
@@ -684,7 +526,7 @@ class Memory:
         scope = ""
         params: list[Any] = []
         if namespace is not None:
-            self._check_text(namespace, "namespace")
+            _validate.text(namespace, "namespace")
             params.append(namespace)
             scope = " AND namespace = $2"
         batch = uuid.uuid4().hex

@@ -36,64 +36,41 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any, Optional, Sequence
+from enum import IntEnum
+from typing import Any, Literal, Optional, Sequence
 
+from . import _params, _schema, _validate
 from .client import quote_literal
 from .conditioner import ConditionedContext, MemoryConditioner
 from .errors import InvalidArgumentError, NotFoundError
 from .memory import MaintenanceReport, Memory, Merge
 from .uncertainty import Uncertainty, UncertaintyEstimator
 
-__all__ = ["AdapterMatch", "Decision", "EvolutionRouter", "MaintenanceResult", "Thresholds"]
+__all__ = ["Action", "AdapterMatch", "Decision", "EvolutionRouter", "Level", "MaintenanceResult", "Thresholds"]
 
-THRESHOLDS_DDL = """CREATE TABLE IF NOT EXISTS router_thresholds (
-    namespace TEXT PRIMARY KEY,
-    l0_max_uncertainty DOUBLE NOT NULL,
-    l1_max_uncertainty DOUBLE NOT NULL,
-    l2_max_adapter_distance DOUBLE NOT NULL,
-    target_failure_rate DOUBLE NOT NULL,
-    learning_rate DOUBLE NOT NULL,
-    maintenance_every BIGINT NOT NULL,
-    updates BIGINT DEFAULT 0,
-    updated_at TIMESTAMP DEFAULT now())"""
+# The tables the router reads and writes (all created by its constructor).
+ROUTER_TABLES = _schema.ROUTER
 
-DECISIONS_DDL = """CREATE TABLE IF NOT EXISTS router_decisions (
-    id TEXT PRIMARY KEY,
-    namespace TEXT NOT NULL,
-    query TEXT,
-    level INT NOT NULL,
-    action TEXT NOT NULL,
-    uncertainty DOUBLE,
-    top_similarity DOUBLE,
-    adapter TEXT,
-    adapter_distance DOUBLE,
-    job_id TEXT,
-    memory_ids TEXT,
-    thresholds TEXT,
-    details TEXT,
-    at TIMESTAMP DEFAULT now())"""
 
-OUTCOMES_DDL = """CREATE TABLE IF NOT EXISTS router_outcomes (
-    id TEXT PRIMARY KEY DEFAULT uuid(),
-    decision_id TEXT NOT NULL,
-    namespace TEXT NOT NULL,
-    level INT NOT NULL,
-    success BOOLEAN NOT NULL,
-    note TEXT,
-    applied BOOLEAN DEFAULT false,
-    at TIMESTAMP DEFAULT now())"""
+class Level(IntEnum):
+    """A routing level; compares equal to its number, which is what ``router_decisions.level`` stores."""
 
-JOBS_DDL = """CREATE TABLE IF NOT EXISTS training_jobs (
-    id TEXT PRIMARY KEY,
-    namespace TEXT NOT NULL,
-    task TEXT NOT NULL,
-    examples_sql TEXT NOT NULL,
-    base_model TEXT,
-    status TEXT DEFAULT 'requested',
-    decision_id TEXT,
-    requested_at TIMESTAMP DEFAULT now())"""
+    ANSWER_FROM_MEMORY = 0
+    RETRIEVE_AND_CONDITION = 1
+    APPLY_ADAPTER = 2
+    REQUEST_ADAPTER = 3
+    MAINTENANCE = 4
 
-ROUTER_TABLES = ("router_thresholds", "router_decisions", "router_outcomes", "training_jobs")
+
+# What was done, as stored in ``router_decisions.action``; L3 either requests a new adapter or joins an open request.
+Action = Literal[
+    "answer_from_memory",
+    "retrieve_and_condition",
+    "apply_adapter",
+    "request_adapter",
+    "join_training_job",
+    "maintenance",
+]
 
 
 @dataclass(frozen=True)
@@ -126,15 +103,15 @@ class AdapterMatch:
     description: Optional[str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Decision:
     """One routing decision (also a row of ``router_decisions`` with the same ``id``)."""
 
     id: str
     namespace: str
     query: str
-    level: int
-    action: str
+    level: Level
+    action: Action
     uncertainty: Uncertainty
     context: ConditionedContext
     thresholds: Thresholds
@@ -179,53 +156,16 @@ class EvolutionRouter:
         self.examples_per_job = examples_per_job
         self.index_min_rows = index_min_rows
         self.consolidate_threshold = consolidate_threshold
-        for ddl in (THRESHOLDS_DDL, DECISIONS_DDL, OUTCOMES_DDL, JOBS_DDL):
-            self.db.execute(ddl)
+        _schema.ensure_tables(self.db, *_schema.ROUTER)
 
     # -- parameters ------------------------------------------------------------------------------------------
     def thresholds(self, namespace: str) -> Thresholds:
         """The namespace's thresholds as stored now (its row, else ``'*'``, else the defaults)."""
-        rows = self.db.sql(
-            "SELECT namespace, l0_max_uncertainty, l1_max_uncertainty, l2_max_adapter_distance, target_failure_rate,"
-            " learning_rate, maintenance_every, updates FROM router_thresholds WHERE namespace IN ($1, '*')",
-            [namespace],
-        ).to_pylist()
-        rows.sort(key=lambda r: r["namespace"] == "*")
-        if not rows:
-            return self.defaults
-        r = rows[0]
-        return Thresholds(
-            l0_max_uncertainty=r["l0_max_uncertainty"],
-            l1_max_uncertainty=r["l1_max_uncertainty"],
-            l2_max_adapter_distance=r["l2_max_adapter_distance"],
-            target_failure_rate=r["target_failure_rate"],
-            learning_rate=r["learning_rate"],
-            maintenance_every=int(r["maintenance_every"]),
-            updates=int(r["updates"] or 0),
-            source=r["namespace"],
-        )
+        return _params.load(self.db, "router_thresholds", namespace, self.defaults)
 
     def set_thresholds(self, namespace: str, t: Thresholds) -> None:
-        Memory._check_text(namespace, "namespace")
-        self.db.execute(
-            "INSERT INTO router_thresholds (namespace, l0_max_uncertainty, l1_max_uncertainty,"
-            " l2_max_adapter_distance, target_failure_rate, learning_rate, maintenance_every, updates)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (namespace) DO UPDATE SET"
-            " l0_max_uncertainty = excluded.l0_max_uncertainty, l1_max_uncertainty = excluded.l1_max_uncertainty,"
-            " l2_max_adapter_distance = excluded.l2_max_adapter_distance,"
-            " target_failure_rate = excluded.target_failure_rate, learning_rate = excluded.learning_rate,"
-            " maintenance_every = excluded.maintenance_every, updates = excluded.updates, updated_at = now()",
-            [
-                namespace,
-                float(t.l0_max_uncertainty),
-                float(t.l1_max_uncertainty),
-                float(t.l2_max_adapter_distance),
-                float(t.target_failure_rate),
-                float(t.learning_rate),
-                int(t.maintenance_every),
-                int(t.updates),
-            ],
-        )
+        """Store ``t`` for ``namespace`` (``'*'`` for the default row)."""
+        _params.store(self.db, "router_thresholds", namespace, t)
 
     # -- routing ---------------------------------------------------------------------------------------------
     def best_adapter(self, query: str) -> Optional[AdapterMatch]:
@@ -251,8 +191,8 @@ class EvolutionRouter:
         Unknown namespace → :class:`NotFoundError`, empty query → :class:`InvalidArgumentError`; nothing is
         written then.
         """
-        Memory._check_text(query, "query")
-        Memory._check_text(namespace, "namespace")
+        _validate.text(query, "query")
+        _validate.text(namespace, "namespace")
         t = self.thresholds(namespace)
         ctx = self.conditioner.condition(query, namespace, self.k)
         unc = self.estimator.estimate(ctx.pool_distances[: self.k], logprobs)
@@ -260,24 +200,39 @@ class EvolutionRouter:
         adapter: Optional[AdapterMatch] = None
         job_id: Optional[str] = None
         answer: Optional[str] = None
+        level: Level
+        action: Action
         if unc.score <= t.l0_max_uncertainty and ctx.items:
-            level, action = 0, "answer_from_memory"
+            level, action = Level.ANSWER_FROM_MEMORY, "answer_from_memory"
             answer = ctx.items[0].content
         elif unc.score <= t.l1_max_uncertainty:
-            level, action = 1, "retrieve_and_condition"
+            level, action = Level.RETRIEVE_AND_CONDITION, "retrieve_and_condition"
         else:
             adapter = self.best_adapter(query)
             if adapter is not None and adapter.distance <= t.l2_max_adapter_distance:
-                level, action = 2, "apply_adapter"
+                level, action = Level.APPLY_ADAPTER, "apply_adapter"
             else:
-                level = 3
+                level = Level.REQUEST_ADAPTER
                 job_id, joined = self._request_adapter(query, namespace, decision_id, t)
                 action = "join_training_job" if joined else "request_adapter"
         self._log(decision_id, namespace, query, level, action, unc, ctx, t, adapter=adapter, job_id=job_id)
         maintenance = None
         if auto_maintain and self._unfolded(namespace) >= t.maintenance_every:
             maintenance = self.maintain(namespace)
-        return Decision(decision_id, namespace, query, level, action, unc, ctx, t, answer, adapter, job_id, maintenance)
+        return Decision(
+            id=decision_id,
+            namespace=namespace,
+            query=query,
+            level=level,
+            action=action,
+            uncertainty=unc,
+            context=ctx,
+            thresholds=t,
+            answer=answer,
+            adapter=adapter,
+            job_id=job_id,
+            maintenance=maintenance,
+        )
 
     def _request_adapter(self, task: str, namespace: str, decision_id: str, t: Thresholds) -> tuple[str, bool]:
         open_jobs = self.db.sql(
@@ -305,8 +260,8 @@ class EvolutionRouter:
         decision_id: str,
         namespace: str,
         query: Optional[str],
-        level: int,
-        action: str,
+        level: Level,
+        action: Action,
         unc: Optional[Uncertainty],
         ctx: Optional[ConditionedContext],
         t: Thresholds,
@@ -324,7 +279,7 @@ class EvolutionRouter:
                 decision_id,
                 namespace,
                 query,
-                level,
+                int(level),
                 action,
                 None if unc is None else unc.score,
                 None if unc is None else unc.top_similarity,
@@ -340,7 +295,7 @@ class EvolutionRouter:
     # -- outcomes and learning -------------------------------------------------------------------------------
     def record_outcome(self, decision_id: str, success: bool, note: Optional[str] = None) -> None:
         """Report whether a decision's handling worked (appended to ``router_outcomes``)."""
-        Memory._check_text(decision_id, "decision id")
+        _validate.text(decision_id, "decision id")
         rows = self.db.sql("SELECT namespace, level FROM router_decisions WHERE id = $1", [decision_id]).to_pylist()
         if not rows:
             raise NotFoundError(f"no router decision with id {decision_id!r}", grpc_code="NOT_FOUND")
@@ -351,7 +306,7 @@ class EvolutionRouter:
 
     def learn(self, namespace: str) -> Thresholds:
         """Apply the update rule (module docstring) to the namespace's pending outcomes; the thresholds after it."""
-        Memory._check_text(namespace, "namespace")
+        _validate.text(namespace, "namespace")
         rows = self.db.sql(
             "SELECT level, count(*) AS n, sum(CASE WHEN success THEN 0 ELSE 1 END) AS failures"
             " FROM router_outcomes WHERE namespace = $1 AND applied = false GROUP BY level",
@@ -362,18 +317,18 @@ class EvolutionRouter:
             return t
         stats = {int(r["level"]): (int(r["n"]), int(r["failures"])) for r in rows}
 
-        def step(level: int) -> float:
+        def step(level: Level) -> float:
             if level not in stats:
                 return 0.0
             n, failures = stats[level]
             return t.learning_rate * (t.target_failure_rate - failures / n) * min(1.0, n / 5)
 
-        t0 = t.l0_max_uncertainty + step(0)
-        t1 = t.l1_max_uncertainty + step(1)
+        t0 = t.l0_max_uncertainty + step(Level.ANSWER_FROM_MEMORY)
+        t1 = t.l1_max_uncertainty + step(Level.RETRIEVE_AND_CONDITION)
         t0 = min(max(t0, 0.0), 1.0)
         t1 = min(max(t1, t0), 1.0)
         t0 = min(t0, t1)
-        t2 = min(max(t.l2_max_adapter_distance + step(2), 0.0), 2.0)
+        t2 = min(max(t.l2_max_adapter_distance + step(Level.APPLY_ADAPTER), 0.0), 2.0)
         new = Thresholds(
             l0_max_uncertainty=t0,
             l1_max_uncertainty=t1,
@@ -431,7 +386,15 @@ class EvolutionRouter:
             "compacted": compacted,
         }
         self._log(
-            decision_id, namespace, None, 4, "maintenance", None, None, self.thresholds(namespace), details=details
+            decision_id,
+            namespace,
+            None,
+            Level.MAINTENANCE,
+            "maintenance",
+            None,
+            None,
+            self.thresholds(namespace),
+            details=details,
         )
         return MaintenanceResult(fold, merges, index, compacted, decision_id)
 

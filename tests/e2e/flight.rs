@@ -34,7 +34,7 @@ struct TestServer {
 async fn server_with(user: Option<(&str, &str)>) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let opts = ServeOptions {
-        data_dir: dir.path().join("data"),
+        engine: marrow_engine::Config::new(dir.path().join("data")),
         host: "127.0.0.1".into(),
         port: 0,
         user: user.map(|u| u.0.to_string()),
@@ -1174,7 +1174,7 @@ async fn client_disconnecting_mid_stream_does_not_hurt() {
 async fn unsafe_options_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let base = ServeOptions {
-        data_dir: dir.path().join("data"),
+        engine: marrow_engine::Config::new(dir.path().join("data")),
         port: 0,
         ..Default::default()
     };

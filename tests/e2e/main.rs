@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout)] // child processes report progress to the parent test on stdout
 
 mod ann;
+mod docs;
 mod engine;
 mod flight;
 mod slt;

@@ -1,18 +1,16 @@
-"""The evolution layer: UncertaintyEstimator on constructed cases, MemoryConditioner (SQL scoring, weights in a
+"""The evolution layer against the real server: MemoryConditioner (SQL scoring, weights in a
 table, learning from feedback), EvolutionRouter (a scenario with asserted decisions, thresholds learned from
 outcomes and reloaded without a restart, L3 requests, L2 adapters, L4 maintenance, the exported decision log)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import Server
 
 import marrow
-from marrow import EvolutionRouter, Memory, MemoryConditioner, Thresholds, UncertaintyEstimator, Weights
+from marrow import EvolutionRouter, Memory, MemoryConditioner, Thresholds, Weights
 
 AGENT_FACTS = [
     "The user's favourite colour is blue",
@@ -22,50 +20,6 @@ AGENT_FACTS = [
     "The user works as a nurse at night",
     "The user is vegetarian",
 ]
-
-# -- UncertaintyEstimator: no server needed ------------------------------------------------------------------------
-
-
-def test_uncertainty_constructed_cases():
-    est = UncertaintyEstimator()
-    nothing = est.estimate([])
-    assert nothing.score == 1.0 and nothing.covering == 0
-    clear = est.estimate([0.1, 0.15, 0.6, 0.7, 0.8])  # two close memories, the rest unrelated
-    unique = est.estimate([0.1, 0.6, 0.7, 0.75, 0.8])  # one close memory
-    ambiguous = est.estimate([0.45, 0.46, 0.47, 0.48, 0.49])  # a flat profile of mediocre matches
-    unrelated = est.estimate([0.85, 0.86, 0.9, 0.95, 1.0])
-    assert clear.score < unique.score < ambiguous.score < unrelated.score
-    assert clear.score < 0.15 and unrelated.score > 0.9
-    assert (clear.covering, unique.covering, ambiguous.covering) == (2, 1, 0)
-    assert unique.components["coverage"] == 0.5 and clear.components["coverage"] == 0.0
-    assert ambiguous.components["margin"] > 0.9 and unique.components["margin"] == 0.0
-    # Exactly the documented formula for one case: s = [0.9, 0.4], defaults.
-    two = est.estimate([0.1, 0.6])
-    top, margin, spread, coverage = 0.0, 1 - 0.5 / 0.15, 1 - 0.25 / 0.1, 1 - 1 / 2
-    expected = (0.5 * top + 0.15 * max(0, margin) + 0.1 * max(0, spread) + 0.25 * coverage) / 1.0
-    assert two.score == pytest.approx(expected)
-    # Monotone in the top-1 distance, everything else fixed.
-    scores = [est.estimate([d, 0.7, 0.8]).score for d in (0.05, 0.2, 0.4, 0.6, 0.8)]
-    assert scores == sorted(scores) and scores[0] < scores[-1]
-    # The distance order does not matter; out-of-range distances are clipped.
-    assert est.estimate([0.8, 0.1, 0.6]).score == est.estimate([0.1, 0.6, 0.8]).score
-    assert est.estimate([-0.5, 3.0]).top_similarity == 1.0
-
-
-def test_uncertainty_with_model_logprobs():
-    est = UncertaintyEstimator()
-    base = est.estimate([0.35, 0.5, 0.6])
-    sure = est.estimate([0.35, 0.5, 0.6], logprobs=[-0.01, -0.02, -0.01])
-    unsure = est.estimate([0.35, 0.5, 0.6], logprobs=[-2.0, -3.0, -2.5])
-    assert sure.score < base.score < unsure.score
-    assert unsure.model == pytest.approx(1 - 2.718281828 ** -2.5)
-    assert sure.score == pytest.approx(0.5 * base.retrieval + 0.5 * sure.model)
-    for bad in ([], [0.5], [float("nan")]):
-        with pytest.raises(marrow.InvalidArgumentError):
-            est.estimate([0.1], logprobs=bad)
-    with pytest.raises(marrow.InvalidArgumentError):
-        UncertaintyEstimator(w_top=-1)
-
 
 # -- MemoryConditioner ---------------------------------------------------------------------------------------------
 
@@ -140,16 +94,7 @@ def test_conditioner_scores_in_sql_and_learns_its_weights(server):
 # -- EvolutionRouter -----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def export_server(tmp_path: Path):
-    (tmp_path / "exports").mkdir()
-    s = Server(tmp_path / "data", extra=["--export-root", str(tmp_path / "exports")])
-    yield s
-    assert s.alive(), "server died during the test:\n" + "".join(s.log)
-    s.stop()
-
-
-def test_router_scenario(export_server, tmp_path: Path):
+def test_router_scenario(export_server):
     with marrow.connect(export_server.uri) as db, marrow.connect(export_server.uri) as admin:
         mem = Memory(db)
         router = EvolutionRouter(mem, base_model="minilm")
@@ -217,7 +162,7 @@ def test_router_scenario(export_server, tmp_path: Path):
 
         # The decision log exports to Parquet (joined with outcomes) under --export-root.
         n = router.export_decisions("decisions.parquet")
-        table = pq.read_table(tmp_path / "exports" / "decisions.parquet")
+        table = pq.read_table(export_server.export_root / "decisions.parquet")
         # One row per decision, or per outcome where there are several (d0 has 12).
         assert n == table.num_rows == db.scalar("SELECT count(*) FROM router_decisions") + 11
         assert sorted(set(table.column("level").to_pylist())) == [0, 1, 3, 4]

@@ -5,7 +5,6 @@ task description, and refused when the config, the tensors or the base model do 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Optional
@@ -18,7 +17,6 @@ from safetensors.numpy import load_file, save_file
 
 import marrow
 
-from conftest import Server, marrow_bin, model_dir
 
 PREFIX = "base_model.model."
 HIDDEN = 384
@@ -64,26 +62,13 @@ def make_peft(
     return tensors
 
 
-@pytest.fixture
-def lora_server(tmp_path: Path):
-    imports = tmp_path / "import"
-    imports.mkdir()
-    shutil.copy(model_dir() / "model.safetensors", imports / "minilm.safetensors")
-    exports = tmp_path / "export"
-    exports.mkdir()
-    s = Server(tmp_path / "data", extra=["--import-root", str(imports), "--export-root", str(exports)])
-    yield s, imports, exports
-    assert s.alive(), "server died during the test:\n" + "".join(s.log)
-    s.stop()
-
-
 def _one(cur: Any, sql: str, params: Optional[list[Any]] = None) -> Any:
     cur.execute(sql, parameters=params)
     return cur.fetchone()
 
 
-def test_import_export_round_trip_and_row(lora_server) -> None:
-    server, imports, exports = lora_server
+def test_import_export_round_trip_and_row(model_server) -> None:
+    server, imports, exports = model_server
     tensors = make_peft(imports / "lora_sent", rank=8, alpha=16)
     with marrow.connect(server.uri) as conn, conn.cursor() as cur:
         row = _one(cur, "CALL import_peft('lora_sent', 'sentiment', 'classify the sentiment of product reviews', "
@@ -115,9 +100,9 @@ def test_import_export_round_trip_and_row(lora_server) -> None:
          {"value": 4}),
     ],
 )
-def test_merge_equals_numpy(lora_server, variant: str, config: dict[str, Any],
+def test_merge_equals_numpy(model_server, variant: str, config: dict[str, Any],
                             rank_of: Optional[dict[str, int]]) -> None:
-    server, imports, exports = lora_server
+    server, imports, exports = model_server
     rank, alpha = 8, 16.0
     adapter = make_peft(imports / "lora", rank=rank, alpha=alpha, config=config, rank_of=rank_of, seed=3)
     base = load_file(str(imports / "minilm.safetensors"))
@@ -152,8 +137,8 @@ def test_merge_equals_numpy(lora_server, variant: str, config: dict[str, Any],
     assert adapted == 12
 
 
-def test_find_adapters_by_task(lora_server) -> None:
-    server, imports, _ = lora_server
+def test_find_adapters_by_task(model_server) -> None:
+    server, imports, _ = model_server
     tasks = {
         "sentiment": "classify the sentiment of customer product reviews as positive or negative",
         "sql": "translate natural language questions into SQL queries over a database",
@@ -214,8 +199,8 @@ def _bad_import(kind: str, d: Path) -> str:
 
 
 @pytest.mark.parametrize("kind", ["rank", "targets", "half", "truncated", "pickle", "not_lora", "config_json"])
-def test_bad_adapters_import_nothing(lora_server, kind: str) -> None:
-    server, imports, _ = lora_server
+def test_bad_adapters_import_nothing(model_server, kind: str) -> None:
+    server, imports, _ = model_server
     make_peft(imports / "bad", layers=(0,))
     needle = _bad_import(kind, imports / "bad")
     with marrow.connect(server.uri) as conn, conn.cursor() as cur:
@@ -229,8 +214,8 @@ def test_bad_adapters_import_nothing(lora_server, kind: str) -> None:
             assert _one(cur, "SELECT count(*) FROM tensors WHERE model = 'bad'") == (0,)
 
 
-def test_merge_refuses_the_wrong_base_model(lora_server) -> None:
-    server, imports, _ = lora_server
+def test_merge_refuses_the_wrong_base_model(model_server) -> None:
+    server, imports, _ = model_server
     # A model whose query/value weights have other shapes (a 256-wide encoder).
     other = {f"encoder.layer.{i}.attention.self.{t}.weight": np.ones((256, 256), np.float32)
              for i in range(6) for t in ("query", "value")}
@@ -262,24 +247,24 @@ def test_merge_refuses_the_wrong_base_model(lora_server) -> None:
     assert server.alive()
 
 
-def test_cli_import_and_export_adapter(tmp_path: Path) -> None:
+def test_cli_import_and_export_adapter(tmp_path: Path, marrow_bin: str) -> None:
     tensors = make_peft(tmp_path / "lora", layers=(0, 1), dtype=np.float16)
     data = tmp_path / "data"
     out = subprocess.run(
-        [marrow_bin(), "import-adapter", str(tmp_path / "lora"), "--id", "half", "--base-model", "minilm",
+        [marrow_bin, "import-adapter", str(tmp_path / "lora"), "--id", "half", "--base-model", "minilm",
          "--description", "a float16 adapter", "--data-dir", str(data)],
         check=True, capture_output=True, text=True,
     ).stdout
     assert "imported adapter half for minilm: 4 modules, 8 tensors" in out
     subprocess.run(
-        [marrow_bin(), "export-adapter", "half", "--out", str(tmp_path / "back"), "--data-dir", str(data)],
+        [marrow_bin, "export-adapter", "half", "--out", str(tmp_path / "back"), "--data-dir", str(data)],
         check=True, capture_output=True, text=True,
     )
     back = load_file(str(tmp_path / "back" / "adapter_model.safetensors"))
     assert {k: (v.dtype, v.tobytes()) for k, v in back.items()} == {
         k: (v.dtype, v.tobytes()) for k, v in tensors.items()}
     again = subprocess.run(
-        [marrow_bin(), "import-adapter", str(tmp_path / "lora"), "--id", "half", "--data-dir", str(data)],
+        [marrow_bin, "import-adapter", str(tmp_path / "lora"), "--id", "half", "--data-dir", str(data)],
         capture_output=True, text=True,
     )
     assert again.returncode != 0 and "already exists" in again.stderr

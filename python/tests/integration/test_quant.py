@@ -20,13 +20,11 @@ GGML = {"q8_0": T.Q8_0, "q4_0": T.Q4_0, "q4_k": T.Q4_K, "q2_k": T.Q2_K}
 BLOCK = {"q8_0": (32, 34), "q4_0": (32, 18), "q4_k": (256, 144), "q2_k": (256, 84), "nf4": (64, 36)}
 
 
-def _minilm_rows() -> dict[str, np.ndarray]:
+def _minilm_rows(model_dir: Path) -> dict[str, np.ndarray]:
     """Every float tensor of the model as rows of its last dimension (how GGUF lays tensors out)."""
     from safetensors.numpy import load_file
 
-    from conftest import model_dir
-
-    tensors = load_file(str(Path(model_dir()) / "model.safetensors"))
+    tensors = load_file(str(model_dir / "model.safetensors"))
     return {
         name: t.reshape(-1, t.shape[-1]).astype(np.float32)
         for name, t in sorted(tensors.items())
@@ -73,8 +71,8 @@ def _same_floats(a: np.ndarray, b: np.ndarray) -> int:
 
 
 @pytest.mark.parametrize("scheme", ["q8_0", "q4_0"])
-def test_quantize_matches_gguf_on_minilm(server, scheme):
-    rows = _minilm_rows()
+def test_quantize_matches_gguf_on_minilm(server, scheme, model_dir):
+    rows = _minilm_rows(model_dir)
     _, block_bytes = BLOCK[scheme]
     with marrow.connect(server.uri) as conn, conn.cursor() as cur:
         _ingest_rows(cur, "w", rows)
@@ -170,9 +168,9 @@ def test_k_quant_dequantize_matches_gguf_on_random_blocks(server, scheme):
 
 
 @pytest.mark.parametrize("scheme", ["q4_k", "q2_k"])
-def test_k_quant_quantize_round_trips_on_minilm(server, scheme):
+def test_k_quant_quantize_round_trips_on_minilm(server, scheme, model_dir):
     """No gguf-py quantizer exists for K-quants: our blobs must decode identically in gguf-py, with small error."""
-    rows = _minilm_rows()
+    rows = _minilm_rows(model_dir)
     rows = {k: v.reshape(-1, 256) for k, v in rows.items() if "encoder.layer.0." in k and v.size % 256 == 0}
     with marrow.connect(server.uri) as conn, conn.cursor() as cur:
         _ingest_rows(cur, "w", rows)
@@ -217,8 +215,8 @@ def _int8_reference(x: np.ndarray) -> bytes:
     return np.array([scale], "<f4").tobytes() + q.tobytes()
 
 
-def test_nf4_and_int8_match_numpy_references(server):
-    rows = _minilm_rows()
+def test_nf4_and_int8_match_numpy_references(server, model_dir):
+    rows = _minilm_rows(model_dir)
     rows = {k: v for k, v in rows.items() if k.startswith("encoder.layer.1.") or "position" in k}
     with marrow.connect(server.uri) as conn, conn.cursor() as cur:
         _ingest_rows(cur, "w", rows)

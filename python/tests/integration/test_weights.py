@@ -4,7 +4,6 @@ back out byte for byte, the 47 MB embedding matrix through ADBC, and corrupt fil
 from __future__ import annotations
 
 import json
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -17,7 +16,6 @@ from safetensors.numpy import load_file, save_file
 
 import marrow
 
-from conftest import Server, marrow_bin, model_dir
 
 EMBEDDINGS = "embeddings.word_embeddings.weight"
 
@@ -32,44 +30,31 @@ def _same_file(a: Path, b: Path) -> None:
         assert fa.metadata() == fb.metadata()
 
 
-def test_cli_import_and_export_round_trip(tmp_path: Path) -> None:
-    src = model_dir() / "model.safetensors"
+def test_cli_import_and_export_round_trip(tmp_path: Path, marrow_bin: str, model_dir: Path) -> None:
+    src = model_dir / "model.safetensors"
     data = tmp_path / "data"
     out = subprocess.run(
-        [marrow_bin(), "import-weights", str(src), "--model", "minilm", "--data-dir", str(data)],
+        [marrow_bin, "import-weights", str(src), "--model", "minilm", "--data-dir", str(data)],
         check=True, capture_output=True, text=True,
     ).stdout
     assert "imported model minilm:" in out and "tensors" in out
     dst = tmp_path / "out" / "minilm.safetensors"
     out = subprocess.run(
-        [marrow_bin(), "export-weights", "minilm", "--out", str(dst), "--data-dir", str(data)],
+        [marrow_bin, "export-weights", "minilm", "--out", str(dst), "--data-dir", str(data)],
         check=True, capture_output=True, text=True,
     ).stdout
     assert "exported model minilm" in out
     _same_file(src, dst)
     # A second import under the same name is refused and changes nothing.
     again = subprocess.run(
-        [marrow_bin(), "import-weights", str(src), "--model", "minilm", "--data-dir", str(data)],
+        [marrow_bin, "import-weights", str(src), "--model", "minilm", "--data-dir", str(data)],
         capture_output=True, text=True,
     )
     assert again.returncode != 0 and "already exists" in again.stderr
 
 
-@pytest.fixture
-def weights_server(tmp_path: Path):
-    imports = tmp_path / "import"
-    imports.mkdir()
-    shutil.copy(model_dir() / "model.safetensors", imports / "minilm.safetensors")
-    exports = tmp_path / "export"
-    exports.mkdir()
-    s = Server(tmp_path / "data", extra=["--import-root", str(imports), "--export-root", str(exports)])
-    yield s, imports, exports
-    assert s.alive(), "server died during the test:\n" + "".join(s.log)
-    s.stop()
-
-
-def test_sql_import_export_and_large_tensor_through_adbc(weights_server) -> None:
-    server, imports, exports = weights_server
+def test_sql_import_export_and_large_tensor_through_adbc(model_server) -> None:
+    server, imports, exports = model_server
     src = imports / "minilm.safetensors"
     tensors = load_file(str(src))
     with marrow.connect(server.uri) as conn, conn.cursor() as cur:
@@ -134,8 +119,8 @@ def _write_corrupt(path: Path, kind: str) -> None:
         ("shape_mismatch", "needs 36 bytes"),
     ],
 )
-def test_corrupt_safetensors_import_nothing(weights_server, kind: str, needle: str) -> None:
-    server, imports, _ = weights_server
+def test_corrupt_safetensors_import_nothing(model_server, kind: str, needle: str) -> None:
+    server, imports, _ = model_server
     _write_corrupt(imports / f"{kind}.safetensors", kind)
     with marrow.connect(server.uri) as conn, conn.cursor() as cur:
         with pytest.raises(adbc_driver_manager.ProgrammingError) as err:
@@ -150,9 +135,9 @@ def test_corrupt_safetensors_import_nothing(weights_server, kind: str, needle: s
 
 
 @pytest.mark.parametrize("scheme", ["q8_0", "q4_0"])
-def test_quantized_model_exports_to_gguf(weights_server, scheme: str) -> None:
+def test_quantized_model_exports_to_gguf(model_server, scheme: str) -> None:
     gguf = pytest.importorskip("gguf")
-    server, imports, exports = weights_server
+    server, imports, exports = model_server
     tensors = load_file(str(imports / "minilm.safetensors"))
     qtype = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}[scheme]
     with marrow.connect(server.uri) as conn, conn.cursor() as cur:

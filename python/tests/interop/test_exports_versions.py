@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import adbc_driver_manager
 import duckdb
@@ -21,8 +20,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import marrow
-
-from conftest import Server
 
 DIM = 8
 N = 500
@@ -44,16 +41,6 @@ def _data() -> tuple[pa.Table, np.ndarray]:
     return table, emb
 
 
-@pytest.fixture
-def exporting(tmp_path: Path):
-    export = tmp_path / "export"
-    export.mkdir()
-    s = Server(tmp_path / "data", extra=["--export-root", str(export)])
-    yield s, export, tmp_path / "data"
-    assert s.alive(), "server died during the test:\n" + "".join(s.log)
-    s.stop()
-
-
 def _load(cur) -> np.ndarray:
     table, emb = _data()
     cur.execute(f"CREATE TABLE mem (id BIGINT PRIMARY KEY, ns TEXT, content TEXT, emb VECTOR({DIM}))")
@@ -68,8 +55,8 @@ def _count(cur, sql: str) -> int:
     return int(row[0])
 
 
-def test_exports_read_back_exactly(exporting):
-    server, export, _ = exporting
+def test_exports_read_back_exactly(export_server):
+    server, export = export_server, export_server.export_root
     with marrow.connect(server.uri) as conn, conn.cursor() as cur:
         emb = _load(cur)
         assert _count(cur, "COPY (SELECT * FROM mem ORDER BY id) TO 'mem.parquet'") == N
@@ -132,8 +119,8 @@ def test_exports_read_back_exactly(exporting):
     assert sorted(os.listdir(export)) == ["by_ns", "mem.arrow", "mem.csv", "mem.json", "mem.parquet"]
 
 
-def test_bad_exports_change_nothing(exporting):
-    server, export, _ = exporting
+def test_bad_exports_change_nothing(export_server):
+    server, export = export_server, export_server.export_root
     with marrow.connect(server.uri) as conn, conn.cursor() as cur:
         _load(cur)
         cases = [
@@ -198,51 +185,46 @@ def test_versions_through_flight(server):
     assert server.alive()
 
 
-def test_data_directory_is_lance_for_pylance_and_lancedb(tmp_path: Path):
-    data = tmp_path / "data"
-    s = Server(data)
-    try:
-        with marrow.connect(s.uri) as conn, conn.cursor() as cur:
-            emb = _load(cur)
-        # Marrow's table, opened by pylance and by LanceDB while the server runs.
-        ds = lance.dataset(str(data / "mem.lance"))
-        assert ds.count_rows() == N
-        t = ds.to_table().sort_by("id")
-        np.testing.assert_array_equal(np.stack(t.column("emb").to_numpy(zero_copy_only=False)), emb)
-        db = lancedb.connect(str(data))
-        assert {"mem", "memories"} <= set(db.list_tables().tables)
-        lt = db.open_table("mem")
-        assert lt.count_rows() == N
-        hits = lt.search(emb[42].tolist()).metric("cosine").limit(1).to_arrow()
-        assert hits.column("id").to_pylist() == [42]
+def test_data_directory_is_lance_for_pylance_and_lancedb(server):
+    s, data = server, server.data_dir
+    with marrow.connect(s.uri) as conn, conn.cursor() as cur:
+        emb = _load(cur)
+    # Marrow's table, opened by pylance and by LanceDB while the server runs.
+    ds = lance.dataset(str(data / "mem.lance"))
+    assert ds.count_rows() == N
+    t = ds.to_table().sort_by("id")
+    np.testing.assert_array_equal(np.stack(t.column("emb").to_numpy(zero_copy_only=False)), emb)
+    db = lancedb.connect(str(data))
+    assert {"mem", "memories"} <= set(db.list_tables().tables)
+    lt = db.open_table("mem")
+    assert lt.count_rows() == N
+    hits = lt.search(emb[42].tolist()).metric("cosine").limit(1).to_arrow()
+    assert hits.column("id").to_pylist() == [42]
 
-        # A table LanceDB writes into the data directory is a Marrow table.
-        rng = np.random.default_rng(5)
-        notes_emb = rng.standard_normal((50, DIM)).astype(np.float32)
-        db.create_table(
-            "ldb_notes",
-            pa.table(
-                {
-                    "id": pa.array(np.arange(50), pa.int64()),
-                    "text": pa.array([f"note {i}" for i in range(50)]),
-                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(notes_emb.ravel()), DIM),
-                }
-            ),
+    # A table LanceDB writes into the data directory is a Marrow table.
+    rng = np.random.default_rng(5)
+    notes_emb = rng.standard_normal((50, DIM)).astype(np.float32)
+    db.create_table(
+        "ldb_notes",
+        pa.table(
+            {
+                "id": pa.array(np.arange(50), pa.int64()),
+                "text": pa.array([f"note {i}" for i in range(50)]),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(notes_emb.ravel()), DIM),
+            }
+        ),
+    )
+    with marrow.connect(s.uri) as conn, conn.cursor() as cur:
+        cur.execute("SHOW TABLES")
+        names = {r[2] for r in cur.fetchall()}
+        assert "ldb_notes" in names
+        assert _count(cur, "SELECT count(*) FROM ldb_notes") == 50
+        cur.execute(
+            "SELECT id FROM ldb_notes ORDER BY cosine_distance(vector, $1) LIMIT 1",
+            parameters=[notes_emb[17].tolist()],
         )
-        with marrow.connect(s.uri) as conn, conn.cursor() as cur:
-            cur.execute("SHOW TABLES")
-            names = {r[2] for r in cur.fetchall()}
-            assert "ldb_notes" in names
-            assert _count(cur, "SELECT count(*) FROM ldb_notes") == 50
-            cur.execute(
-                "SELECT id FROM ldb_notes ORDER BY cosine_distance(vector, $1) LIMIT 1",
-                parameters=[notes_emb[17].tolist()],
-            )
-            assert cur.fetchone() == (17,)
-            cur.execute("INSERT INTO ldb_notes VALUES (50, 'from marrow', $1)", parameters=[notes_emb[0].tolist()])
-            cur.fetchall()
-        # ... and LanceDB sees Marrow's write.
-        assert db.open_table("ldb_notes").count_rows() == 51
-    finally:
-        assert s.alive(), "".join(s.log)
-        s.stop()
+        assert cur.fetchone() == (17,)
+        cur.execute("INSERT INTO ldb_notes VALUES (50, 'from marrow', $1)", parameters=[notes_emb[0].tolist()])
+        cur.fetchall()
+    # ... and LanceDB sees Marrow's write.
+    assert db.open_table("ldb_notes").count_rows() == 51

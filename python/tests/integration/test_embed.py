@@ -15,7 +15,6 @@ import pytest
 from tokenizers import Tokenizer
 
 import marrow
-from conftest import model_dir
 
 
 def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -118,8 +117,8 @@ def _sentences() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference():
-    d = model_dir()
+def reference(model_dir):
+    d = model_dir
     tok = Tokenizer.from_file(str(d / "tokenizer.json"))
     tok.no_padding()
     tok.no_truncation()
@@ -142,9 +141,9 @@ def test_tokenize_matches_python_tokenizers(server, reference):
     assert any(c > 256 for _, _, c, _ in rows), "the corpus must include inputs longer than 256 tokens"
 
 
-def test_embed_matches_numpy_reference(server, reference):
+def test_embed_matches_numpy_reference(server, reference, model_dir):
     _, tok, ref = reference
-    tok_256 = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tok_256 = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     tok_256.no_padding()
     tok_256.enable_truncation(256)
     sentences = _sentences()

@@ -90,7 +90,7 @@ def test_server_down_fails_fast_on_connect():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     started = time.monotonic()
-    with pytest.raises(marrow.ConnectionError) as e:
+    with pytest.raises(marrow.MarrowConnectionError) as e:
         marrow.connect(f"grpc://127.0.0.1:{port}", connect_timeout=3)
     assert time.monotonic() - started < 5
     assert "cannot connect to Marrow" in str(e.value) and e.value.grpc_code == "UNAVAILABLE"
@@ -117,6 +117,28 @@ def test_client_passes_through_to_adbc_and_closes(server):
     assert db.closed
     with pytest.raises(marrow.MarrowError):
         db.sql("SELECT 1")
+
+
+def test_sql_reader_streams_the_result(server):
+    with marrow.connect(server.uri) as db:
+        reader = db.sql_reader("SELECT value FROM generate_series(1, 100000) ORDER BY value")
+        assert isinstance(reader, pa.RecordBatchReader) and reader.schema.names == ["value"]
+        sizes, total = [], 0
+        for batch in reader:
+            sizes.append(batch.num_rows)
+            total += sum(batch.column(0).to_pylist())
+        assert sum(sizes) == 100000 and len(sizes) > 1, sizes  # batches as they come, not one table
+        assert total == 100000 * 100001 // 2
+        assert db.sql_reader("SELECT $1 + 1 AS x", [41]).read_all().to_pylist() == [{"x": 42}]
+        with pytest.raises(marrow.NotFoundError):
+            db.sql_reader("SELECT * FROM no_such_table")
+        with pytest.raises(marrow.InvalidArgumentError):
+            db.sql_reader(" ")
+        # A reader dropped unread releases its cursor; the client goes on.
+        unread = db.sql_reader("SELECT value FROM generate_series(1, 100000)")
+        unread.close()
+        del unread
+        assert db.scalar("SELECT 41 + 1") == 42
 
 
 def test_set_lasts_for_the_clients_session(server):

@@ -1,4 +1,5 @@
-"""Marrow over Flight SQL from Python: ADBC (the Go driver), a raw pyarrow.flight client, TLS and auth."""
+"""Marrow over Flight SQL from Python: ADBC (the Go driver) used directly, a raw pyarrow.flight client, TLS and
+auth."""
 
 from __future__ import annotations
 
@@ -224,50 +225,9 @@ def test_large_rows_stream_under_default_message_limit(server):
         assert t.num_rows == 4 and all(len(b) == 3000000 for b in t.column("body").to_pylist())
 
 
-def test_tls(tmp_path, tls_files):
-    from conftest import Server
-
+def test_tls(serve, tls_files):
     cert, key = tls_files
-    s = Server(tmp_path / "tlsdata", user="ada", password="lovelace", tls=(cert, key))
-    try:
-        with marrow.connect(s.uri, "ada", "lovelace", tls_root_certs=cert.read_text()) as conn, conn.cursor() as cur:
-            cur.execute("SELECT 'secure' AS s")
-            assert cur.fetchone() == ("secure",)
-    finally:
-        s.stop()
-
-
-def _flight_sql_client() -> str:
-    import os
-    import shutil
-
-    path = os.environ.get("FLIGHT_SQL_CLIENT") or shutil.which("flight_sql_client")
-    if not path:
-        pytest.fail("arrow-flight's flight_sql_client is not installed (scripts/setup.sh builds it)")
-    return path
-
-
-def test_arrow_flight_rust_cli(auth_server):
-    import subprocess
-
-    base = [_flight_sql_client(), "--host", "127.0.0.1", "--port", str(auth_server.port),
-            "--username", "ada", "--password", "lovelace"]
-
-    def run(*args: str) -> str:
-        out = subprocess.run(base + list(args), capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        return out.stdout
-
-    run("statement-query", "CREATE TABLE cli_t (id BIGINT, name VARCHAR)")
-    run("statement-query", "INSERT INTO cli_t VALUES (1, 'one'), (2, 'two')")
-    assert "marrow" in run("catalogs")
-    assert "public" in run("db-schemas", "marrow")
-    tables = run("tables", "marrow")
-    assert "cli_t" in tables and "memories" in tables
-    rows = run("prepared-statement-query", "SELECT name FROM cli_t WHERE id = $1", "-p", "$1=2")
-    assert "two" in rows and "one" not in rows
-    rows = run("statement-query", "SELECT id * 100 AS x FROM cli_t ORDER BY id")
-    assert "100" in rows and "200" in rows
-    denied = subprocess.run([_flight_sql_client(), "--host", "127.0.0.1", "--port", str(auth_server.port),
-                             "statement-query", "SELECT 1"], capture_output=True, text=True, timeout=60)
-    assert denied.returncode != 0 and "valid authentication" in denied.stderr, denied.stderr
+    s = serve(user="ada", password="lovelace", tls=(cert, key))
+    with marrow.connect(s.uri, "ada", "lovelace", tls_root_certs=cert.read_text()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 'secure' AS s")
+        assert cur.fetchone() == ("secure",)

@@ -1,0 +1,689 @@
+//! Prepared statements: a statement planned once for its result and parameter schemas, then run with parameter rows
+//! bound by a client (Flight SQL's prepared statements and executemany).
+//!
+//! - [`Session::prepare_statement`] plans a statement without running it ([`PreparedInfo`]).
+//! - [`PreparedStatement::bind`] casts bound Arrow rows to the types the placeholders expect ([`Parameters`]).
+//! - [`PreparedStatement::execute`] streams a query's rows (once per parameter row, concatenated, in the schema
+//!   announced at prepare) or runs anything else now; [`PreparedStatement::execute_update`] returns a row count.
+//! - [`Session::execute_many`] runs a statement once per parameter row; a one-row `INSERT … VALUES` becomes one
+//!   `INSERT … SELECT` over all rows (one plan, one commit).
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::compute::{cast_with_options, CastOptions};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::statements::dml;
+use crate::error::{Error, Result};
+use crate::session::{QueryOutput, Session};
+use crate::sql::parse_one;
+
+/// Relations the engine binds for a single statement (parameter rows, ingested rows, DML targets) are named with
+/// this prefix; no table may be (see `catalog::validate_table_name`), and catalog listings leave them out.
+const INTERNAL_PREFIX: &str = "__marrow";
+/// The parameter rows of an executemany INSERT, as a relation of its rewritten source query.
+const PARAMS_RELATION: &str = "__marrow_params";
+
+/// Whether a relation name is one of the engine's per-statement relations rather than a user's table or view.
+pub fn is_internal_relation(name: &str) -> bool {
+    name.starts_with(INTERNAL_PREFIX)
+}
+
+/// A prepared statement's shapes, as Flight SQL reports them.
+#[derive(Debug, Clone)]
+pub struct PreparedInfo {
+    /// The result schema of a query; empty for statements that return a row count.
+    pub dataset_schema: SchemaRef,
+    /// One field per `$n` placeholder, typed where the plan determines it.
+    pub parameter_schema: SchemaRef,
+    pub is_query: bool,
+}
+
+/// Parameter rows bound to a prepared statement, each value cast to the type its placeholder expects.
+#[derive(Debug, Clone, Default)]
+pub struct Parameters(Vec<ParamValues>);
+
+impl Parameters {
+    /// The number of parameter rows (each one run of the statement).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_rows(self) -> Vec<ParamValues> {
+        self.0
+    }
+}
+
+impl From<Vec<ParamValues>> for Parameters {
+    fn from(rows: Vec<ParamValues>) -> Self {
+        Self(rows)
+    }
+}
+
+/// A statement planned once: its SQL and its result and parameter schemas.
+#[derive(Debug, Clone)]
+pub struct PreparedStatement {
+    sql: String,
+    info: PreparedInfo,
+}
+
+impl PreparedStatement {
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    pub fn info(&self) -> &PreparedInfo {
+        &self.info
+    }
+
+    /// The result schema of a query; the one-column `count` schema for statements that return a row count.
+    pub fn dataset_schema(&self) -> &SchemaRef {
+        &self.info.dataset_schema
+    }
+
+    pub fn parameter_schema(&self) -> &SchemaRef {
+        &self.info.parameter_schema
+    }
+
+    pub fn is_query(&self) -> bool {
+        self.info.is_query
+    }
+
+    /// Turn bound parameter batches into one parameter row per batch row, cast to the types the statement expects.
+    pub fn bind(&self, batches: &[RecordBatch]) -> Result<Parameters> {
+        coerce(&self.info.parameter_schema, batches).map(Parameters)
+    }
+
+    /// A query with placeholders needs bound values before it runs.
+    pub fn check_parameters(&self, params: Option<&Parameters>) -> Result<()> {
+        let n = self.info.parameter_schema.fields().len();
+        if self.info.is_query && n > 0 && params.is_none() {
+            return Err(Error::invalid(format!(
+                "the statement has {n} parameter(s): prepare it and bind values for them"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Run the statement. A query streams its rows: once per parameter row, the results concatenated, in the
+    /// schema announced at prepare. Anything else runs now, once or once per parameter row: the row counts are
+    /// summed, or the rows it returned are collected.
+    pub async fn execute(
+        &self,
+        session: &Session,
+        params: Option<Parameters>,
+    ) -> Result<QueryOutput> {
+        self.check_parameters(params.as_ref())?;
+        if self.info.is_query {
+            return self.query(session, params).await.map(QueryOutput::Rows);
+        }
+        let runs: Vec<Option<ParamValues>> = match params {
+            None => vec![None],
+            Some(rows) => rows.0.into_iter().map(Some).collect(),
+        };
+        let mut count: Option<u64> = None;
+        let mut rows: Option<(SchemaRef, Vec<RecordBatch>)> = None;
+        for p in runs {
+            match session.execute_with_params(&self.sql, p).await? {
+                QueryOutput::Count(n) => count = Some(count.unwrap_or(0) + n),
+                QueryOutput::Done => {}
+                out @ QueryOutput::Rows(_) => {
+                    let (schema, batches) = out.collect().await?;
+                    rows.get_or_insert_with(|| (schema, vec![]))
+                        .1
+                        .extend(batches);
+                }
+            }
+        }
+        Ok(match (rows, count) {
+            (Some((schema, batches)), _) => {
+                QueryOutput::Rows(Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    futures::stream::iter(batches.into_iter().map(Ok)),
+                )))
+            }
+            (None, Some(n)) => QueryOutput::Count(n),
+            (None, None) => QueryOutput::Done,
+        })
+    }
+
+    /// Run the statement for its row count (see [`Session::execute_update`]).
+    pub async fn execute_update(
+        &self,
+        session: &Session,
+        params: Option<Parameters>,
+    ) -> Result<Option<u64>> {
+        update(session, &self.sql, params.map(Parameters::into_rows)).await
+    }
+
+    async fn query(
+        &self,
+        session: &Session,
+        params: Option<Parameters>,
+    ) -> Result<SendableRecordBatchStream> {
+        let mut rows = params
+            .map(Parameters::into_rows)
+            .unwrap_or_default()
+            .into_iter();
+        let first = session
+            .execute_with_params(&self.sql, rows.next())
+            .await?
+            .into_stream();
+        let announced = self.info.dataset_schema.clone();
+        let conformed = |stream: SendableRecordBatchStream| {
+            let target = announced.clone();
+            Box::pin(RecordBatchStreamAdapter::new(
+                announced.clone(),
+                stream.and_then(move |b| {
+                    std::future::ready(conform(b, &target).map_err(DataFusionError::from))
+                }),
+            )) as SendableRecordBatchStream
+        };
+        if rows.len() == 0 {
+            return Ok(conformed(first));
+        }
+        let schema = first.schema();
+        let (session, sql) = (session.clone(), self.sql.clone());
+        let rest = futures::stream::iter(rows)
+            .then(move |p| {
+                let (session, sql) = (session.clone(), sql.clone());
+                async move {
+                    session
+                        .execute_with_params(&sql, Some(p))
+                        .await
+                        .map(QueryOutput::into_stream)
+                        .map_err(DataFusionError::from)
+                }
+            })
+            .try_flatten();
+        let target = schema.clone();
+        let all = first.chain(rest).map(move |b| {
+            let b = b?;
+            if b.schema() == target {
+                Ok(b)
+            } else {
+                Ok(RecordBatch::try_new(target.clone(), b.columns().to_vec())?)
+            }
+        });
+        Ok(conformed(Box::pin(RecordBatchStreamAdapter::new(
+            schema, all,
+        ))))
+    }
+}
+
+/// Relabel a batch with the schema announced at prepare. Planning at prepare and again at execution can differ in
+/// nullability (constant folding makes `f(literal)` non-nullable); clients such as ADBC reject any difference.
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().as_ref() == schema.as_ref() {
+        return Ok(batch);
+    }
+    if batch.num_columns() != schema.fields().len() {
+        return Err(Error::internal(format!(
+            "the result's schema changed between planning and execution: announced {schema:?}, got {:?}",
+            batch.schema()
+        )));
+    }
+    let failed =
+        |e: arrow::error::ArrowError| Error::internal(format!("conforming a result batch: {e}"));
+    // A parameter bound as NULL plans as type Null where the prepared plan had a type: an all-NULL column (a
+    // NullArray counts its rows as logical nulls) is cast back to the announced type. A value of another type than
+    // announced cannot be relabelled; the query must cast the parameter.
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        if c.data_type() == f.data_type() {
+            columns.push(c.clone());
+        } else if c.logical_null_count() == c.len()
+            && arrow::compute::can_cast_types(c.data_type(), f.data_type())
+        {
+            columns.push(arrow::compute::cast(c, f.data_type()).map_err(failed)?);
+        } else {
+            return Err(Error::invalid(format!(
+                "column '{}' was prepared as {} but the bound parameters make it {}; cast the parameter in the \
+                 query (e.g. $1::BIGINT) so its type does not depend on the value bound",
+                f.name(),
+                f.data_type(),
+                c.data_type()
+            )));
+        }
+    }
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .zip(&columns)
+        .map(|(f, c)| {
+            if c.null_count() > 0 && !f.is_nullable() {
+                Arc::new(f.as_ref().clone().with_nullable(true))
+            } else {
+                f.clone()
+            }
+        })
+        .collect();
+    let target = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    RecordBatch::try_new(target, columns).map_err(failed)
+}
+
+/// Which scalar types a bound parameter may be cast from to reach the type the statement expects.
+fn family(t: &DataType) -> u8 {
+    use DataType::*;
+    match t {
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => 1,
+        Float16 | Float32 | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..)
+        | Decimal256(..) => 2,
+        Utf8 | LargeUtf8 | Utf8View => 3,
+        Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => 4,
+        List(_) | LargeList(_) | FixedSizeList(..) | ListView(_) | LargeListView(_) => 5,
+        Date32 | Date64 | Timestamp(..) => 6,
+        Boolean => 7,
+        _ => 0,
+    }
+}
+
+fn castable(from: &DataType, to: &DataType) -> bool {
+    if matches!(to, DataType::Null) || from == to {
+        return false;
+    }
+    if matches!(from, DataType::Null) {
+        return true;
+    }
+    let (f, t) = (family(from), family(to));
+    f != 0 && (f == t || (f == 1 && t == 2))
+}
+
+/// One `ParamValues` per row of the bound batches, cast to the types in `expected` (types of another family are
+/// passed through for the statement to reject).
+fn coerce(expected: &Schema, batches: &[RecordBatch]) -> Result<Vec<ParamValues>> {
+    let want = expected.fields().len();
+    let mut out = vec![];
+    for batch in batches {
+        if want > 0 && batch.num_columns() != want {
+            return Err(Error::invalid(format!(
+                "the statement has {want} parameter(s), but {} value(s) per row were bound",
+                batch.num_columns()
+            )));
+        }
+        let columns: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .enumerate()
+            .map(|(i, col)| match expected.fields().get(i) {
+                Some(f) if castable(col.data_type(), f.data_type()) => {
+                    let options = CastOptions {
+                        safe: false,
+                        ..Default::default()
+                    };
+                    cast_with_options(col, f.data_type(), &options).map_err(|e| {
+                        Error::invalid(format!(
+                            "parameter ${} expects {}, and the value bound ({}) does not convert: {e}",
+                            i + 1,
+                            f.data_type(),
+                            col.data_type()
+                        ))
+                    })
+                }
+                _ => Ok(col.clone()),
+            })
+            .collect::<Result<_>>()?;
+        for row in 0..batch.num_rows() {
+            let values = columns
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, row))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::invalid(format!("unsupported parameter value: {e}")))?;
+            out.push(ParamValues::from(values));
+        }
+    }
+    Ok(out)
+}
+
+/// Run a statement for its row count: once, or once per parameter row through [`Session::execute_many`]. `None`
+/// when the statement reports no count (DDL, SET, a query).
+async fn update(
+    session: &Session,
+    sql: &str,
+    params: Option<Vec<ParamValues>>,
+) -> Result<Option<u64>> {
+    match params {
+        Some(rows) if rows.is_empty() => Ok(Some(0)),
+        // Several parameter rows: an INSERT becomes one statement and one commit.
+        Some(rows) if rows.len() > 1 => session.execute_many(sql, rows).await.map(Some),
+        params => {
+            let p = params.and_then(|mut rows| rows.pop());
+            match session.execute_with_params(sql, p).await? {
+                QueryOutput::Count(n) => Ok(Some(n)),
+                QueryOutput::Done => Ok(None),
+                // Drained so that errors surface; the rows themselves have nowhere to go.
+                QueryOutput::Rows(s) => {
+                    s.try_for_each(|_| std::future::ready(Ok(()))).await?;
+                    Ok(None)
+                }
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Plan a statement without running it: its result and parameter schemas.
+    pub async fn prepare(&self, sql: &str) -> Result<PreparedInfo> {
+        let mut statement = parse_one(sql)?;
+        let _pins = crate::session::pin_versions(self, &mut statement).await?;
+        let empty: SchemaRef = Arc::new(Schema::empty());
+        let (planned, is_query) = match &statement {
+            DFStatement::Statement(stmt) => match stmt.as_ref() {
+                Statement::Query(_) | Statement::Explain { .. } | Statement::ShowTables { .. } => {
+                    (true, true)
+                }
+                Statement::ShowColumns { .. } | Statement::ShowVariable { .. } => (true, true),
+                Statement::Insert(i) => {
+                    let mut i = i.clone();
+                    i.on = None;
+                    let plan = self
+                        .plan(DFStatement::Statement(Box::new(Statement::Insert(i))), None)
+                        .await?;
+                    return Ok(PreparedInfo {
+                        dataset_schema: QueryOutput::count_schema(),
+                        parameter_schema: parameter_schema(&plan)?,
+                        is_query: false,
+                    });
+                }
+                // DataFusion plans neither UPDATE … FROM nor DELETE … USING; Marrow runs them (dml.rs). Their
+                // parameters are named from the statement, untyped: the bound values decide at execution.
+                Statement::Update(u) if u.from.is_some() => {
+                    return Ok(unplanned_dml(stmt));
+                }
+                Statement::Delete(d) if d.using.is_some() => {
+                    return Ok(unplanned_dml(stmt));
+                }
+                Statement::Update(_) | Statement::Delete(_) => (true, false),
+                _ => (false, false),
+            },
+            DFStatement::Explain(_) => (true, true),
+            _ => (false, false),
+        };
+        if !planned {
+            return Ok(PreparedInfo {
+                dataset_schema: empty.clone(),
+                parameter_schema: empty,
+                is_query: false,
+            });
+        }
+        let plan = self.plan(statement, None).await?;
+        Ok(PreparedInfo {
+            dataset_schema: if is_query {
+                Arc::new(plan.schema().as_arrow().clone())
+            } else {
+                QueryOutput::count_schema()
+            },
+            parameter_schema: parameter_schema(&plan)?,
+            is_query,
+        })
+    }
+
+    /// Plan a statement once for repeated runs with bound parameters.
+    pub async fn prepare_statement(&self, sql: impl Into<String>) -> Result<PreparedStatement> {
+        let sql = sql.into();
+        let info = self.prepare(&sql).await?;
+        Ok(PreparedStatement { sql, info })
+    }
+
+    /// Run a statement for its row count; `None` when it reports none (DDL, SET, a query, whose rows are drained
+    /// so that their errors surface).
+    pub async fn execute_update(&self, sql: &str) -> Result<Option<u64>> {
+        update(self, sql, None).await
+    }
+
+    /// Run one statement once per parameter row (Flight SQL's executemany) and return the total row count.
+    ///
+    /// `INSERT … VALUES (<one row over $1, $2, …>)` — the common case — becomes a single
+    /// `INSERT … SELECT … FROM <the parameter rows>`: one plan and one atomic commit for all rows, with the same
+    /// constraint checks as a multi-row INSERT. Other statements run row by row, each row its own commit.
+    pub async fn execute_many(&self, sql: &str, rows: Vec<ParamValues>) -> Result<u64> {
+        if rows.len() > 1 {
+            if let DFStatement::Statement(stmt) = parse_one(sql)? {
+                if let Statement::Insert(insert) = *stmt {
+                    if let Some(n) = self.insert_many(insert, &rows).await? {
+                        return Ok(n);
+                    }
+                }
+            }
+        }
+        let mut total = 0;
+        for p in rows {
+            match self.execute_with_params(sql, Some(p)).await? {
+                QueryOutput::Count(n) => total += n,
+                QueryOutput::Done => {}
+                QueryOutput::Rows(s) => {
+                    s.try_collect::<Vec<_>>().await?;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    async fn insert_many(
+        &self,
+        mut insert: datafusion::sql::sqlparser::ast::Insert,
+        rows: &[ParamValues],
+    ) -> Result<Option<u64>> {
+        use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Ident, SetExpr, Value};
+        let Some(source) = insert.source.as_ref() else {
+            return Ok(None);
+        };
+        let SetExpr::Values(values) = source.body.as_ref() else {
+            return Ok(None);
+        };
+        let [row] = values.rows.as_slice() else {
+            return Ok(None);
+        };
+        // One column per placeholder, one row per parameter set.
+        let mut columns: Vec<Vec<ScalarValue>> = vec![];
+        for (r, p) in rows.iter().enumerate() {
+            let ParamValues::List(list) = p else {
+                return Ok(None);
+            };
+            if r == 0 {
+                columns = vec![vec![]; list.len()];
+            } else if list.len() != columns.len() {
+                return Err(Error::invalid(
+                    "every parameter row must have the same number of values",
+                ));
+            }
+            for (c, v) in list.iter().enumerate() {
+                columns[c].push(v.value.clone());
+            }
+        }
+        let mut fields = vec![];
+        let mut arrays = vec![];
+        for (i, values) in columns.into_iter().enumerate() {
+            let array = ScalarValue::iter_to_array(values)?;
+            fields.push(Field::new(
+                format!("p{}", i + 1),
+                array.data_type().clone(),
+                true,
+            ));
+            arrays.push(array);
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
+        let n_params = batch.num_columns();
+        let mut exprs = row.content.clone();
+        let mut bad = None;
+        for e in &mut exprs {
+            let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(e, |e| {
+                if let SqlExpr::Value(v) = e {
+                    if let Value::Placeholder(p) = &v.value {
+                        match p.trim_start_matches('$').parse::<usize>() {
+                            Ok(k) if k >= 1 && k <= n_params => {
+                                *e = SqlExpr::CompoundIdentifier(vec![
+                                    Ident::with_quote('"', PARAMS_RELATION),
+                                    Ident::with_quote('"', format!("p{k}")),
+                                ]);
+                            }
+                            _ => bad = Some(p.clone()),
+                        }
+                    }
+                }
+                std::ops::ControlFlow::<()>::Continue(())
+            });
+        }
+        if let Some(p) = bad {
+            return Err(Error::invalid(format!("no value bound for parameter {p}")));
+        }
+        let select = format!(
+            "SELECT {} FROM \"{PARAMS_RELATION}\"",
+            exprs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let query = match parse_one(&select)? {
+            DFStatement::Statement(s) => match *s {
+                Statement::Query(q) => q,
+                _ => {
+                    return Err(Error::internal(
+                        "rewritten executemany source is not a query",
+                    ))
+                }
+            },
+            _ => {
+                return Err(Error::internal(
+                    "rewritten executemany source is not a query",
+                ))
+            }
+        };
+        insert.source = Some(query);
+        let mem: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(
+            datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?,
+        );
+        let extra = [(PARAMS_RELATION.to_string(), mem)].into_iter().collect();
+        match dml::insert_with(self, insert, None, extra).await? {
+            QueryOutput::Count(n) => Ok(Some(n)),
+            _ => Ok(Some(0)),
+        }
+    }
+}
+
+fn parameter_schema(plan: &LogicalPlan) -> Result<SchemaRef> {
+    let fields = plan.get_parameter_fields()?;
+    let mut ids: Vec<(usize, String)> = fields
+        .keys()
+        .map(|k| {
+            (
+                k.trim_start_matches('$')
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX),
+                k.clone(),
+            )
+        })
+        .collect();
+    ids.sort();
+    let fields: Vec<Field> = ids
+        .into_iter()
+        .map(|(_, name)| match fields.get(&name).cloned().flatten() {
+            Some(f) => f.as_ref().clone().with_name(name),
+            None => Field::new(name, DataType::Null, true),
+        })
+        .collect();
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// A data-changing statement prepared without a plan: a row count out, one untyped field per `$n` in.
+fn unplanned_dml(statement: &Statement) -> PreparedInfo {
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value};
+    let mut numbers = std::collections::BTreeSet::new();
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(statement, |e| {
+        if let SqlExpr::Value(v) = e {
+            if let Value::Placeholder(p) = &v.value {
+                if let Ok(n) = p.trim_start_matches('$').parse::<usize>() {
+                    numbers.insert(n);
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    let fields: Vec<Field> = numbers
+        .into_iter()
+        .map(|n| Field::new(format!("${n}"), DataType::Null, true))
+        .collect();
+    PreparedInfo {
+        dataset_schema: QueryOutput::count_schema(),
+        parameter_schema: Arc::new(Schema::new(fields)),
+        is_query: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use arrow::array::{Int64Array, StringArray};
+
+    #[test]
+    fn parameters_are_cast_to_the_expected_types() {
+        let expected = Schema::new(vec![
+            Field::new("$1", DataType::Int32, true),
+            Field::new("$2", DataType::Null, true),
+        ]);
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("0", DataType::Int64, true),
+                Field::new("1", DataType::Utf8, true),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec!["a", "b"])),
+            ],
+        )
+        .unwrap();
+        let params = coerce(&expected, std::slice::from_ref(&batch)).unwrap();
+        assert_eq!(params.len(), 2);
+        match &params[1] {
+            ParamValues::List(v) => {
+                assert_eq!(v[0].value, ScalarValue::Int32(Some(2)));
+                assert_eq!(v[1].value, ScalarValue::Utf8(Some("b".into())));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Wrong arity.
+        let one = Schema::new(vec![Field::new("$1", DataType::Int32, true)]);
+        assert_eq!(
+            coerce(&one, &[batch]).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        // A value out of range for the expected type.
+        let big = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("0", DataType::Int64, true)])),
+            vec![Arc::new(Int64Array::from(vec![i64::MAX]))],
+        )
+        .unwrap();
+        assert_eq!(
+            coerce(&one, &[big]).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        // Unrelated types are passed through for the engine to reject.
+        let s = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("0", DataType::Utf8, true)])),
+            vec![Arc::new(StringArray::from(vec!["x"]))],
+        )
+        .unwrap();
+        assert_eq!(coerce(&one, &[s]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn internal_relations() {
+        assert!(is_internal_relation(PARAMS_RELATION));
+        assert!(!is_internal_relation("memories"));
+    }
+}

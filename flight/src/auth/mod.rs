@@ -1,0 +1,37 @@
+//! Authentication and client sessions.
+//!
+//! Every Flight call runs in a *client session*, which owns one [`marrow_engine::Session`] (so `SET` applies to
+//! that client only) and the client's prepared statements and tickets:
+//!
+//! - **Auth on** (`--user/--password`): a `Handshake` with HTTP Basic credentials (base64 with or without padding)
+//!   creates a session and returns its bearer token in the `authorization: Bearer <token>` response header and as
+//!   the handshake payload. Every other call must carry that header, or it fails with `UNAUTHENTICATED`.
+//! - **Auth off**: a `Handshake` (any credentials) still creates a session and returns a bearer token, for clients
+//!   that want one. Calls without a token are keyed by a server-issued cookie: the first call that needs a session
+//!   gets `set-cookie: marrow_session=…`, and a client that sends it back (`cookie` header; ADBC's
+//!   `adbc.flight.sql.rpc.with_cookie_middleware=true`) keeps its session. A client that sends neither token nor
+//!   cookie gets a fresh session on each call; it can still use the prepared statements and tickets it was given,
+//!   which run in the session that created them (their 128-bit ids are unguessable).
+//!
+//! Tokens and cookies are 256-bit random values. Sessions idle for longer than [`Limits::idle`] are dropped with
+//! their prepared statements; sessions that were created but never presented again (cookie-less clients) are
+//! dropped after [`Limits::unconfirmed_idle`], and at most [`Limits::max_sessions`] are kept (least recently used
+//! first out).
+
+//!
+//! - [`credentials`]: the accepted user and the `authorization` header values (Basic, Bearer).
+//! - [`sessions`]: client sessions and their store; [`CallContext`], what a call knows of its session.
+//! - [`layer`]: the tower layer that identifies each call's session and sets the session cookie.
+//! - [`handshake`]: the Flight `Handshake` (login), which issues bearer tokens.
+
+pub mod credentials;
+pub mod handshake;
+pub mod layer;
+pub mod sessions;
+
+pub use credentials::{parse_basic, parse_bearer, Credentials};
+pub use layer::SessionLayer;
+pub use sessions::{CallContext, ClientSession, Limits, SessionKind, SessionStore};
+
+/// Name of the session cookie used when auth is off.
+pub const SESSION_COOKIE: &str = "marrow_session";

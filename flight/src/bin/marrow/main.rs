@@ -1,0 +1,115 @@
+//! The `marrow` command: run the Flight SQL server, or run SQL against a data directory or a server. One file per
+//! subcommand; this one parses the command line and dispatches.
+
+mod args;
+mod export;
+mod models;
+mod print;
+mod progress;
+mod repl;
+mod serve;
+mod sql;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use export::{ExportArgs, EXPORT_EXAMPLES};
+use models::{ExportAdapterArgs, ExportWeightsArgs, ImportAdapterArgs, ImportWeightsArgs};
+use serve::ServeArgs;
+use sql::SqlArgs;
+
+const EXAMPLES: &str = "\
+Examples:
+  marrow serve                                   # Flight SQL on grpc://127.0.0.1:50051, data in ./marrow-data
+  marrow serve --port 0 --user admin --password s3cret
+  marrow sql -c \"INSERT INTO memories (id, content) VALUES ('m1', 'likes Rust')\"
+  marrow sql -c \"SELECT id, content FROM memories\" --format json
+  marrow sql --url grpc://127.0.0.1:50051 -c 'SHOW TABLES'
+  marrow sql -c \"SELECT version, timestamp, operation, rows FROM marrow_versions('memories')\"
+  marrow sql -c \"SELECT * FROM memories VERSION AS OF 3\"
+  marrow sql -c \"CALL restore_table('memories', 3)\"
+  marrow export memories --out memories.parquet
+  marrow sql                                     # interactive: end statements with ';'";
+
+#[derive(Parser)]
+#[command(
+    name = "marrow",
+    version,
+    about = "Marrow: a memory database for AI systems (Lance + DataFusion + Arrow Flight SQL)",
+    after_help = EXAMPLES
+)]
+struct Cli {
+    /// Log filter (tracing's env-filter syntax), e.g. `info` or `marrow_engine=debug`. Also RUST_LOG. The default shows
+    /// warnings and the progress of index builds.
+    #[arg(
+        long,
+        global = true,
+        env = "MARROW_LOG",
+        default_value = "warn,marrow::index=info"
+    )]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a data directory over Arrow Flight SQL (ADBC, pyarrow, JDBC, any Flight SQL client).
+    #[command(
+        after_help = "Binding a non-loopback address requires --user/--password (or --allow-insecure-remote).\n\
+Sessions: each client login (or cookie, without auth) has its own SET options and prepared statements."
+    )]
+    Serve(ServeArgs),
+    /// Run SQL statements against a local data directory (default) or a server (--url).
+    #[command(after_help = EXAMPLES)]
+    Sql(SqlArgs),
+    /// Export a table or a query's rows from a local data directory to Parquet, CSV, JSON or Arrow.
+    #[command(after_help = EXPORT_EXAMPLES)]
+    Export(ExportArgs),
+    /// Import a safetensors file (or a directory of shards) into the `tensors` table as one model.
+    #[command(
+        after_help = "Each tensor is stored as rows of at most 4 MiB of its raw bytes; `models` gets one row \
+with the file's __metadata__.\n\nExample:\n  marrow import-weights ./all-MiniLM-L6-v2/model.safetensors --model minilm"
+    )]
+    ImportWeights(ImportWeightsArgs),
+    /// Write a model from the `tensors` table back to one safetensors file.
+    #[command(after_help = "Example:\n  marrow export-weights minilm --out minilm.safetensors")]
+    ExportWeights(ExportWeightsArgs),
+    /// Import a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) into `adapters`.
+    #[command(
+        after_help = "The config is checked against the tensors (rank, target modules, both halves of \
+every module) before anything is written. The description is embedded, so adapters are found with\n  \
+SELECT id FROM adapters ORDER BY cosine_distance(description_embedding, embed('the task')) LIMIT 3\n\n\
+Example:\n  marrow import-adapter ./lora-sentiment --id sentiment --base-model minilm \\\n    \
+--description 'classify the sentiment of product reviews' --metrics '{\"accuracy\": 0.91}'"
+    )]
+    ImportAdapter(ImportAdapterArgs),
+    /// Write an adapter back as a PEFT directory (adapter_config.json + adapter_model.safetensors).
+    #[command(after_help = "Example:\n  marrow export-adapter sentiment --out ./lora-sentiment")]
+    ExportAdapter(ExportAdapterArgs),
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(a) => serve::run(a).await,
+        Command::Export(a) => export::run(a).await,
+        Command::ImportWeights(a) => models::run_import_weights(a).await,
+        Command::ExportWeights(a) => models::run_export_weights(a).await,
+        Command::ImportAdapter(a) => models::run_import_adapter(a).await,
+        Command::ExportAdapter(a) => models::run_export_adapter(a).await,
+        Command::Sql(a) => {
+            if !sql::run(a).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}

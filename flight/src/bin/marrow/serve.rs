@@ -1,0 +1,99 @@
+//! `marrow serve`: the Flight SQL server.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use marrow_engine::Config;
+use marrow_flight::server::ServeOptions;
+
+use crate::args::ModelArgs;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Data directory: one `<table>.lance` dataset per table.
+    #[arg(long, env = "MARROW_DATA_DIR", default_value = "./marrow-data")]
+    data_dir: PathBuf,
+    /// Address to bind.
+    #[arg(long, env = "MARROW_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to bind (0 picks a free port and prints it).
+    #[arg(long, env = "MARROW_PORT", default_value_t = 50051)]
+    port: u16,
+    /// User name clients log in with (Basic auth in the Flight handshake).
+    #[arg(long, env = "MARROW_USER", requires = "password")]
+    user: Option<String>,
+    /// Password for --user.
+    #[arg(
+        long,
+        env = "MARROW_PASSWORD",
+        requires = "user",
+        hide_env_values = true
+    )]
+    password: Option<String>,
+    /// PEM certificate chain for TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Memory limit per session's query, e.g. 512MiB or 2GiB.
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<usize>,
+    /// Directory whose files `CREATE EXTERNAL TABLE` may read (off when absent).
+    #[arg(long, env = "MARROW_IMPORT_ROOT")]
+    import_root: Option<PathBuf>,
+    /// Directory under which `COPY … TO` may write (off when absent).
+    #[arg(long, env = "MARROW_EXPORT_ROOT")]
+    export_root: Option<PathBuf>,
+    /// Allow binding a non-loopback address without authentication.
+    #[arg(long)]
+    allow_insecure_remote: bool,
+    #[command(flatten)]
+    models: ModelArgs,
+}
+
+impl From<ServeArgs> for ServeOptions {
+    fn from(a: ServeArgs) -> Self {
+        Self {
+            engine: Config {
+                import_root: a.import_root,
+                export_root: a.export_root,
+                memory_limit: a.memory_limit,
+                ..a.models.config(a.data_dir)
+            },
+            host: a.host,
+            port: a.port,
+            user: a.user,
+            password: a.password,
+            tls_cert: a.tls_cert,
+            tls_key: a.tls_key,
+            allow_insecure_remote: a.allow_insecure_remote,
+        }
+    }
+}
+
+/// Serve until Ctrl-C.
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    marrow_flight::server::serve(args.into(), shutdown).await?;
+    Ok(())
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size such as 512MiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit '{other}'")),
+    };
+    Ok(n * mult)
+}

@@ -1,0 +1,145 @@
+//! Arrow data in and out: result streams encoded as Flight data in messages of bounded size, the batches of a
+//! DoPut stream decoded, schemas encoded as IPC.
+
+use std::pin::Pin;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::server::PeekableFlightDataStream;
+use arrow_flight::{FlightData, IpcMessage, SchemaAsIpc};
+use futures::{stream, Stream, StreamExt, TryStreamExt};
+use tonic::{Response, Status};
+
+use crate::error::{Error, Result};
+
+/// No `FlightData` message of a result is larger than this (unless one row is).
+pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+
+pub(super) type DoGetStream =
+    Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+
+/// The in-memory size of a batch's rows (its slice, not the buffers it shares with others).
+fn slice_size(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_buffer_memory_size())
+        })
+        .sum()
+}
+
+/// Split a batch into row ranges of at most `max` bytes each (a single larger row stays whole).
+pub fn split_batch(batch: RecordBatch, max: usize) -> Vec<RecordBatch> {
+    let mut out = vec![];
+    let mut todo = vec![batch];
+    while let Some(b) = todo.pop() {
+        if b.num_rows() <= 1 || slice_size(&b) <= max {
+            out.push(b);
+        } else {
+            let half = b.num_rows() / 2;
+            // Pushed in reverse so that rows come out in order.
+            todo.push(b.slice(half, b.num_rows() - half));
+            todo.push(b.slice(0, half));
+        }
+    }
+    out
+}
+
+/// Encode a result stream as Flight data: the schema first (even with no rows), then batches of bounded size.
+pub(super) fn encode_stream(
+    schema: SchemaRef,
+    batches: impl Stream<Item = Result<RecordBatch>> + Send + 'static,
+) -> Response<DoGetStream> {
+    let split = batches
+        .map_ok(|b| {
+            stream::iter(
+                split_batch(b, MAX_MESSAGE_BYTES)
+                    .into_iter()
+                    .map(Ok::<_, Error>),
+            )
+        })
+        .try_flatten()
+        .map_err(|e: Error| FlightError::Tonic(Box::new(Status::from(e))));
+    let encoded = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        // Batches are already split by their real (sliced) size above; the encoder's own estimate counts whole
+        // shared buffers and would split slices again.
+        .with_max_flight_data_size(usize::MAX)
+        .build(split)
+        .map_err(Status::from);
+    Response::new(Box::pin(encoded))
+}
+
+/// Encode batches held in memory.
+pub(super) fn encode_batches(
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Response<DoGetStream> {
+    encode_stream(schema, stream::iter(batches.into_iter().map(Ok)))
+}
+
+/// Encode one batch (a catalog listing), with its own schema.
+pub(super) fn encode_batch(batch: RecordBatch) -> Response<DoGetStream> {
+    encode_batches(batch.schema(), vec![batch])
+}
+
+/// Read the record batches of a DoPut stream: its schema (if any message carried one) and its batches.
+pub(super) async fn read_batches(
+    stream: PeekableFlightDataStream,
+) -> Result<(Option<SchemaRef>, Vec<RecordBatch>)> {
+    // The first message may carry only the descriptor (no Arrow data): skip messages without an IPC header.
+    let data = stream
+        .try_filter(|fd| futures::future::ready(!fd.data_header.is_empty()))
+        .map_err(FlightError::from);
+    let mut decoder = FlightRecordBatchStream::new_from_flight_data(data);
+    let mut batches = vec![];
+    while let Some(batch) = decoder.next().await {
+        batches.push(batch.map_err(Error::client_data)?);
+    }
+    Ok((decoder.schema().cloned(), batches))
+}
+
+/// A schema as the IPC message Flight SQL puts in its results.
+pub(super) fn schema_ipc(schema: &Schema) -> Result<bytes::Bytes> {
+    let message: std::result::Result<IpcMessage, _> =
+        SchemaAsIpc::new(schema, &IpcWriteOptions::default()).try_into();
+    message
+        .map(|IpcMessage(b)| b)
+        .map_err(|e| Error::internal("encoding a schema", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::BinaryArray;
+    use arrow::datatypes::{DataType, Field};
+    use std::sync::Arc;
+
+    #[test]
+    fn split_respects_the_limit_and_the_order() {
+        let values: Vec<Vec<u8>> = (0..40).map(|i| vec![i as u8; 100_000]).collect();
+        let array = BinaryArray::from_iter_values(values.iter());
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("b", DataType::Binary, false)])),
+            vec![Arc::new(array)],
+        )
+        .unwrap();
+        let parts = split_batch(batch.clone(), 1_000_000);
+        assert!(parts.len() >= 4, "{} parts", parts.len());
+        for p in &parts {
+            assert!(slice_size(p) <= 1_000_000 || p.num_rows() == 1);
+        }
+        let joined = arrow::compute::concat_batches(&batch.schema(), &parts).unwrap();
+        assert_eq!(joined, batch);
+        // A small batch stays whole; a single huge row is not split.
+        assert_eq!(split_batch(batch.slice(0, 2), 1_000_000).len(), 1);
+        assert_eq!(split_batch(batch.slice(0, 1), 10).len(), 1);
+    }
+}

@@ -1,0 +1,55 @@
+"""Per-namespace parameter rows: the conditioner's weights and the router's thresholds are stored the same way.
+
+A parameter set is a frozen dataclass whose fields are the table's columns, plus ``source`` (the row it came from:
+a namespace, ``'*'`` for the default row, or ``defaults``). It is read on every use, so a change made by SQL or by
+another process applies at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import _validate
+from .client import Client
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = ["load", "store"]
+
+P = TypeVar("P", bound="DataclassInstance")
+
+
+def _columns(params: DataclassInstance) -> list[tuple[str, bool]]:
+    """(column, is an integer column) for each field but ``source``."""
+    return [(f.name, f.type in ("int", int)) for f in fields(params) if f.name != "source"]
+
+
+def load(db: Client, table: str, namespace: str, defaults: P) -> P:
+    """The namespace's row of ``table``, else its ``'*'`` row, else ``defaults``."""
+    columns = _columns(defaults)
+    rows = db.sql(
+        f"SELECT namespace, {', '.join(c for c, _ in columns)} FROM {table} WHERE namespace IN ($1, '*')",
+        [namespace],
+    ).to_pylist()
+    rows.sort(key=lambda r: r["namespace"] == "*")
+    if not rows:
+        return defaults
+    row = rows[0]
+    values: dict[str, Any] = {c: int(row[c] or 0) if is_int else row[c] for c, is_int in columns}
+    return replace(defaults, **values, source=row["namespace"])
+
+
+def store(db: Client, table: str, namespace: str, params: DataclassInstance) -> None:
+    """Insert or replace the namespace's row of ``table`` (``'*'``: the default row)."""
+    _validate.text(namespace, "namespace")
+    columns = _columns(params)
+    names = [c for c, _ in columns]
+    marks = ", ".join(f"${i + 2}" for i in range(len(names)))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in names)
+    db.execute(
+        f"INSERT INTO {table} (namespace, {', '.join(names)}) VALUES ($1, {marks}) ON CONFLICT (namespace) DO UPDATE"
+        f" SET {updates}, updated_at = now()",
+        [namespace, *(int(getattr(params, c)) if is_int else float(getattr(params, c)) for c, is_int in columns)],
+    )

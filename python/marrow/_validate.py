@@ -1,0 +1,65 @@
+"""Checks of caller input, shared by every API of the package: bad input is refused before anything is sent.
+
+Each check returns the value in the form that is bound as a SQL parameter (the string as given, a float, JSON text,
+a float32 vector) or raises :class:`~marrow.errors.InvalidArgumentError`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .errors import InvalidArgumentError
+
+__all__ = ["text", "importance", "metadata", "embedding", "int_in_range"]
+
+
+def text(value: Any, what: str) -> str:
+    """``value`` if it is a string with something besides white space in it."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgumentError(f"{what} must be a non-empty string")
+    return value
+
+
+def importance(value: Any) -> float:
+    """An importance in [0, 1]."""
+    result = float(value)
+    if not 0.0 <= result <= 1.0:
+        raise InvalidArgumentError(f"importance must be in [0, 1], got {value!r}")
+    return result
+
+
+def metadata(value: Optional[Mapping[str, Any]]) -> str:
+    """A mapping as the JSON text stored in ``metadata`` columns (``{}`` for None)."""
+    if value is None:
+        return "{}"
+    if not isinstance(value, Mapping):
+        raise InvalidArgumentError("metadata must be a mapping (stored as JSON)")
+    try:
+        return json.dumps(dict(value), sort_keys=True)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"metadata is not JSON-serializable: {e}") from e
+
+
+def embedding(value: Optional[Sequence[float]], dimension: int) -> Optional[np.ndarray]:
+    """A finite float32 vector of ``dimension`` values (None stays None: the server embeds the text)."""
+    if value is None:
+        return None
+    try:
+        values = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"embedding is not a vector of numbers: {e}") from e
+    if values.ndim != 1 or values.shape[0] != dimension:
+        raise InvalidArgumentError(f"embedding has shape {values.shape}, memories.embedding is FLOAT[{dimension}]")
+    if not np.isfinite(values).all():
+        raise InvalidArgumentError("embedding contains NaN or infinity")
+    return values
+
+
+def int_in_range(value: Any, what: str, lo: int, hi: int) -> int:
+    """An ``int`` in [lo, hi]."""
+    if not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidArgumentError(f"{what} must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
