@@ -18,7 +18,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::extension::Extensions;
 use crate::options::MarrowOptions;
 
-
 pub(crate) struct DbInner {
     pub(crate) config: Config,
     pub(crate) schema: Arc<MarrowSchema>,

@@ -1,6 +1,7 @@
 //! The engine's one error type. Every error carries a [`ErrorKind`] so that the Flight layer can map it to a gRPC
 //! status in one place without parsing messages.
 
+use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
 
 /// What kind of failure this is, independent of where it happened.
@@ -71,17 +72,17 @@ impl Error {
 
 fn classify_datafusion(e: &DataFusionError) -> ErrorKind {
     match e {
-        DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
-            let msg = e.to_string();
-            if msg.contains("not found")
-                || msg.contains("No field named")
-                || msg.contains("does not exist")
-            {
-                ErrorKind::NotFound
-            } else {
-                ErrorKind::InvalidInput
-            }
+        DataFusionError::SchemaError(s, _) => match s.as_ref() {
+            SchemaError::FieldNotFound { .. } => ErrorKind::NotFound,
+            _ => ErrorKind::InvalidInput,
+        },
+        // DataFusion raises a missing table or function as a plain planning error: its text is all there is.
+        DataFusionError::Plan(msg)
+            if msg.contains("not found") || msg.contains("does not exist") =>
+        {
+            ErrorKind::NotFound
         }
+        DataFusionError::SQL(..) | DataFusionError::Plan(_) => ErrorKind::InvalidInput,
         DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => ErrorKind::InvalidInput,
         DataFusionError::NotImplemented(_) => ErrorKind::Unsupported,
         DataFusionError::ResourcesExhausted(_) => ErrorKind::ResourcesExhausted,

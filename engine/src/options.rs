@@ -37,6 +37,12 @@ impl ConfigExtension for MarrowOptions {
 impl MarrowOptions {
     /// The settings of a session state (the defaults when it has none registered).
     pub fn of(state: &SessionState) -> MarrowOptions {
-        state.config().options().extensions.get::<MarrowOptions>().cloned().unwrap_or_default()
+        state
+            .config()
+            .options()
+            .extensions
+            .get::<MarrowOptions>()
+            .cloned()
+            .unwrap_or_default()
     }
 }

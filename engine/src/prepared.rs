@@ -22,10 +22,10 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::statements::dml;
 use crate::error::{Error, Result};
 use crate::session::{QueryOutput, Session};
 use crate::sql::parse_one;
+use crate::statements::dml;
 
 /// Relations the engine binds for a single statement (parameter rows, ingested rows, DML targets) are named with
 /// this prefix; no table may be (see `catalog::validate_table_name`), and catalog listings leave them out.

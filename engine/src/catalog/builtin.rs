@@ -11,7 +11,10 @@ use crate::config::MEMORY_EMBEDDING_DIM;
 
 /// The tables every data directory has, created when it is opened.
 pub fn builtin_tables() -> [(&'static str, Schema); 2] {
-    [("memories", memories_schema()), ("adapters", adapters_schema())]
+    [
+        ("memories", memories_schema()),
+        ("adapters", adapters_schema()),
+    ]
 }
 
 /// The `memories` table every data directory starts with (see DESIGN.md's data model).

@@ -6,7 +6,6 @@
 //! catalog (`MarrowSchema::reading_versions`); cleanup never removes the oldest version still being read, nor any
 //! version after it. Readers in other processes are protected only by the retention period.
 
-
 use lance::dataset::cleanup::CleanupPolicyBuilder;
 use lance::Dataset;
 
@@ -121,7 +120,13 @@ pub(crate) async fn cleanup(
     })
 }
 
-pub(crate) fn tag_error(e: lance::Error, table: &str, tag: &str, version: u64, latest: u64) -> Error {
+pub(crate) fn tag_error(
+    e: lance::Error,
+    table: &str,
+    tag: &str,
+    version: u64,
+    latest: u64,
+) -> Error {
     match e {
         lance::Error::RefConflict { .. } => Error::new(
             crate::ErrorKind::AlreadyExists,
@@ -134,4 +139,3 @@ pub(crate) fn tag_error(e: lance::Error, table: &str, tag: &str, version: u64, l
         other => other.into(),
     }
 }
-

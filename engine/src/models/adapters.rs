@@ -16,14 +16,14 @@ use arrow::array::{Array, BinaryArray, StringArray};
 use arrow::datatypes::DataType;
 use serde_json::Value;
 
-use crate::sql::literal;
 use crate::error::{Error, ErrorKind, Result};
-use crate::session::Session;
 use crate::models::peft::{
     bad_config, check_tensors, read_dir, LoraConfig, CONFIG_FILE, FORMAT, WEIGHTS_FILE,
 };
 use crate::models::safetensors::TensorInfo;
 use crate::models::weights;
+use crate::session::Session;
+use crate::sql::literal;
 use marrow_udfs::tensor::{add_lora, from_f32, to_f32};
 
 /// What an adapter import wrote.

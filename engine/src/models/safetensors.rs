@@ -257,7 +257,13 @@ impl ChunkBatches {
         }
     }
 
-    pub(crate) fn push(&mut self, t: &TensorInfo, chunk: i32, n_chunks: i32, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn push(
+        &mut self,
+        t: &TensorInfo,
+        chunk: i32,
+        n_chunks: i32,
+        bytes: &[u8],
+    ) -> Result<()> {
         self.names.push(t.name.clone());
         self.dtypes.push(t.dtype.clone());
         self.shapes.values().append_slice(&t.shape);

@@ -27,20 +27,18 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{
-    Array, RecordBatch, StringArray,
-};
+use arrow::array::{Array, RecordBatch, StringArray};
 use arrow::datatypes::DataType;
 use serde_json::Value;
 
-use crate::error::{Error, ErrorKind, Result};
 use crate::catalog::builtin::{MODELS_DDL, TENSORS_DDL};
+use crate::error::{Error, ErrorKind, Result};
 use crate::models::safetensors::{
     chunk_schema, dtype_size, model_files, read_chunks, read_header, ChunkBatches, TensorInfo,
     CHUNK_BYTES,
 };
-use crate::statements::ingest::IngestMode;
 use crate::session::Session;
+use crate::statements::ingest::IngestMode;
 
 /// What an import wrote.
 #[derive(Debug, Clone, Copy)]
@@ -540,4 +538,3 @@ pub async fn quantize_model(
     }
     Ok((quantized, copied))
 }
-

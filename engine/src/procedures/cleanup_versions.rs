@@ -21,8 +21,8 @@ impl Procedure for CleanupVersions {
 
     fn params(&self) -> &'static [Param] {
         const PARAMS: &[Param] = &[
-                Param::required("table", "the table name"),
-                Param::optional("retention", "the retention period"),
+            Param::required("table", "the table name"),
+            Param::optional("retention", "the retention period"),
         ];
         PARAMS
     }

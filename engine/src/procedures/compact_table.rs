@@ -18,9 +18,7 @@ impl Procedure for CompactTable {
     }
 
     fn params(&self) -> &'static [Param] {
-        const PARAMS: &[Param] = &[
-                Param::required("table", "the table name"),
-        ];
+        const PARAMS: &[Param] = &[Param::required("table", "the table name")];
         PARAMS
     }
 

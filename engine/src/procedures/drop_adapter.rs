@@ -18,9 +18,7 @@ impl Procedure for DropAdapter {
     }
 
     fn params(&self) -> &'static [Param] {
-        const PARAMS: &[Param] = &[
-                Param::required("id", "the adapter's id"),
-        ];
+        const PARAMS: &[Param] = &[Param::required("id", "the adapter's id")];
         PARAMS
     }
 

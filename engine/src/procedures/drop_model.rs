@@ -18,9 +18,7 @@ impl Procedure for DropModel {
     }
 
     fn params(&self) -> &'static [Param] {
-        const PARAMS: &[Param] = &[
-                Param::required("model", "the model name"),
-        ];
+        const PARAMS: &[Param] = &[Param::required("model", "the model name")];
         PARAMS
     }
 

@@ -19,8 +19,8 @@ impl Procedure for DropTag {
 
     fn params(&self) -> &'static [Param] {
         const PARAMS: &[Param] = &[
-                Param::required("table", "the table name"),
-                Param::required("name", "the tag name"),
+            Param::required("table", "the table name"),
+            Param::required("name", "the tag name"),
         ];
         PARAMS
     }
@@ -32,7 +32,11 @@ impl Procedure for DropTag {
     async fn call(&self, session: &Session, args: Args) -> Result<RecordBatch> {
         let table = table_arg(session, &args)?;
         let tag = args.string(1)?;
-        let ds = session.database().schema_provider().open_dataset(&table).await?;
+        let ds = session
+            .database()
+            .schema_provider()
+            .open_dataset(&table)
+            .await?;
         ds.tags()
             .delete(&tag)
             .await

@@ -20,8 +20,8 @@ impl Procedure for ExportGguf {
 
     fn params(&self) -> &'static [Param] {
         const PARAMS: &[Param] = &[
-                Param::required("model", "the model name"),
-                Param::required("file", "the file"),
+            Param::required("model", "the model name"),
+            Param::required("file", "the file"),
         ];
         PARAMS
     }

@@ -20,8 +20,8 @@ impl Procedure for ExportPeft {
 
     fn params(&self) -> &'static [Param] {
         const PARAMS: &[Param] = &[
-                Param::required("id", "the adapter's id"),
-                Param::required("dir", "the directory"),
+            Param::required("id", "the adapter's id"),
+            Param::required("dir", "the directory"),
         ];
         PARAMS
     }

@@ -20,11 +20,11 @@ impl Procedure for ImportPeft {
 
     fn params(&self) -> &'static [Param] {
         const PARAMS: &[Param] = &[
-                Param::required("dir", "the PEFT directory"),
-                Param::required("id", "the adapter's id"),
-                Param::optional("description", "the description"),
-                Param::optional("base_model", "the base model"),
-                Param::optional("metrics", "the metrics (a JSON object)"),
+            Param::required("dir", "the PEFT directory"),
+            Param::required("id", "the adapter's id"),
+            Param::optional("description", "the description"),
+            Param::optional("base_model", "the base model"),
+            Param::optional("metrics", "the metrics (a JSON object)"),
         ];
         PARAMS
     }

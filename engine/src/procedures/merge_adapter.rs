@@ -19,9 +19,9 @@ impl Procedure for MergeAdapter {
 
     fn params(&self) -> &'static [Param] {
         const PARAMS: &[Param] = &[
-                Param::required("id", "the adapter's id"),
-                Param::required("new_model", "the new model's name"),
-                Param::optional("base_model", "the base model"),
+            Param::required("id", "the adapter's id"),
+            Param::required("new_model", "the new model's name"),
+            Param::optional("base_model", "the base model"),
         ];
         PARAMS
     }

@@ -19,9 +19,9 @@ impl Procedure for QuantizeModel {
 
     fn params(&self) -> &'static [Param] {
         const PARAMS: &[Param] = &[
-                Param::required("model", "the source model"),
-                Param::required("new_model", "the new model's name"),
-                Param::required("scheme", "the scheme"),
+            Param::required("model", "the source model"),
+            Param::required("new_model", "the new model's name"),
+            Param::required("scheme", "the scheme"),
         ];
         PARAMS
     }
@@ -34,7 +34,8 @@ impl Procedure for QuantizeModel {
         let source = args.string(0)?;
         let target = args.string(1)?;
         let scheme = args.string(2)?;
-        let (quantized, copied) = weights::quantize_model(session, &source, &target, &scheme).await?;
+        let (quantized, copied) =
+            weights::quantize_model(session, &source, &target, &scheme).await?;
         one_row(&[
             ("model", text(&target)),
             ("tensors_quantized", uint(quantized)),

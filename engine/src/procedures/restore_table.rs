@@ -21,8 +21,8 @@ impl Procedure for RestoreTable {
 
     fn params(&self) -> &'static [Param] {
         const PARAMS: &[Param] = &[
-                Param::required("table", "the table name"),
-                Param::required("version", "the version (a number or a tag name)"),
+            Param::required("table", "the table name"),
+            Param::required("version", "the version (a number or a tag name)"),
         ];
         PARAMS
     }

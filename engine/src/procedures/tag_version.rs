@@ -20,9 +20,9 @@ impl Procedure for TagVersion {
 
     fn params(&self) -> &'static [Param] {
         const PARAMS: &[Param] = &[
-                Param::required("table", "the table name"),
-                Param::required("name", "the tag name"),
-                Param::optional("version", "the version"),
+            Param::required("table", "the table name"),
+            Param::required("name", "the tag name"),
+            Param::optional("version", "the version"),
         ];
         PARAMS
     }
@@ -34,7 +34,11 @@ impl Procedure for TagVersion {
     async fn call(&self, session: &Session, args: Args) -> Result<RecordBatch> {
         let table = table_arg(session, &args)?;
         let tag = args.string(1)?;
-        let ds = session.database().schema_provider().open_dataset(&table).await?;
+        let ds = session
+            .database()
+            .schema_provider()
+            .open_dataset(&table)
+            .await?;
         let version = match args.get(2) {
             None => ds.version_id(),
             Some(v) => version_number(v).ok_or_else(|| {

@@ -191,7 +191,8 @@ fn collect_versioned(statement: &mut DFStatement) -> Result<Vec<VersionedRef>> {
 }
 
 async fn eval_timestamp(session: &Session, expr: &Expr) -> Result<i64> {
-    let v = session.eval_constants(&[format!("CAST(({expr}) AS TIMESTAMP)")], None)
+    let v = session
+        .eval_constants(&[format!("CAST(({expr}) AS TIMESTAMP)")], None)
         .await
         .map_err(|e| {
             Error::invalid(format!(
@@ -209,4 +210,3 @@ async fn eval_timestamp(session: &Session, expr: &Expr) -> Result<i64> {
         ))),
     }
 }
-

@@ -14,11 +14,11 @@ use datafusion::sql::sqlparser::ast::{
     ArrayElemTypeDef, ColumnOption, CreateTable, DataType as SqlType, ExactNumberInfo, Statement,
 };
 
+use crate::catalog::write::coerce_batches;
 use crate::catalog::{storage_schema, validate_table_name, META_DEFAULTS, META_PRIMARY_KEY};
 use crate::error::{Error, ErrorKind, Result};
 use crate::extension::StatementHandler;
 use crate::session::{QueryOutput, Session};
-use crate::catalog::write::coerce_batches;
 
 /// `VECTOR(n)` is an alias for `FLOAT[n]`, a fixed-size list of n float32 values.
 fn rewrite_vector_types(ct: &mut CreateTable) -> Result<()> {
@@ -177,9 +177,13 @@ impl StatementHandler for CreateTableStatement {
         match statement {
             DFStatement::Statement(s) => match *s {
                 Statement::CreateTable(ct) => create_table(session, ct, params).await,
-                _ => Err(Error::internal("CREATE TABLE handler given another statement")),
+                _ => Err(Error::internal(
+                    "CREATE TABLE handler given another statement",
+                )),
             },
-            _ => Err(Error::internal("CREATE TABLE handler given another statement")),
+            _ => Err(Error::internal(
+                "CREATE TABLE handler given another statement",
+            )),
         }
     }
 }

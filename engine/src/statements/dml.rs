@@ -23,17 +23,17 @@ use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::collect;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, ConflictTarget, Delete, FromTable, Insert,
-    OnConflictAction, OnInsert, Statement, TableFactor, TableObject, Update, UpdateTableFromKind,
+    AssignmentTarget, ConflictTarget, Delete, FromTable, Insert, OnConflictAction, OnInsert,
+    Statement, TableFactor, TableObject, Update, UpdateTableFromKind,
 };
 
+use crate::catalog::write::{self, coerce_batches};
 use crate::catalog::{MarrowSchema, MarrowTable};
 use crate::config::{CATALOG, SCHEMA};
-use crate::sql::{qualify_columns, quote, table_name};
 use crate::error::{Error, Result};
 use crate::extension::StatementHandler;
 use crate::session::{QueryOutput, Session};
-use crate::catalog::write::{self, coerce_batches};
+use crate::sql::{qualify_columns, quote, table_name};
 
 const TARGET: &str = "__marrow_target";
 const ROWADDR: &str = "__marrow_rowaddr";
@@ -64,11 +64,12 @@ impl SchemaProvider for Overlay {
     }
 }
 
-struct Statement2 {
+/// The session state one DML statement plans its queries with: the catalog seen through an [`Overlay`].
+struct OverlayPlanner {
     state: SessionState,
 }
 
-impl Statement2 {
+impl OverlayPlanner {
     fn new(session: &Session, tables: HashMap<String, Arc<dyn TableProvider>>) -> Self {
         let catalog = MemoryCatalogProvider::new();
         catalog
@@ -202,7 +203,7 @@ pub(crate) async fn check_unique_batches(
         return Ok(());
     }
     let mem = Arc::new(MemTable::try_new(rows[0].schema(), vec![rows.to_vec()])?);
-    let stmt = Statement2::new(
+    let stmt = OverlayPlanner::new(
         session,
         [("excluded".to_string(), mem as Arc<dyn TableProvider>)].into(),
     );
@@ -222,7 +223,7 @@ pub(crate) async fn check_unique_batches(
 
 /// Rows of the target whose key matches a new row: (target row address, rendered key).
 async fn find_conflicts(
-    stmt: &Statement2,
+    stmt: &OverlayPlanner,
     pk: &[String],
     alias: &str,
 ) -> Result<Vec<(u64, String)>> {
@@ -334,7 +335,7 @@ pub(crate) async fn insert_with(
     let target = open_target(session, &name).await?;
     let mut tables = target.providers(&session.state())?;
     tables.extend(extra);
-    let stmt = Statement2::new(session, tables);
+    let stmt = OverlayPlanner::new(session, tables);
     let plan = stmt
         .plan(
             DFStatement::Statement(Box::new(Statement::Insert(insert))),
@@ -376,7 +377,7 @@ pub(crate) async fn insert_with(
     )?);
     let mut tables = target.providers(&session.state())?;
     tables.insert("excluded".into(), mem);
-    let stmt = Statement2::new(session, tables);
+    let stmt = OverlayPlanner::new(session, tables);
 
     let action = match on {
         None => None,
@@ -619,7 +620,7 @@ pub(crate) async fn update(
         proj = projection(&target.schema, &assigned, &alias),
         target = quote(TARGET),
     );
-    let stmt = Statement2::new(session, target.providers(&session.state())?);
+    let stmt = OverlayPlanner::new(session, target.providers(&session.state())?);
     let (addrs, rows) = split_rowaddr(&stmt.query(&sql, &params).await?, &target.schema)?;
     let pk = target.table.primary_key().to_vec();
     if pk.iter().any(|c| assigned.contains_key(c)) && !rows.is_empty() {
@@ -630,7 +631,7 @@ pub(crate) async fn update(
         )?);
         let mut tables = target.providers(&session.state())?;
         tables.insert("excluded".into(), mem);
-        let check = Statement2::new(session, tables);
+        let check = OverlayPlanner::new(session, tables);
         let changing: HashSet<u64> = addrs.iter().copied().collect();
         if let Some((_, key)) = find_conflicts(&check, &pk, &alias)
             .await?
@@ -704,7 +705,7 @@ pub(crate) async fn delete(
         a = quote(&alias),
         target = quote(TARGET),
     );
-    let stmt = Statement2::new(session, target.providers(&session.state())?);
+    let stmt = OverlayPlanner::new(session, target.providers(&session.state())?);
     let mut addrs = vec![];
     for b in stmt.query(&sql, &params).await? {
         let col = b

@@ -23,7 +23,9 @@ impl StatementHandler for ExternalTableStatement {
         params: Option<ParamValues>,
     ) -> Result<QueryOutput> {
         let DFStatement::CreateExternalTable(mut cet) = statement else {
-            return Err(Error::internal("external table handler given another statement"));
+            return Err(Error::internal(
+                "external table handler given another statement",
+            ));
         };
         cet.location = fence::check_import(session.database().config(), &cet.location)?
             .to_string_lossy()

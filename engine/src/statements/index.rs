@@ -10,8 +10,8 @@ use arrow::datatypes::DataType;
 use datafusion::common::ParamValues;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CreateIndex, Expr as SqlExpr, IndexType as SqlIndexType, ObjectName, ObjectType,
-    Statement, Value,
+    BinaryOperator, CreateIndex, Expr as SqlExpr, IndexType as SqlIndexType, ObjectName,
+    ObjectType, Statement, Value,
 };
 use lance::dataset::Dataset;
 use lance::index::vector::VectorIndexParams;
@@ -27,10 +27,10 @@ use lance_index::{IndexParams, IndexType};
 use lance_linalg::distance::DistanceType;
 
 use crate::catalog::MarrowSchema;
-use crate::sql::table_name;
 use crate::error::{Error, ErrorKind, Result};
 use crate::extension::StatementHandler;
 use crate::session::{QueryOutput, Session};
+use crate::sql::table_name;
 
 /// The index kinds `CREATE INDEX … USING` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,11 +13,11 @@ use datafusion::datasource::MemTable;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 
+use crate::catalog::write::coerce_batches;
 use crate::catalog::{storage_schema, validate_table_name};
-use crate::sql::quote;
 use crate::error::{Error, ErrorKind, Result};
 use crate::session::{QueryOutput, Session};
-use crate::catalog::write::coerce_batches;
+use crate::sql::quote;
 
 /// What to do when the target table exists or does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,16 +124,13 @@ impl Session {
                             }
                         }
                         if !pk.is_empty() {
-                            crate::statements::dml::check_unique_batches(self, table, &pk, &rows).await?;
+                            crate::statements::dml::check_unique_batches(self, table, &pk, &rows)
+                                .await?;
                         }
                         let n = rows.iter().map(|b| b.num_rows() as u64).sum();
-                        db.schema_provider().create_lance_table(
-                            table,
-                            target,
-                            rows,
-                            mode == IngestMode::Replace,
-                        )
-                        .await?;
+                        db.schema_provider()
+                            .create_lance_table(table, target, rows, mode == IngestMode::Replace)
+                            .await?;
                         Ok(n)
                     }
                 }

@@ -19,9 +19,9 @@ fn refusal(statement: &DFStatement) -> Option<&'static str> {
             Some("MERGE is not supported; use INSERT … ON CONFLICT (key) DO UPDATE SET …")
         }
         Statement::AlterTable(_) => Some("ALTER TABLE is not supported yet"),
-        Statement::CreateSchema { .. } | Statement::CreateDatabase { .. } => Some(
-            "Marrow has one schema (marrow.public); CREATE SCHEMA/DATABASE is not supported",
-        ),
+        Statement::CreateSchema { .. } | Statement::CreateDatabase { .. } => {
+            Some("Marrow has one schema (marrow.public); CREATE SCHEMA/DATABASE is not supported")
+        }
         Statement::Drop {
             object_type: ObjectType::Schema | ObjectType::Database,
             ..

@@ -107,4 +107,3 @@ async fn versions_batch(schema: &MarrowSchema, table: &str) -> Result<RecordBatc
     ];
     Ok(RecordBatch::try_new(versions_schema(), columns)?)
 }
-

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use datafusion::catalog::{
-    Session as CatalogSession, TableFunctionArgs, TableProvider,
-};
+use datafusion::catalog::{Session as CatalogSession, TableFunctionArgs, TableProvider};
 use datafusion::common::{Result as DFResult, ScalarValue};
 use datafusion::datasource::{provider_as_source, MemTable};
 use datafusion::error::DataFusionError;
@@ -26,7 +24,6 @@ use lance_linalg::distance::DistanceType;
 use crate::catalog::MarrowSchema;
 use crate::error::Error;
 use crate::vector::{function_for, vector_indexes};
-
 
 pub mod marrow_indexes;
 pub mod marrow_procedures;
@@ -117,7 +114,12 @@ pub(crate) fn table_schema(schema: &MarrowSchema, table: &str, name: &str) -> DF
     })
 }
 
-pub(crate) fn vector_column(schema: &Schema, table: &str, column: &str, name: &str) -> DFResult<DataType> {
+pub(crate) fn vector_column(
+    schema: &Schema,
+    table: &str,
+    column: &str,
+    name: &str,
+) -> DFResult<DataType> {
     let field = schema.field_with_name(column).map_err(|_| {
         DataFusionError::from(Error::not_found(format!(
             "{name}: column {column} not found in {table}"
@@ -205,7 +207,6 @@ pub(crate) fn output_schema(table: &Schema, prefix: Option<(&Schema, &str)>) -> 
     Arc::new(Schema::new(fields))
 }
 
-
 /// A catalog listing computed when it is scanned, so a plan reads the state at execution: the one provider behind
 /// `marrow_indexes()`, `marrow_versions(t)` and `marrow_procedures()`.
 pub(crate) struct Listing {
@@ -215,14 +216,19 @@ pub(crate) struct Listing {
 
 impl std::fmt::Debug for Listing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listing").field("schema", &self.schema).finish()
+        f.debug_struct("Listing")
+            .field("schema", &self.schema)
+            .finish()
     }
 }
 
 impl Listing {
     pub(crate) fn new(
         schema: SchemaRef,
-        compute: impl Fn() -> BoxFuture<'static, crate::error::Result<RecordBatch>> + Send + Sync + 'static,
+        compute: impl Fn() -> BoxFuture<'static, crate::error::Result<RecordBatch>>
+            + Send
+            + Sync
+            + 'static,
     ) -> Arc<Self> {
         Arc::new(Self {
             schema,

@@ -16,7 +16,6 @@ use datafusion::physical_plan::ExecutionPlan;
 use crate::catalog::MarrowSchema;
 use crate::vector::query_vector;
 
-
 use super::*;
 use crate::vector::project;
 
@@ -74,7 +73,6 @@ pub(crate) fn session_state(state: &dyn CatalogSession) -> DFResult<&SessionStat
         })
 }
 
-
 #[async_trait]
 impl TableProvider for VectorSearchProvider {
     fn schema(&self) -> SchemaRef {
@@ -97,4 +95,3 @@ impl TableProvider for VectorSearchProvider {
         project(plan, projection)
     }
 }
-

@@ -20,7 +20,6 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::catalog::MarrowSchema;
 
-
 use super::vector_search::session_state;
 use super::*;
 
@@ -200,4 +199,3 @@ impl PartitionStream for BatchStream {
         Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
     }
 }
-

@@ -30,14 +30,13 @@ use lance::index::DatasetIndexExt;
 use lance::Dataset;
 use lance_linalg::distance::DistanceType;
 
-use crate::options::MarrowOptions;
-use ann::{Direct, DirectSearch};
 use crate::catalog::MarrowTable;
 use crate::error::Error;
+use crate::options::MarrowOptions;
+use ann::{Direct, DirectSearch};
 
 /// The largest k served from an ANN index; beyond it the exact path is both correct and not slower.
 pub const MAX_ANN_K: usize = 10_000;
-
 
 /// Which distance function orders the rows, and the index metric that ranks rows the same way.
 fn metric_of(function: &str, asc: bool) -> Option<DistanceType> {

@@ -41,8 +41,8 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use lance::Dataset;
 
-use crate::vector::ann::DirectAnnExec;
 use crate::exec::PassExec;
+use crate::vector::ann::DirectAnnExec;
 use crate::vector::VectorSearchTable;
 
 /// Plans kept per session; beyond this many SQL texts the cache starts over.

@@ -118,7 +118,8 @@ pub async fn run_import_weights(args: ImportWeightsArgs) -> Result<()> {
     let (session, args) = (&session, &args);
     let started = std::time::Instant::now();
     let s = with_progress(bar, |counter| async move {
-        marrow_engine::models::weights::import(session, &args.path, &args.model, Some(&counter)).await
+        marrow_engine::models::weights::import(session, &args.path, &args.model, Some(&counter))
+            .await
     })
     .await?;
     writeln!(
@@ -143,7 +144,8 @@ pub async fn run_export_weights(args: ExportWeightsArgs) -> Result<()> {
     let (session, args) = (&session, &args);
     let started = std::time::Instant::now();
     let bytes = with_progress(bar, |counter| async move {
-        marrow_engine::models::weights::export(session, &args.model, &args.out, Some(&counter)).await
+        marrow_engine::models::weights::export(session, &args.model, &args.out, Some(&counter))
+            .await
     })
     .await?;
     writeln!(
