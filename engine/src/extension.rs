@@ -11,6 +11,7 @@ use datafusion::catalog::TableFunctionImpl;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::optimizer::OptimizerRule;
 use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement;
 
 use crate::error::{Error, Result};
 use crate::session::{QueryOutput, Session};
@@ -28,6 +29,24 @@ pub trait StatementHandler: Send + Sync {
         statement: DFStatement,
         params: Option<ParamValues>,
     ) -> Result<QueryOutput>;
+}
+
+/// Whether a parsed statement is a SQL statement for which `f` holds (most handlers' `handles`).
+pub fn is_sql(statement: &DFStatement, f: impl Fn(&Statement) -> bool) -> bool {
+    matches!(statement, DFStatement::Statement(s) if f(s))
+}
+
+/// The error of a handler run on a statement its `handles` refused: a routing bug, not bad input.
+pub fn misrouted(handler: &str) -> Error {
+    Error::internal(format!("the {handler} handler was given another statement"))
+}
+
+/// The SQL statement inside a parsed one, for handlers that take only SQL statements.
+pub fn sql_statement(statement: DFStatement, handler: &str) -> Result<Statement> {
+    match statement {
+        DFStatement::Statement(s) => Ok(*s),
+        _ => Err(misrouted(handler)),
+    }
 }
 
 /// One argument of a procedure, for arity checks and help.

@@ -17,22 +17,14 @@ pub fn builtin_tables() -> [(&'static str, Schema); 2] {
     ]
 }
 
-/// The `memories` table every data directory starts with (see DESIGN.md's data model).
-pub fn memories_schema() -> Schema {
-    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let defaults: BTreeMap<&str, &str> = [
-        ("id", "uuid()"),
-        ("namespace", "'default'"),
-        ("kind", "'note'"),
-        ("importance", "0.5"),
-        ("created_at", "now()"),
-        ("updated_at", "now()"),
-        ("access_count", "0"),
-        ("metadata", "'{}'"),
-    ]
-    .into_iter()
-    .collect();
-    let metadata = [
+/// Schema metadata of a built-in table: primary key `id`, column defaults, and the vector column Marrow embeds from
+/// a text column on write.
+fn table_metadata(
+    defaults: &[(&str, &str)],
+    embed: (&str, &str),
+) -> std::collections::HashMap<String, String> {
+    let defaults: BTreeMap<&str, &str> = defaults.iter().copied().collect();
+    [
         (META_PRIMARY_KEY.to_string(), "id".to_string()),
         (
             META_DEFAULTS.to_string(),
@@ -40,12 +32,29 @@ pub fn memories_schema() -> Schema {
         ),
         (
             META_EMBED.to_string(),
-            serde_json::to_string(&BTreeMap::from([("embedding", "content")]))
-                .expect("embed setting serializes"),
+            serde_json::to_string(&BTreeMap::from([embed])).expect("embed setting serializes"),
         ),
     ]
     .into_iter()
-    .collect();
+    .collect()
+}
+
+/// The `memories` table every data directory starts with (see DESIGN.md's data model).
+pub fn memories_schema() -> Schema {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let metadata = table_metadata(
+        &[
+            ("id", "uuid()"),
+            ("namespace", "'default'"),
+            ("kind", "'note'"),
+            ("importance", "0.5"),
+            ("created_at", "now()"),
+            ("updated_at", "now()"),
+            ("access_count", "0"),
+            ("metadata", "'{}'"),
+        ],
+        ("embedding", "content"),
+    );
     Schema::new_with_metadata(
         vec![
             Field::new("id", DataType::Utf8, false),
@@ -73,27 +82,14 @@ pub fn memories_schema() -> Schema {
 
 /// The `adapters` table every data directory has (created with `memories`).
 pub fn adapters_schema() -> Schema {
-    let defaults: BTreeMap<&str, &str> = [
-        ("kind", "'lora'"),
-        ("metrics", "'{}'"),
-        ("created_at", "now()"),
-    ]
-    .into_iter()
-    .collect();
-    let metadata = [
-        (META_PRIMARY_KEY.to_string(), "id".to_string()),
-        (
-            META_DEFAULTS.to_string(),
-            serde_json::to_string(&defaults).expect("defaults serialize"),
-        ),
-        (
-            META_EMBED.to_string(),
-            serde_json::to_string(&BTreeMap::from([("description_embedding", "description")]))
-                .expect("embed setting serializes"),
-        ),
-    ]
-    .into_iter()
-    .collect();
+    let metadata = table_metadata(
+        &[
+            ("kind", "'lora'"),
+            ("metrics", "'{}'"),
+            ("created_at", "now()"),
+        ],
+        ("description_embedding", "description"),
+    );
     Schema::new_with_metadata(
         vec![
             Field::new("id", DataType::Utf8, false),

@@ -6,7 +6,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments, Statement};
 
 use crate::error::{Error, Result};
-use crate::extension::{Args, StatementHandler};
+use crate::extension::{is_sql, misrouted, sql_statement, Args, StatementHandler};
 use crate::session::{QueryOutput, Session};
 
 pub struct CallStatement;
@@ -14,7 +14,7 @@ pub struct CallStatement;
 #[async_trait::async_trait]
 impl StatementHandler for CallStatement {
     fn handles(&self, statement: &DFStatement) -> bool {
-        matches!(statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Call(_)))
+        is_sql(statement, |s| matches!(s, Statement::Call(_)))
     }
 
     async fn run(
@@ -23,12 +23,8 @@ impl StatementHandler for CallStatement {
         statement: DFStatement,
         params: Option<ParamValues>,
     ) -> Result<QueryOutput> {
-        let function = match statement {
-            DFStatement::Statement(s) => match *s {
-                Statement::Call(f) => f,
-                _ => return Err(Error::internal("CALL handler given another statement")),
-            },
-            _ => return Err(Error::internal("CALL handler given another statement")),
+        let Statement::Call(function) = sql_statement(statement, "CALL")? else {
+            return Err(misrouted("CALL"));
         };
         let name = function.name.to_string().to_lowercase();
         let procedure = session

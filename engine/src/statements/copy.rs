@@ -19,7 +19,7 @@ use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::sql::parser::{CopyToStatement, Statement as DFStatement};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::extension::StatementHandler;
+use crate::extension::{misrouted, StatementHandler};
 use crate::fence;
 use crate::session::{QueryOutput, Session};
 
@@ -325,7 +325,7 @@ impl StatementHandler for CopyStatement {
     ) -> Result<QueryOutput> {
         match statement {
             DFStatement::CopyTo(c) => copy(session, c, params, None).await,
-            _ => Err(Error::internal("COPY handler given another statement")),
+            _ => Err(misrouted("COPY")),
         }
     }
 }

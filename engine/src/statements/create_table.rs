@@ -17,7 +17,7 @@ use datafusion::sql::sqlparser::ast::{
 use crate::catalog::write::coerce_batches;
 use crate::catalog::{storage_schema, validate_table_name, META_DEFAULTS, META_PRIMARY_KEY};
 use crate::error::{Error, ErrorKind, Result};
-use crate::extension::StatementHandler;
+use crate::extension::{is_sql, misrouted, sql_statement, StatementHandler};
 use crate::session::{QueryOutput, Session};
 
 /// `VECTOR(n)` is an alias for `FLOAT[n]`, a fixed-size list of n float32 values.
@@ -165,7 +165,7 @@ pub struct CreateTableStatement;
 #[async_trait::async_trait]
 impl StatementHandler for CreateTableStatement {
     fn handles(&self, statement: &DFStatement) -> bool {
-        matches!(statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::CreateTable(_)))
+        is_sql(statement, |s| matches!(s, Statement::CreateTable(_)))
     }
 
     async fn run(
@@ -174,16 +174,9 @@ impl StatementHandler for CreateTableStatement {
         statement: DFStatement,
         params: Option<ParamValues>,
     ) -> Result<QueryOutput> {
-        match statement {
-            DFStatement::Statement(s) => match *s {
-                Statement::CreateTable(ct) => create_table(session, ct, params).await,
-                _ => Err(Error::internal(
-                    "CREATE TABLE handler given another statement",
-                )),
-            },
-            _ => Err(Error::internal(
-                "CREATE TABLE handler given another statement",
-            )),
+        match sql_statement(statement, "CREATE TABLE")? {
+            Statement::CreateTable(ct) => create_table(session, ct, params).await,
+            _ => Err(misrouted("CREATE TABLE")),
         }
     }
 }

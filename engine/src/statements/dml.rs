@@ -31,7 +31,7 @@ use crate::catalog::write::{self, coerce_batches};
 use crate::catalog::{MarrowSchema, MarrowTable};
 use crate::config::{CATALOG, SCHEMA};
 use crate::error::{Error, Result};
-use crate::extension::StatementHandler;
+use crate::extension::{is_sql, misrouted, sql_statement, StatementHandler};
 use crate::session::{QueryOutput, Session};
 use crate::sql::{qualify_columns, quote, table_name};
 
@@ -599,20 +599,10 @@ pub(crate) async fn update(
     let from = match &update.from {
         None => String::new(),
         Some(UpdateTableFromKind::AfterSet(t)) | Some(UpdateTableFromKind::BeforeSet(t)) => {
-            format!(
-                ", {}",
-                t.iter()
-                    .map(|t| t.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            more_tables(t)
         }
     };
-    let selection = update
-        .selection
-        .as_ref()
-        .map(|e| format!(" WHERE {e}"))
-        .unwrap_or_default();
+    let selection = where_clause(update.selection.as_ref());
     let sql = format!(
         "SELECT {a}.\"_rowaddr\" AS {rowaddr}, {proj} FROM {target} AS {a}{from}{selection}",
         a = quote(&alias),
@@ -687,19 +677,9 @@ pub(crate) async fn delete(
     let target = open_target(session, &name).await?;
     let using = match &delete.using {
         None => String::new(),
-        Some(t) => format!(
-            ", {}",
-            t.iter()
-                .map(|t| t.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Some(t) => more_tables(t),
     };
-    let selection = delete
-        .selection
-        .as_ref()
-        .map(|e| format!(" WHERE {e}"))
-        .unwrap_or_default();
+    let selection = where_clause(delete.selection.as_ref());
     let sql = format!(
         "SELECT DISTINCT {a}.\"_rowaddr\" FROM {target} AS {a}{using}{selection}",
         a = quote(&alias),
@@ -726,14 +706,28 @@ pub(crate) async fn delete(
     Ok(QueryOutput::Count(n as u64))
 }
 
+/// `, t1, t2 …`: the FROM / USING tables of an UPDATE or DELETE, joined after the target.
+fn more_tables(tables: &[impl std::fmt::Display]) -> String {
+    tables.iter().map(|t| format!(", {t}")).collect()
+}
+
+/// ` WHERE <expr>`, or nothing.
+fn where_clause(selection: Option<&impl std::fmt::Display>) -> String {
+    selection.map(|e| format!(" WHERE {e}")).unwrap_or_default()
+}
+
 /// `INSERT`, `UPDATE` and `DELETE` on Marrow tables: planned as queries, committed as one Lance transaction.
 pub struct DmlStatements;
 
 #[async_trait::async_trait]
 impl StatementHandler for DmlStatements {
     fn handles(&self, statement: &DFStatement) -> bool {
-        matches!(statement, DFStatement::Statement(s)
-            if matches!(s.as_ref(), Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)))
+        is_sql(statement, |s| {
+            matches!(
+                s,
+                Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
+            )
+        })
     }
 
     async fn run(
@@ -742,14 +736,11 @@ impl StatementHandler for DmlStatements {
         statement: DFStatement,
         params: Option<ParamValues>,
     ) -> Result<QueryOutput> {
-        let DFStatement::Statement(s) = statement else {
-            return Err(Error::internal("DML handler given another statement"));
-        };
-        match *s {
+        match sql_statement(statement, "DML")? {
             Statement::Insert(i) => insert(session, i, params).await,
             Statement::Update(u) => update(session, u, params).await,
             Statement::Delete(d) => delete(session, d, params).await,
-            _ => Err(Error::internal("DML handler given another statement")),
+            _ => Err(misrouted("DML")),
         }
     }
 }

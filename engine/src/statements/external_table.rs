@@ -3,8 +3,8 @@
 use datafusion::common::ParamValues;
 use datafusion::sql::parser::Statement as DFStatement;
 
-use crate::error::{Error, Result};
-use crate::extension::StatementHandler;
+use crate::error::Result;
+use crate::extension::{misrouted, StatementHandler};
 use crate::fence;
 use crate::session::{QueryOutput, Session};
 
@@ -23,9 +23,7 @@ impl StatementHandler for ExternalTableStatement {
         params: Option<ParamValues>,
     ) -> Result<QueryOutput> {
         let DFStatement::CreateExternalTable(mut cet) = statement else {
-            return Err(Error::internal(
-                "external table handler given another statement",
-            ));
+            return Err(misrouted("CREATE EXTERNAL TABLE"));
         };
         cet.location = fence::check_import(session.database().config(), &cet.location)?
             .to_string_lossy()

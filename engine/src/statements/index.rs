@@ -28,7 +28,7 @@ use lance_linalg::distance::DistanceType;
 
 use crate::catalog::MarrowSchema;
 use crate::error::{Error, ErrorKind, Result};
-use crate::extension::StatementHandler;
+use crate::extension::{is_sql, misrouted, sql_statement, StatementHandler};
 use crate::session::{QueryOutput, Session};
 use crate::sql::table_name;
 
@@ -640,10 +640,17 @@ pub struct IndexStatement;
 #[async_trait::async_trait]
 impl StatementHandler for IndexStatement {
     fn handles(&self, statement: &DFStatement) -> bool {
-        matches!(statement, DFStatement::Statement(s) if matches!(s.as_ref(),
-            Statement::CreateIndex(_)
-                | Statement::Drop { object_type: ObjectType::Index, .. }
-                | Statement::OptimizeTable { .. }))
+        is_sql(statement, |s| {
+            matches!(
+                s,
+                Statement::CreateIndex(_)
+                    | Statement::Drop {
+                        object_type: ObjectType::Index,
+                        ..
+                    }
+                    | Statement::OptimizeTable { .. }
+            )
+        })
     }
 
     async fn run(
@@ -652,10 +659,7 @@ impl StatementHandler for IndexStatement {
         statement: DFStatement,
         _params: Option<ParamValues>,
     ) -> Result<QueryOutput> {
-        let DFStatement::Statement(s) = statement else {
-            return Err(Error::internal("index handler given another statement"));
-        };
-        match *s {
+        match sql_statement(statement, "index")? {
             Statement::CreateIndex(ci) => create_index(session, ci).await,
             Statement::Drop {
                 object_type: ObjectType::Index,
@@ -665,7 +669,7 @@ impl StatementHandler for IndexStatement {
                 ..
             } => drop_index(session, &names, if_exists, table.as_ref()).await,
             Statement::OptimizeTable { name, .. } => optimize_table(session, &name).await,
-            _ => Err(Error::internal("index handler given another statement")),
+            _ => Err(misrouted("index")),
         }
     }
 }
