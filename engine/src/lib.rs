@@ -11,16 +11,22 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The modules layer one way, top to bottom:
+//! The modules layer one way, top to bottom (a module uses only those below it):
 //!
-//! - [`builtins`] opens a database with Marrow's statements, table functions and procedures registered.
+//! - [`builtins`] opens a database with Marrow's statements, table functions, procedures and optimizer rule
+//!   registered: adding a feature is one file and one line there.
 //! - Features, each registered through [`extension`]'s traits: [`statements`] (the SQL Marrow runs itself: table
-//!   DDL, DML, indexes, COPY, ingest, CALL), [`table_functions`], [`procedures`] and [`models`] (weights and
-//!   adapters as tables). Only procedures and models send SQL back through a session: they are SQL clients.
-//! - The core: [`database`] and [`session`] (parse, route, plan, execute; they name no feature), [`extension`].
+//!   DDL, DML, indexes, COPY, external tables, CALL, refusals), [`table_functions`], [`procedures`] and [`models`]
+//!   (weights and adapters as tables; formats in their own files). Only procedures and models send SQL back
+//!   through a session: they are SQL clients, like the Python layer.
+//! - The core: [`database`], [`session`] (parse, route, plan, execute; time travel), [`prepared`] (prepared
+//!   statements, parameter binding) and [`extension`] (the traits features implement). Database, session and the
+//!   extension traits refer to each other — a session holds its database, the database holds the registered
+//!   features, a feature runs on a session — and they name no feature, with one exception: [`prepared`] hands an
+//!   executemany of a one-row INSERT to the DML statement as a single multi-row INSERT (one commit).
 //! - Below them: [`vector`] (ANN planning and the plan cache), [`catalog`] (Lance datasets as tables, built-in
-//!   schemas, versions, commits), [`sql`] (dialect, parsing, quoting), [`options`], [`config`], [`fence`],
-//!   [`error`].
+//!   schemas, versions, commits), [`sql`] (dialect, parsing, quoting), [`options`] (`SET marrow.*`), [`config`],
+//!   [`fence`] (which server paths SQL may read or write), [`exec`], [`error`].
 
 pub mod builtins;
 pub mod catalog;
