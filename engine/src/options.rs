@@ -1,8 +1,8 @@
 //! Marrow's session settings: `SET marrow.<name> = …`, one value per session.
 
 use datafusion::common::config::ConfigExtension;
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::extensions_options;
-use datafusion::execution::context::SessionState;
 
 extensions_options! {
     /// Marrow's settings (`SET marrow.<name> = …`), per session: vector search and version retention.
@@ -35,11 +35,9 @@ impl ConfigExtension for MarrowOptions {
 }
 
 impl MarrowOptions {
-    /// The settings of a session state (the defaults when it has none registered).
-    pub fn of(state: &SessionState) -> MarrowOptions {
-        state
-            .config()
-            .options()
+    /// The settings in a session's configuration (the defaults when it has none registered).
+    pub fn of(options: &ConfigOptions) -> MarrowOptions {
+        options
             .extensions
             .get::<MarrowOptions>()
             .cloned()

@@ -36,7 +36,7 @@ impl Procedure for CleanupVersions {
         let retention = match args.get(1) {
             Some(v) => interval_micros(v)?,
             None => {
-                let text = MarrowOptions::of(&session.state()).version_retention;
+                let text = MarrowOptions::of(session.state().config_options()).version_retention;
                 let v = session
                     .eval_constants(&[format!("INTERVAL '{}'", text.replace('\'', "''"))], None)
                     .await

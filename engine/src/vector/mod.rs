@@ -93,12 +93,7 @@ impl OptimizerRule for VectorTopKRule {
         let (Some(k), [order]) = (sort.fetch, sort.expr.as_slice()) else {
             return Ok(Transformed::no(plan));
         };
-        let options = config.options();
-        let opts = options
-            .extensions
-            .get::<MarrowOptions>()
-            .cloned()
-            .unwrap_or_default();
+        let opts = MarrowOptions::of(&config.options());
         match rewrite_input(&sort.input, order, k, &opts)? {
             Some(input) => {
                 let mut sort = sort.clone();
