@@ -9,7 +9,7 @@ use crate::database::Database;
 use crate::error::Result;
 use crate::extension::Extensions;
 use crate::procedures::*;
-use crate::statements::{call, copy, create_table, dml, external_table, index, refused};
+use crate::statements::{call, copy, create_table, dml, external_table, index, refused, views};
 use crate::table_functions::{
     marrow_indexes, marrow_procedures, marrow_versions, read_safetensors, vector_search,
     vector_search_batch,
@@ -43,6 +43,7 @@ pub fn builtins(schema: &Arc<MarrowSchema>, config: &Config) -> Extensions {
     with_procedures
         .statement(create_table::CreateTableStatement)
         .statement(dml::DmlStatements)
+        .statement(views::ViewStatements)
         .statement(index::IndexStatement)
         .statement(call::CallStatement)
         .statement(copy::CopyStatement)

@@ -28,6 +28,9 @@ pub(crate) struct DbInner {
     /// Counts statements that may change what a query plans to (DDL, writes, SET): cached plans made before
     /// a change are not reused after it.
     generation: AtomicU64,
+    /// Statements being planned (and writes being run) at once, each on a blocking thread: past it they wait,
+    /// so a flood of expensive statements queues instead of multiplying threads.
+    pub(crate) statement_slots: Arc<tokio::sync::Semaphore>,
     _lock: File,
 }
 
@@ -126,6 +129,7 @@ impl Database {
                 extensions,
                 write_locks: Mutex::new(BTreeMap::new()),
                 generation: AtomicU64::new(0),
+                statement_slots: Arc::new(tokio::sync::Semaphore::new(statement_slots())),
                 _lock: lock,
             }),
         };
@@ -242,4 +246,12 @@ impl Database {
             .or_default()
             .clone()
     }
+}
+
+/// Four statements per core (at least eight) may plan or write at once.
+fn statement_slots() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() * 4)
+        .unwrap_or(8)
+        .max(8)
 }

@@ -22,8 +22,10 @@ pub enum ErrorKind {
     /// The data directory is held by another process, or another writer committed to the table first; nothing
     /// was changed and the same statement can be retried.
     Locked,
-    /// A memory limit was hit.
+    /// A memory limit was hit, or the server is at its limit of concurrent work.
     ResourcesExhausted,
+    /// A query ran past `marrow.statement_timeout`; it was stopped and nothing was changed.
+    Timeout,
     /// Anything else: a bug or an I/O failure.
     Internal,
 }
@@ -85,6 +87,8 @@ fn classify_datafusion(e: &DataFusionError) -> ErrorKind {
         DataFusionError::SQL(..) | DataFusionError::Plan(_) => ErrorKind::InvalidInput,
         DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => ErrorKind::InvalidInput,
         DataFusionError::NotImplemented(_) => ErrorKind::Unsupported,
+        // SET/RESET of an unknown option or a value of the wrong type.
+        DataFusionError::Configuration(_) => ErrorKind::InvalidInput,
         DataFusionError::ResourcesExhausted(_) => ErrorKind::ResourcesExhausted,
         DataFusionError::Context(_, inner) => classify_datafusion(inner),
         DataFusionError::Shared(inner) => classify_datafusion(inner),
@@ -93,14 +97,47 @@ fn classify_datafusion(e: &DataFusionError) -> ErrorKind {
             .first()
             .map(classify_datafusion)
             .unwrap_or(ErrorKind::Internal),
-        DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
-            Some(marrow) => marrow.kind,
-            None => match inner.downcast_ref::<lance::Error>() {
-                Some(l) => classify_lance(l),
-                None => ErrorKind::Internal,
-            },
-        },
+        DataFusionError::External(inner) => classify_boxed(inner.as_ref()),
+        // A file the statement names that is not what it claims to be (a text file read as Parquet).
+        DataFusionError::ParquetError(_) => ErrorKind::InvalidInput,
+        DataFusionError::ObjectStore(e)
+            if matches!(e.as_ref(), datafusion::object_store::Error::NotFound { .. }) =>
+        {
+            ErrorKind::NotFound
+        }
+        DataFusionError::IoError(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ErrorKind::NotFound
+        }
         _ => ErrorKind::Internal,
+    }
+}
+
+/// An error behind a `dyn Error` (DataFusion's `External`, Lance's `External`/`IO`), by its type.
+fn classify_boxed(inner: &(dyn std::error::Error + Send + Sync + 'static)) -> ErrorKind {
+    if let Some(marrow) = inner.downcast_ref::<Error>() {
+        marrow.kind
+    } else if let Some(l) = inner.downcast_ref::<lance::Error>() {
+        classify_lance(l)
+    } else if let Some(df) = inner.downcast_ref::<DataFusionError>() {
+        classify_datafusion(df)
+    } else if let Some(a) = inner.downcast_ref::<arrow::error::ArrowError>() {
+        classify_arrow(a)
+    } else if inner.is::<std::num::ParseIntError>()
+        || inner.is::<std::num::ParseFloatError>()
+        || inner.is::<std::str::ParseBoolError>()
+    {
+        // A setting's value of the wrong type (`SET datafusion.execution.batch_size = 'abc'`).
+        ErrorKind::InvalidInput
+    } else {
+        ErrorKind::Internal
+    }
+}
+
+fn classify_arrow(e: &arrow::error::ArrowError) -> ErrorKind {
+    use arrow::error::ArrowError as A;
+    match e {
+        A::IoError(..) | A::ExternalError(_) | A::MemoryError(_) => ErrorKind::Internal,
+        _ => ErrorKind::InvalidInput,
     }
 }
 
@@ -110,15 +147,11 @@ fn classify_lance(e: &lance::Error) -> ErrorKind {
     use lance::Error as L;
     match e {
         L::Shared { source } => classify_lance(source),
-        L::External { source } | L::Wrapped { error: source, .. } => {
-            if let Some(marrow) = source.downcast_ref::<Error>() {
-                marrow.kind
-            } else if let Some(df) = source.downcast_ref::<DataFusionError>() {
-                classify_datafusion(df)
-            } else {
-                ErrorKind::Internal
-            }
+        L::External { source } | L::Wrapped { error: source, .. } | L::IO { source, .. } => {
+            classify_boxed(source.as_ref())
         }
+        // Lance keeps only the text of a DataFusion execution error (a division by zero in a pushed-down filter).
+        L::Execution { .. } => ErrorKind::InvalidInput,
         _ if e.is_not_found() => ErrorKind::NotFound,
         L::DatasetNotFound { .. }
         | L::NotFound { .. }
@@ -167,9 +200,18 @@ fn df_message(e: &DataFusionError) -> String {
     }
 }
 
+/// Lance appends the source location of an error (`…, /root/.cargo/registry/…/filtered_read.rs:1666:33`): a server
+/// path that means nothing to a client.
+fn without_locations(message: &str) -> String {
+    static LOCATION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r",?\s*(/|[A-Za-z]:\\)[^\s,]*\.rs:\d+:\d+").expect("valid pattern")
+    });
+    LOCATION.replace_all(message, "").into_owned()
+}
+
 impl From<DataFusionError> for Error {
     fn from(e: DataFusionError) -> Self {
-        let message = df_message(&e);
+        let message = without_locations(&df_message(&e));
         // A full disk is the operator's to fix, not a server fault.
         if message.contains("No space left on device") {
             return Self::new(ErrorKind::ResourcesExhausted, message);
@@ -185,7 +227,7 @@ impl From<lance::Error> for Error {
                 ErrorKind::Locked,
                 format!("another writer changed the table at the same time; nothing was changed, retry: {e}"),
             ),
-            kind => Self::new(kind, format!("storage: {e}")),
+            kind => Self::new(kind, format!("storage: {}", without_locations(&e.to_string()))),
         }
     }
 }

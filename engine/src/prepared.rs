@@ -348,6 +348,47 @@ fn coerce(expected: &Schema, batches: &[RecordBatch]) -> Result<Vec<ParamValues>
     Ok(out)
 }
 
+/// A statement's row count, its rows (if any) read to the end so that errors surface.
+async fn drain(output: QueryOutput) -> Result<u64> {
+    match output {
+        QueryOutput::Count(n) => Ok(n),
+        QueryOutput::Done => Ok(0),
+        QueryOutput::Rows(s) => {
+            s.try_for_each(|_| std::future::ready(Ok(()))).await?;
+            Ok(0)
+        }
+    }
+}
+
+/// The table an INSERT, UPDATE or DELETE writes (`None` for any other statement).
+fn written_table(sql: &str) -> Result<Option<String>> {
+    use datafusion::sql::sqlparser::ast::{FromTable, TableFactor, TableObject};
+    let DFStatement::Statement(stmt) = parse_one(sql)? else {
+        return Ok(None);
+    };
+    let name = match stmt.as_ref() {
+        Statement::Insert(i) => match &i.table {
+            TableObject::TableName(n) => n,
+            _ => return Ok(None),
+        },
+        Statement::Update(u) => match &u.table.relation {
+            TableFactor::Table { name, .. } => name,
+            _ => return Ok(None),
+        },
+        Statement::Delete(d) => match &d.from {
+            FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => match t.first() {
+                Some(t) => match &t.relation {
+                    TableFactor::Table { name, .. } => name,
+                    _ => return Ok(None),
+                },
+                None => return Ok(None),
+            },
+        },
+        _ => return Ok(None),
+    };
+    Ok(Some(crate::sql::table_name(name)?))
+}
+
 /// Run a statement for its row count: once, or once per parameter row through [`Session::execute_many`]. `None`
 /// when the statement reports no count (DDL, SET, a query).
 async fn update(
@@ -459,13 +500,56 @@ impl Session {
                 }
             }
         }
+        let Some(table) = written_table(sql)? else {
+            let mut total = 0;
+            for p in rows {
+                total += drain(self.execute_with_params(sql, Some(p)).await?).await?;
+            }
+            return Ok(total);
+        };
+        // One write statement per row, as one unit: the table's write lock is held across the rows, and a row
+        // that fails restores the version from before the first, so the batch applies whole or not at all.
+        let _guard = self.lock_for_write(&table).await;
+        let schema = self.database().schema_provider();
+        let before = schema.open_dataset(&table).await?.version_id();
+        let batch = self.holding(&table);
         let mut total = 0;
-        for p in rows {
-            match self.execute_with_params(sql, Some(p)).await? {
-                QueryOutput::Count(n) => total += n,
-                QueryOutput::Done => {}
-                QueryOutput::Rows(s) => {
-                    s.try_collect::<Vec<_>>().await?;
+        let count = rows.len();
+        for (i, p) in rows.into_iter().enumerate() {
+            let row = async { drain(batch.execute_with_params(sql, Some(p)).await?).await };
+            match row.await {
+                Ok(n) => total += n,
+                Err(e) => {
+                    let undone = match schema.open_dataset(&table).await {
+                        Ok(latest) if latest.version_id() == before => Ok(()),
+                        _ => {
+                            async {
+                                let mut old =
+                                    crate::catalog::versions::checkout(schema, &table, before)
+                                        .await?;
+                                old.restore().await?;
+                                Ok::<_, Error>(())
+                            }
+                            .await
+                        }
+                    };
+                    return Err(match undone {
+                        Ok(()) => Error::new(
+                            e.kind(),
+                            format!(
+                                "parameter row {} of {count}: {}; no row of the batch was applied",
+                                i + 1,
+                                e.message()
+                            ),
+                        ),
+                        Err(undo) => Error::internal(format!(
+                            "parameter row {} failed ({}), and restoring table '{table}' to version {before} \
+                             failed too ({}): the rows before it stay applied",
+                            i + 1,
+                            e.message(),
+                            undo.message()
+                        )),
+                    });
                 }
             }
         }

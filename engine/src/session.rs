@@ -110,6 +110,9 @@ pub struct Session {
     db: Database,
     ctx: SessionContext,
     plans: Arc<PlanCache>,
+    /// The table whose write lock the caller already holds (a batch of parameter rows run as one unit): the
+    /// statements run through this session do not take it again.
+    holds: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -136,7 +139,27 @@ impl Session {
             db,
             ctx,
             plans: Arc::default(),
+            holds: None,
         }
+    }
+
+    /// This session, for statements run while the caller holds `table`'s write lock.
+    pub(crate) fn holding(&self, table: &str) -> Self {
+        Self {
+            holds: Some(table.into()),
+            ..self.clone()
+        }
+    }
+
+    /// Take `table`'s write lock for one write, unless this session runs under a caller that holds it.
+    pub(crate) async fn lock_for_write(
+        &self,
+        table: &str,
+    ) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        if self.holds.as_deref() == Some(table) {
+            return None;
+        }
+        Some(self.db.write_lock(table).lock_owned().await)
     }
 
     pub fn database(&self) -> &Database {
@@ -297,11 +320,84 @@ impl Session {
         if changes {
             self.db.bump_generation();
         }
-        let out = self.run_statement(statement, params).await;
+        let is_read = matches!(&statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_) | Statement::Explain { .. }));
+        let timeout = if is_read {
+            MarrowOptions::of(self.state().config_options())
+                .statement_timeout
+                .limit()
+        } else {
+            None
+        };
+        let run = self.run_off_workers(statement, params);
+        let out = match timeout {
+            None => run.await,
+            Some(limit) => {
+                let deadline = tokio::time::Instant::now() + limit;
+                match tokio::time::timeout_at(deadline, run).await {
+                    Ok(Ok(QueryOutput::Rows(rows))) => {
+                        Ok(QueryOutput::Rows(with_deadline(rows, deadline, limit)))
+                    }
+                    Ok(other) => other,
+                    Err(_) => Err(timed_out(limit)),
+                }
+            }
+        };
         if changes {
             self.db.bump_generation();
         }
         out
+    }
+
+    /// Run a statement on a blocking thread, so planning (which does not yield: a 200,000-element IN list plans for
+    /// seconds) and writes never hold a runtime worker that other clients' requests need. Nested statements (a
+    /// CALL's own statements) run where they are; so does everything on a single-threaded runtime.
+    async fn run_off_workers(
+        &self,
+        statement: DFStatement,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let handle = match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread && !OFF_WORKERS.get() => h,
+            _ => return Box::pin(self.run_statement(statement, params)).await,
+        };
+        let slot = self
+            .db
+            .inner
+            .statement_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::internal("the database is closing"))?;
+        let session = self.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            OFF_WORKERS.set(true);
+            struct Reset;
+            impl Drop for Reset {
+                fn drop(&mut self) {
+                    OFF_WORKERS.set(false);
+                }
+            }
+            let _reset = Reset;
+            handle.block_on(Box::pin(session.run_statement(statement, params)))
+        });
+        match job.await {
+            Ok(out) => out,
+            Err(e) if e.is_panic() => {
+                let panic = e.into_panic();
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown cause");
+                tracing::error!("a statement panicked: {what}");
+                Err(Error::internal(format!(
+                    "the statement failed on an internal error ({what}); nothing was changed by the part that failed"
+                )))
+            }
+            Err(e) => Err(Error::internal(format!("the statement was stopped: {e}"))),
+        }
     }
 
     async fn run_statement(
@@ -373,6 +469,69 @@ impl Session {
             }),
         ))))
     }
+}
+
+thread_local! {
+    /// Set on a blocking thread while it runs a statement: statements it runs in turn stay on it.
+    static OFF_WORKERS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn timed_out(limit: std::time::Duration) -> Error {
+    Error::new(
+        crate::error::ErrorKind::Timeout,
+        format!(
+            "the query ran past marrow.statement_timeout ({} ms) and was stopped",
+            limit.as_millis()
+        ),
+    )
+}
+
+/// A query's rows, ending with a timeout error once `deadline` passes while the client still reads.
+fn with_deadline(
+    rows: SendableRecordBatchStream,
+    deadline: tokio::time::Instant,
+    limit: std::time::Duration,
+) -> SendableRecordBatchStream {
+    struct Deadline {
+        rows: SendableRecordBatchStream,
+        sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+        limit: std::time::Duration,
+        done: bool,
+    }
+    impl futures::Stream for Deadline {
+        type Item = datafusion::error::Result<RecordBatch>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            use std::future::Future;
+            use std::task::Poll;
+            if self.done {
+                return Poll::Ready(None);
+            }
+            if !self.sleep.is_elapsed() {
+                if let Poll::Ready(item) = self.rows.poll_next_unpin(cx) {
+                    self.done = item.is_none();
+                    return Poll::Ready(item);
+                }
+                if self.sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            self.done = true;
+            Poll::Ready(Some(Err(timed_out(self.limit).into())))
+        }
+    }
+    let schema = rows.schema();
+    Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        Deadline {
+            rows,
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            limit,
+            done: false,
+        },
+    ))
 }
 
 /// String arguments of Marrow's table functions (`vector_search('t', …)`) that may name tables.

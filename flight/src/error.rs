@@ -120,6 +120,7 @@ pub fn code_for(kind: ErrorKind) -> Code {
         ErrorKind::Unsupported => Code::Unimplemented,
         ErrorKind::Locked => Code::Unavailable,
         ErrorKind::ResourcesExhausted => Code::ResourceExhausted,
+        ErrorKind::Timeout => Code::DeadlineExceeded,
         ErrorKind::Internal => Code::Internal,
     }
 }
@@ -166,6 +167,7 @@ mod tests {
             (ErrorKind::Unsupported, Code::Unimplemented),
             (ErrorKind::Locked, Code::Unavailable),
             (ErrorKind::ResourcesExhausted, Code::ResourceExhausted),
+            (ErrorKind::Timeout, Code::DeadlineExceeded),
             (ErrorKind::Internal, Code::Internal),
         ];
         for (kind, code) in cases {

@@ -3,6 +3,7 @@
 
 pub mod builtin;
 pub mod versions;
+pub mod views;
 pub mod write;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +19,7 @@ use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use lance::datafusion::LanceTableProvider;
 use lance::dataset::builder::DatasetBuilder;
@@ -38,6 +39,82 @@ pub const META_DEFAULTS: &str = "marrow.defaults";
 pub const META_EMBED: &str = "marrow.embed";
 
 const VIEWS_FILE: &str = "_marrow_views.json";
+
+/// Check Marrow's table properties in a new table's schema metadata (a client may send any through ingest): every
+/// `marrow.*` key known and readable, and naming columns the table has. A table is never created with a property
+/// that would make its later writes fail.
+pub fn validate_metadata(schema: &Schema) -> Result<()> {
+    let bad = |key: &str, why: String| Error::invalid(format!("table property {key}: {why}"));
+    let column = |key: &str, c: &str| -> Result<&Field> {
+        schema.field_with_name(c).map_err(|_| {
+            bad(
+                key,
+                format!("names column '{c}', which the table does not have"),
+            )
+        })
+    };
+    for (key, value) in schema.metadata() {
+        match key.as_str() {
+            META_PRIMARY_KEY => {
+                for c in value.split(',').filter(|c| !c.is_empty()) {
+                    column(key, c)?;
+                }
+            }
+            META_DEFAULTS => {
+                let defaults: BTreeMap<String, String> =
+                    serde_json::from_str(value).map_err(|e| {
+                        bad(
+                            key,
+                            format!("not a JSON object of column → SQL expression: {e}"),
+                        )
+                    })?;
+                for (c, sql) in &defaults {
+                    column(key, c)?;
+                    crate::sql::parse(&format!("SELECT {sql}")).map_err(|e| {
+                        bad(
+                            key,
+                            format!("the default of '{c}' is not an expression: {}", e.message()),
+                        )
+                    })?;
+                }
+            }
+            META_EMBED => {
+                let pairs: BTreeMap<String, String> = serde_json::from_str(value).map_err(|e| {
+                    bad(
+                        key,
+                        format!("not a JSON object of vector column → text column: {e}"),
+                    )
+                })?;
+                for (vector, text) in &pairs {
+                    let v = column(key, vector)?;
+                    let t = column(key, text)?;
+                    let is_vector = matches!(v.data_type(), DataType::FixedSizeList(f, _) if f.data_type().is_floating());
+                    if !is_vector
+                        || !matches!(
+                            t.data_type(),
+                            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                        )
+                    {
+                        return Err(bad(
+                            key,
+                            format!(
+                                "'{vector}' must be a FLOAT[n] column and '{text}' a text column"
+                            ),
+                        ));
+                    }
+                }
+            }
+            other if other.starts_with("marrow.") => return Err(bad(
+                other,
+                format!(
+                    "unknown; Marrow reads {META_PRIMARY_KEY}, {META_DEFAULTS} and {META_EMBED}"
+                ),
+            )),
+            _ => {}
+        }
+    }
+    Ok(())
+}
 
 /// Check a table name before it becomes a directory name.
 pub fn validate_table_name(name: &str) -> Result<()> {
@@ -120,6 +197,7 @@ impl MarrowSchema {
         batches: Vec<RecordBatch>,
         replace: bool,
     ) -> Result<()> {
+        validate_metadata(&schema)?;
         let path = self.table_path(name);
         let exists = self.lance_table_exists(name);
         if !exists && path.exists() {
@@ -298,8 +376,20 @@ impl MarrowSchema {
         Ok(())
     }
 
+    /// Every persisted view: name → definition.
+    pub fn view_definitions(&self) -> BTreeMap<String, String> {
+        self.views.read().expect("views lock").clone()
+    }
+
     async fn plan_view(&self, name: &str, definition: &str) -> DFResult<Arc<dyn TableProvider>> {
-        let mut statements = DFParser::parse_sql(definition)?;
+        {
+            let views = self.views.read().expect("views lock");
+            views::check(name, definition, &views).map_err(|e| {
+                Error::invalid(format!("{}; drop or replace the view", e.message()))
+            })?;
+        }
+        let mut statements: std::collections::VecDeque<DFStatement> =
+            crate::sql::parse(definition)?.into();
         let query = match statements.pop_front() {
             Some(DFStatement::Statement(stmt)) => match *stmt {
                 Statement::CreateView(cv) => cv.query,
@@ -353,6 +443,21 @@ impl SchemaProvider for MarrowSchema {
         ))
     }
 
+    /// Without planning: a view that no longer plans is still listed (SHOW TABLES, information_schema.tables,
+    /// GetTables), so it can be found and dropped.
+    async fn table_type(&self, name: &str) -> DFResult<Option<TableType>> {
+        if let Some(t) = self.pinned.read().expect("pinned lock").get(name) {
+            return Ok(Some(t.table_type()));
+        }
+        if self.views.read().expect("views lock").contains_key(name) {
+            return Ok(Some(TableType::View));
+        }
+        if let Some(t) = self.external.read().expect("external lock").get(name) {
+            return Ok(Some(t.table_type()));
+        }
+        Ok(self.lance_table_exists(name).then_some(TableType::Base))
+    }
+
     fn register_table(
         &self,
         name: String,
@@ -369,6 +474,7 @@ impl SchemaProvider for MarrowSchema {
                 .cloned()
                 .ok_or_else(|| DataFusionError::Plan("a view needs its SQL definition".into()))?;
             let mut views = self.views.write().expect("views lock");
+            views::check(&name, &definition, &views)?;
             let mut next = views.clone();
             next.insert(name.clone(), definition);
             self.persist_views(&next)?;

@@ -89,6 +89,7 @@ pub fn coerce_batches(batches: &[RecordBatch], schema: &SchemaRef) -> Result<Vec
                     Some(c) => coerce_column(field.name(), c, field.data_type())?,
                     None => new_null_array(field.data_type(), batch.num_rows()),
                 };
+                check_vectors(field.name(), &column)?;
                 if !field.is_nullable() && column.null_count() > 0 {
                     return Err(Error::constraint(format!(
                         "column '{}' is NOT NULL and got a NULL",
@@ -108,6 +109,53 @@ pub fn coerce_batches(batches: &[RecordBatch], schema: &SchemaRef) -> Result<Vec
             Ok(RecordBatch::try_new(schema.clone(), columns)?)
         })
         .collect()
+}
+
+/// Vectors (fixed-size lists of floats) are stored only whole and finite: a NULL, NaN or infinite element would
+/// make every distance to the row NaN and silently drop it from (or float it to the top of) searches. A whole NULL
+/// vector is allowed where the column is nullable.
+fn check_vectors(name: &str, column: &ArrayRef) -> Result<()> {
+    use arrow::datatypes::{Float16Type, Float32Type, Float64Type};
+    let DataType::FixedSizeList(_, n) = column.data_type() else {
+        return Ok(());
+    };
+    let list = column.as_fixed_size_list();
+    let values = list.values();
+    let n = *n as usize;
+    let finite: Box<dyn Fn(usize) -> bool> = match values.data_type() {
+        DataType::Float32 => {
+            let v = values.as_primitive::<Float32Type>();
+            Box::new(move |i| v.value(i).is_finite())
+        }
+        DataType::Float64 => {
+            let v = values.as_primitive::<Float64Type>();
+            Box::new(move |i| v.value(i).is_finite())
+        }
+        DataType::Float16 => {
+            let v = values.as_primitive::<Float16Type>();
+            Box::new(move |i| v.value(i).is_finite())
+        }
+        _ => return Ok(()),
+    };
+    for row in (0..list.len()).filter(|r| list.is_valid(*r)) {
+        let start = (list.offset() + row) * n;
+        for i in start..start + n {
+            let problem = if values.is_null(i) {
+                "a NULL element"
+            } else if !finite(i) {
+                "a NaN or infinite element"
+            } else {
+                continue;
+            };
+            return Err(Error::invalid(format!(
+                "column '{name}' got a vector with {problem} (row {}, element {}): vectors must be whole and \
+                 finite; store NULL for a missing vector",
+                row + 1,
+                i - start
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Append rows as one commit. Returns the new dataset, or the old one if there was nothing to write.

@@ -133,10 +133,12 @@ pub fn read_header(path: &Path) -> Result<Header> {
                 ),
             ));
         }
-        let elements = shape
-            .iter()
-            .try_fold(1u64, |acc, d| acc.checked_mul(*d as u64))
-            .ok_or_else(|| corrupt(path, format!("tensor {name}: shape overflows")))?;
+        let elements = element_count(&shape).ok_or_else(|| {
+            corrupt(
+                path,
+                format!("tensor {name}: shape {shape:?} has a negative dimension or overflows"),
+            )
+        })?;
         if elements.checked_mul(size as u64) != Some(end - begin) {
             return Err(corrupt(
                 path,
@@ -348,4 +350,11 @@ pub fn read_chunks(
     }
     out.flush()?;
     Ok((out.done, metadata, tensors, bytes))
+}
+
+/// The number of elements of a tensor of `shape`: `None` for a negative dimension or a count past u64.
+pub fn element_count(shape: &[i64]) -> Option<u64> {
+    shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(u64::try_from(d).ok()?))
 }

@@ -251,7 +251,14 @@ pub(crate) async fn stored_tensors(
                 .downcast_ref::<arrow::array::Int64Array>()
                 .map(|a| a.values().to_vec())
                 .unwrap_or_default();
-            let elements = shape.iter().product::<i64>().max(0) as u64;
+            // The tensors table is SQL-writable: a shape is checked before anything sizes a buffer or a file by it.
+            let invalid = || {
+                Error::invalid(format!(
+                    "tensor {name} has an invalid shape {shape:?} (a negative dimension, or more elements than a \
+                     file can hold); re-import the model"
+                ))
+            };
+            let elements = crate::models::safetensors::element_count(&shape).ok_or_else(invalid)?;
             let quantization = (!quant.is_null(i)).then(|| quant.value(i).to_string());
             let bytes = match &quantization {
                 None => {
@@ -261,7 +268,7 @@ pub(crate) async fn stored_tensors(
                             dtypes.value(i)
                         ))
                     })?;
-                    elements * size as u64
+                    elements.checked_mul(size as u64).ok_or_else(invalid)?
                 }
                 Some(q) => {
                     let (block_bytes, block) = block_layout(q).ok_or_else(|| {
@@ -269,7 +276,10 @@ pub(crate) async fn stored_tensors(
                             "tensor {name} is quantized as {q}, which no weight file format Marrow writes holds"
                         ))
                     })?;
-                    elements.div_ceil(block) * block_bytes
+                    elements
+                        .div_ceil(block)
+                        .checked_mul(block_bytes)
+                        .ok_or_else(invalid)?
                 }
             };
             out.push(TensorMeta {
@@ -503,6 +513,8 @@ pub async fn quantize_model(
         &format!("SELECT count(DISTINCT name) FROM tensors WHERE model = {s} AND NOT ({fits})"),
     )
     .await? as u64;
+    // Listed (and so checked) before anything is written: a bad row fails the call without leaving a half model.
+    let (_, stored) = stored_tensors(session, source).await?;
     session
         .execute(&format!(
             "INSERT INTO tensors \
@@ -514,7 +526,6 @@ pub async fn quantize_model(
         ))
         .await?;
     let (block_bytes, _) = block_layout(&scheme).unwrap_or((1, 1));
-    let (_, stored) = stored_tensors(session, source).await?;
     let bytes: u64 = stored
         .iter()
         .map(|x| {
@@ -525,7 +536,7 @@ pub async fn quantize_model(
                 x.bytes
             }
         })
-        .sum();
+        .fold(0u64, u64::saturating_add);
     let insert = format!(
         "INSERT INTO models SELECT {t}, {}, metadata, tensors, {bytes}, now() FROM models WHERE model = {s}",
         crate::sql::literal(&format!("quantized:{scheme}"))

@@ -1,5 +1,6 @@
 //! SQL text: Marrow's dialect, parsing, and the quoting of names and values in statements Marrow writes itself.
 
+pub mod depth;
 pub mod dialect;
 
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
@@ -11,6 +12,7 @@ use crate::error::{Error, Result};
 /// Parse a script into statements with Marrow's dialect.
 pub fn parse(sql: &str) -> Result<Vec<DFStatement>> {
     let dialect = dialect::MarrowDialect;
+    depth::check_nesting(&dialect, sql, depth::MAX_NESTING)?;
     let statements = DFParserBuilder::new(sql)
         .with_dialect(&dialect)
         .build()?

@@ -102,6 +102,22 @@ async fn write(
     let LogicalPlan::Copy(mut c) = plan else {
         return Err(Error::internal("COPY did not plan to a copy"));
     };
+    // Sizes the Parquet writer asserts to be positive: refused here instead of panicking in the writer.
+    for key in [
+        "format.max_row_group_size",
+        "format.write_batch_size",
+        "format.data_page_row_count_limit",
+        "format.data_pagesize_limit",
+    ] {
+        if let Some(v) = c.options.get(key) {
+            if v.trim().parse::<u64>().is_ok_and(|n| n == 0) {
+                return Err(Error::invalid(format!(
+                    "COPY option '{}' must be at least 1, got {v}",
+                    key.trim_start_matches("format.")
+                )));
+            }
+        }
+    }
     c.options
         .insert("single_file_output".into(), (!directory).to_string());
     if format == "CSV" {

@@ -330,8 +330,7 @@ pub(crate) async fn insert_with(
         .iter()
         .map(|c| c.to_string().to_lowercase())
         .collect();
-    let lock = session.database().write_lock(&name);
-    let _guard = lock.lock().await;
+    let _guard = session.lock_for_write(&name).await;
     let target = open_target(session, &name).await?;
     let mut tables = target.providers(&session.state())?;
     tables.extend(extra);
@@ -435,7 +434,11 @@ pub(crate) async fn insert_with(
                         qualify_columns(&mut value, &alias);
                         assigned.insert(col, value.to_string());
                     }
-                    clear_stale_embeddings(&target.table, &mut assigned);
+                    clear_stale_embeddings(
+                        &target.table,
+                        session.database().models(),
+                        &mut assigned,
+                    )?;
                     let selection = du.selection.map(|mut e| {
                         qualify_columns(&mut e, &alias);
                         format!(" WHERE {e}")
@@ -462,23 +465,35 @@ pub(crate) async fn insert_with(
 }
 
 /// An assignment that changes the text a vector column is embedded from also clears the vector, so that the write
-/// recomputes it (unless the statement sets the vector itself).
-fn clear_stale_embeddings(table: &MarrowTable, assigned: &mut HashMap<String, String>) {
+/// recomputes it (unless the statement sets the vector itself). Without a model nothing could recompute it: the
+/// statement is refused rather than leaving the row without its vector.
+fn clear_stale_embeddings(
+    table: &MarrowTable,
+    models: &marrow_udfs::text::TextModels,
+    assigned: &mut HashMap<String, String>,
+) -> Result<()> {
     let Some(setting) = table
         .dataset()
         .schema()
         .metadata
         .get(crate::catalog::META_EMBED)
     else {
-        return;
+        return Ok(());
     };
     let pairs: std::collections::BTreeMap<String, String> =
         serde_json::from_str(setting).unwrap_or_default();
     for (target, source) in pairs {
         if assigned.contains_key(&source) && !assigned.contains_key(&target) {
+            if !models.has_model() {
+                return Err(Error::invalid(format!(
+                    "changing '{source}' recomputes '{target}' with embed(), but this server has no embedding model \
+                     (start it with --model-dir): set '{target}' in the same statement (NULL to clear it)"
+                )));
+            }
             assigned.insert(target, "NULL".to_string());
         }
     }
+    Ok(())
 }
 
 /// DataFusion checks NOT NULL inside VALUES and names the column `columnN`; name the table's column instead.
@@ -583,8 +598,7 @@ pub(crate) async fn update(
         ));
     }
     let (name, alias) = relation(&update.table.relation)?;
-    let lock = session.database().write_lock(&name);
-    let _guard = lock.lock().await;
+    let _guard = session.lock_for_write(&name).await;
     let target = open_target(session, &name).await?;
     let mut assigned = HashMap::new();
     for a in &update.assignments {
@@ -595,7 +609,7 @@ pub(crate) async fn update(
             )));
         }
     }
-    clear_stale_embeddings(&target.table, &mut assigned);
+    clear_stale_embeddings(&target.table, session.database().models(), &mut assigned)?;
     let from = match &update.from {
         None => String::new(),
         Some(UpdateTableFromKind::AfterSet(t)) | Some(UpdateTableFromKind::BeforeSet(t)) => {
@@ -672,8 +686,7 @@ pub(crate) async fn delete(
         ));
     }
     let (name, alias) = relation(&twj.relation)?;
-    let lock = session.database().write_lock(&name);
-    let _guard = lock.lock().await;
+    let _guard = session.lock_for_write(&name).await;
     let target = open_target(session, &name).await?;
     let using = match &delete.using {
         None => String::new(),

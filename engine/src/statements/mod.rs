@@ -9,3 +9,4 @@ pub mod external_table;
 pub mod index;
 pub mod ingest;
 pub mod refused;
+pub mod views;

@@ -19,6 +19,9 @@ fn refusal(statement: &DFStatement) -> Option<&'static str> {
             Some("MERGE is not supported; use INSERT … ON CONFLICT (key) DO UPDATE SET …")
         }
         Statement::AlterTable(_) => Some("ALTER TABLE is not supported yet"),
+        Statement::CreateFunction(_) | Statement::DropFunction(_) => Some(
+            "user-defined SQL functions are not supported; Marrow's functions are built in (docs/sql-functions.md)",
+        ),
         Statement::CreateSchema { .. } | Statement::CreateDatabase { .. } => {
             Some("Marrow has one schema (marrow.public); CREATE SCHEMA/DATABASE is not supported")
         }

@@ -57,6 +57,22 @@ pub(super) fn encode_stream(
     schema: SchemaRef,
     batches: impl Stream<Item = Result<RecordBatch>> + Send + 'static,
 ) -> Response<DoGetStream> {
+    // A panic while the rows are computed ends this stream with an INTERNAL error instead of tearing down the
+    // connection (the client would only see CANCELLED); other requests never shared its state.
+    let batches = std::panic::AssertUnwindSafe(batches)
+        .catch_unwind()
+        .map(|item| match item {
+            Ok(item) => item,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown cause");
+                tracing::error!("a query panicked while streaming its rows: {what}");
+                Err(Error::internal("computing the result", what))
+            }
+        });
     let split = batches
         .map_ok(|b| {
             stream::iter(
@@ -91,8 +107,11 @@ pub(super) fn encode_batch(batch: RecordBatch) -> Response<DoGetStream> {
 }
 
 /// Read the record batches of a DoPut stream: its schema (if any message carried one) and its batches.
+/// The Arrow data of a DoPut, decoded as it arrives. With a `limit` (the server's memory limit), a stream whose
+/// batches take more memory than that is refused as soon as it passes it, before the rest is read.
 pub(super) async fn read_batches(
     stream: PeekableFlightDataStream,
+    limit: Option<usize>,
 ) -> Result<(Option<SchemaRef>, Vec<RecordBatch>)> {
     // The first message may carry only the descriptor (no Arrow data): skip messages without an IPC header.
     let data = stream
@@ -100,8 +119,20 @@ pub(super) async fn read_batches(
         .map_err(FlightError::from);
     let mut decoder = FlightRecordBatchStream::new_from_flight_data(data);
     let mut batches = vec![];
+    let mut held = 0usize;
     while let Some(batch) = decoder.next().await {
-        batches.push(batch.map_err(Error::client_data)?);
+        let batch = batch.map_err(Error::client_data)?;
+        held += batch.get_array_memory_size();
+        if let Some(limit) = limit.filter(|l| held > *l) {
+            return Err(Error::Engine(marrow_engine::Error::new(
+                marrow_engine::ErrorKind::ResourcesExhausted,
+                format!(
+                    "the data sent takes more than the server's memory limit ({limit} bytes) and was refused \
+                     unread past that point; nothing was written. Send it in several calls (each one commit)"
+                ),
+            )));
+        }
+        batches.push(batch);
     }
     Ok((decoder.schema().cloned(), batches))
 }

@@ -37,7 +37,11 @@ impl MarrowFlightService {
         }
         let (mode, must_exist) = ingest_mode(&cmd)?;
         let session = ctx.session();
-        let (schema, batches) = read_batches(request.into_inner()).await?;
+        let (schema, batches) = read_batches(
+            request.into_inner(),
+            ctx.session().engine().database().config().memory_limit,
+        )
+        .await?;
         let schema =
             schema.ok_or_else(|| Error::invalid("ingest needs an Arrow schema message"))?;
         if must_exist

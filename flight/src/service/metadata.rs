@@ -117,25 +117,27 @@ pub(super) async fn tables(engine: &Session, cmd: CommandGetTables) -> Result<Re
         let names = table_names(engine, &catalog, &schema);
         for table in matching(names, table_pattern.as_deref(), |t| t)? {
             let reference = TableReference::full(catalog.as_str(), schema.as_str(), table.as_str());
-            let provider = match ctx.table_provider(reference).await {
-                Ok(p) => p,
-                Err(e) => {
-                    // Dropped meanwhile, or a view that no longer plans: list what can be listed.
-                    tracing::warn!("GetTables skips {catalog}.{schema}.{table}: {e}");
-                    continue;
-                }
-            };
-            let table_schema = if include_schema {
-                provider.schema()
-            } else {
-                empty.clone()
+            let (table_type, table_schema) = match ctx.table_provider(reference).await {
+                Ok(p) if include_schema => (p.table_type(), p.schema()),
+                Ok(p) => (p.table_type(), empty.clone()),
+                // A view that no longer plans is listed without columns, so a client can find and drop it.
+                Err(e) => match table_kind(engine, &catalog, &schema, &table).await {
+                    Some(kind) => {
+                        tracing::warn!(
+                            "GetTables lists {catalog}.{schema}.{table} without columns: {e}"
+                        );
+                        (kind, empty.clone())
+                    }
+                    // Dropped meanwhile.
+                    None => continue,
+                },
             };
             builder
                 .append(
                     &catalog,
                     &schema,
                     &table,
-                    table_type_name(provider.table_type()),
+                    table_type_name(table_type),
                     &table_schema,
                 )
                 .map_err(|e| Error::internal("listing tables", e))?;
@@ -144,6 +146,17 @@ pub(super) async fn tables(engine: &Session, cmd: CommandGetTables) -> Result<Re
     builder
         .build()
         .map_err(|e| Error::internal("listing tables", e))
+}
+
+/// A table's type as its schema provider reports it without planning it.
+async fn table_kind(
+    engine: &Session,
+    catalog: &str,
+    schema: &str,
+    table: &str,
+) -> Option<TableType> {
+    let provider = engine.context().catalog(catalog)?.schema(schema)?;
+    provider.table_type(table).await.ok().flatten()
 }
 
 pub(super) fn schemas(engine: &Session, cmd: CommandGetDbSchemas) -> Result<RecordBatch> {

@@ -129,7 +129,11 @@ impl MarrowFlightService {
     ) -> Result<DoPutPreparedStatementResult> {
         let ctx = call_context(&request)?;
         let (_session, prepared) = self.lookup_prepared(&ctx, &cmd.prepared_statement_handle)?;
-        let (_schema, batches) = read_batches(request.into_inner()).await?;
+        let (_schema, batches) = read_batches(
+            request.into_inner(),
+            ctx.session().engine().database().config().memory_limit,
+        )
+        .await?;
         let params = prepared.statement.bind(&batches)?;
         *prepared.params.lock().expect("bound parameters") = Some(params);
         Ok(DoPutPreparedStatementResult {
@@ -145,7 +149,11 @@ impl MarrowFlightService {
     ) -> Result<i64> {
         let ctx = call_context(&request)?;
         let (session, prepared) = self.lookup_prepared(&ctx, &cmd.prepared_statement_handle)?;
-        let (schema, batches) = read_batches(request.into_inner()).await?;
+        let (schema, batches) = read_batches(
+            request.into_inner(),
+            ctx.session().engine().database().config().memory_limit,
+        )
+        .await?;
         let params = match schema {
             // All rows are converted before the first runs.
             Some(_) => Some(prepared.statement.bind(&batches)?),

@@ -89,9 +89,30 @@ Example:\n  marrow import-adapter ./lora-sentiment --id sentiment --base-model m
     ExportAdapter(ExportAdapterArgs),
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let cli = Cli::parse();
+    // Every thread that parses, plans or executes SQL gets a stack sized for the deepest statement the engine
+    // accepts (`marrow_engine::sql::depth`): the runtime's workers and blocking threads by its builder, threads
+    // other libraries start (Lance's decoders) through the standard library's default, and the work `main` itself
+    // awaits on a thread of the same size.
+    let stack = marrow_engine::sql::depth::STACK_SIZE;
+    if std::env::var_os("RUST_MIN_STACK").is_none() {
+        // Before any thread exists, so nothing reads the environment concurrently.
+        std::env::set_var("RUST_MIN_STACK", stack.to_string());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(stack)
+        .build()?;
+    std::thread::Builder::new()
+        .name("marrow-main".into())
+        .stack_size(stack)
+        .spawn(move || runtime.block_on(run(cli)))?
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+async fn run(cli: Cli) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
     tracing_subscriber::fmt()
