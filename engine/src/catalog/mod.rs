@@ -104,12 +104,14 @@ pub fn validate_metadata(schema: &Schema) -> Result<()> {
                     }
                 }
             }
-            other if other.starts_with("marrow.") => return Err(bad(
-                other,
-                format!(
+            other if other.starts_with("marrow.") => {
+                return Err(bad(
+                    other,
+                    format!(
                     "unknown; Marrow reads {META_PRIMARY_KEY}, {META_DEFAULTS} and {META_EMBED}"
                 ),
-            )),
+                ))
+            }
             _ => {}
         }
     }

@@ -17,7 +17,36 @@ pub fn parse(sql: &str) -> Result<Vec<DFStatement>> {
         .with_dialect(&dialect)
         .build()?
         .parse_statements()?;
-    Ok(statements.into_iter().collect())
+    statements.into_iter().map(number_placeholders).collect()
+}
+
+/// `?` placeholders (ADBC's and JDBC's style) numbered `$1, $2, …` in the order they appear, as DataFusion binds
+/// them. A statement mixes the two styles only by mistake: refused.
+fn number_placeholders(mut statement: DFStatement) -> Result<DFStatement> {
+    use datafusion::sql::sqlparser::ast::{visit_expressions_mut, Value};
+    let DFStatement::Statement(s) = &mut statement else {
+        return Ok(statement);
+    };
+    let (mut qmarks, mut numbered) = (0usize, false);
+    let _ = visit_expressions_mut(s.as_mut(), |e| {
+        if let SqlExpr::Value(v) = e {
+            if let Value::Placeholder(p) = &mut v.value {
+                if p == "?" {
+                    qmarks += 1;
+                    *p = format!("${qmarks}");
+                } else {
+                    numbered = true;
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    if qmarks > 0 && numbered {
+        return Err(Error::invalid(
+            "a statement uses either ? or $1, $2, … placeholders, not both",
+        ));
+    }
+    Ok(statement)
 }
 
 /// Parse exactly one statement.
@@ -78,4 +107,26 @@ pub(crate) fn qualify_columns(expr: &mut SqlExpr, alias: &str) {
         }
         std::ops::ControlFlow::<()>::Continue(())
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_marks_are_numbered_in_order() {
+        let one = |sql: &str| parse_one(sql).unwrap().to_string();
+        assert_eq!(one("SELECT ? + ?"), "SELECT $1 + $2");
+        assert_eq!(
+            one("UPDATE t SET x = ? WHERE id = ? AND y IN (?, ?)"),
+            "UPDATE t SET x = $1 WHERE id = $2 AND y IN ($3, $4)"
+        );
+        assert_eq!(
+            one("INSERT INTO t VALUES (?, ?)"),
+            "INSERT INTO t VALUES ($1, $2)"
+        );
+        assert_eq!(one("SELECT $2, $1"), "SELECT $2, $1");
+        let err = parse_one("SELECT ?, $1").unwrap_err();
+        assert!(err.message().contains("not both"), "{}", err.message());
+    }
 }

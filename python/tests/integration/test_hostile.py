@@ -59,7 +59,7 @@ def test_view_cycles_are_refused_and_broken_views_can_be_listed_and_dropped(serv
             db.execute("CREATE OR REPLACE VIEW a AS SELECT id FROM b")
         assert db.scalar("SELECT count(*) FROM b") == 0
         db.execute("DROP TABLE base")
-        with pytest.raises(marrow.SQLError, match="no longer plans"):
+        with pytest.raises(marrow.NotFoundError, match="no longer plans"):
             db.sql("SELECT * FROM b")
     # ADBC's get_objects (every BI tool's first call) still lists both views.
     with flight_sql.connect(server.uri) as conn:
@@ -104,10 +104,10 @@ def test_executemany_applies_all_rows_or_none(server):
         cur = conn.cursor()
         # The second row divides by zero: the first row's update must not stay.
         with pytest.raises(Exception, match="parameter row 2 of 3.*no row of the batch was applied"):
-            cur.executemany("UPDATE t SET x = x / ? WHERE id = ?", [(2, 1), (0, 2), (5, 3)])
+            cur.executemany("UPDATE t SET x = x / $1 WHERE id = $2", [(2, 1), (0, 2), (5, 3)])
         with pytest.raises(Exception, match="parameter row 3 of 3"):
-            cur.executemany("DELETE FROM t WHERE id = 10 / ?", [(10,), (5,), (0,)])
-        cur.executemany("UPDATE t SET x = x / ? WHERE id = ?", [(2, 1), (5, 2)])
+            cur.executemany("DELETE FROM t WHERE id = 10 / $1", [(10,), (5,), (0,)])
+        cur.executemany("UPDATE t SET x = x / $1 WHERE id = $2", [(2, 1), (5, 2)])
         cur.close()
     with marrow.connect(server.uri) as db:
         assert db.sql("SELECT id, x FROM t ORDER BY id").to_pylist() == [
@@ -151,3 +151,14 @@ def test_select_1_answers_while_other_clients_plan_pathological_statements(serve
         w.join(120)
     # A bound far above a loaded machine's latency and far below a starved runtime's (minutes, before the fix).
     assert max(latencies) < 20, latencies
+
+
+def test_question_mark_placeholders_bind_in_order(server):
+    with flight_sql.connect(server.uri) as conn:
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE q (id BIGINT, x BIGINT)")
+        cur.executemany("INSERT INTO q VALUES (?, ?)", [(1, 10), (2, 20)])
+        cur.execute("UPDATE q SET x = ? WHERE id = ?", (11, 1))
+        cur.execute("SELECT id, x FROM q WHERE id >= ? AND x < ? ORDER BY id", (1, 100))
+        assert cur.fetchall() == [(1, 11), (2, 20)]
+        cur.close()
