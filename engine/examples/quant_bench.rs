@@ -35,7 +35,7 @@ async fn main() -> marrow_engine::Result<()> {
             .expect("usage: quant_bench model.safetensors [reps]"),
     );
     let reps: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(3);
-    let header = read_header(&path)?;
+    let header = read_header(None, &path)?;
     let file = std::fs::read(&path)?;
     // (name, last dimension, values)
     let tensors: Vec<(String, usize, Vec<f32>)> = header

@@ -204,6 +204,11 @@ impl Database {
             runtime = runtime.with_memory_limit(limit, 1.0);
         }
         let runtime = runtime.build_arc().expect("runtime environment");
+        // Listing tables and COPY reach local files only through the fence.
+        runtime.register_object_store(
+            datafusion::execution::object_store::ObjectStoreUrl::local_filesystem().as_ref(),
+            crate::fence::FencedFiles::new(&self.inner.config),
+        );
         let mut builder = SessionStateBuilder::new()
             .with_config(Self::session_config())
             .with_runtime_env(runtime)

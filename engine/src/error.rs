@@ -105,6 +105,14 @@ fn classify_datafusion(e: &DataFusionError) -> ErrorKind {
         {
             ErrorKind::NotFound
         }
+        DataFusionError::ObjectStore(e)
+            if matches!(
+                e.as_ref(),
+                datafusion::object_store::Error::PermissionDenied { .. }
+            ) =>
+        {
+            ErrorKind::PermissionDenied
+        }
         DataFusionError::IoError(e) if e.kind() == std::io::ErrorKind::NotFound => {
             ErrorKind::NotFound
         }

@@ -6,6 +6,7 @@
 mod ann;
 mod docs;
 mod engine;
+mod fence;
 mod flight;
 mod slt;
 mod versions;

@@ -48,7 +48,8 @@ pub async fn import(
     if id.is_empty() {
         return Err(Error::invalid("the adapter needs an id"));
     }
-    let (config, tensors) = read_dir(dir)?;
+    let root = session.database().config().import_root.clone();
+    let (config, tensors) = read_dir(root.as_deref(), dir)?;
     let base = base_model
         .map(str::to_string)
         .or(config.base_model.clone())

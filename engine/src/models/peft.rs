@@ -283,7 +283,7 @@ pub fn check_tensors(config: &LoraConfig, tensors: &[TensorInfo]) -> Result<Adap
 }
 
 /// Read and check a PEFT directory without writing anything.
-pub(crate) fn read_dir(dir: &Path) -> Result<(LoraConfig, AdapterTensors)> {
+pub(crate) fn read_dir(root: Option<&Path>, dir: &Path) -> Result<(LoraConfig, AdapterTensors)> {
     if !dir.is_dir() {
         return Err(Error::not_found(format!(
             "{} is not a directory (a PEFT adapter is a directory with {CONFIG_FILE} and {WEIGHTS_FILE})",
@@ -291,8 +291,12 @@ pub(crate) fn read_dir(dir: &Path) -> Result<(LoraConfig, AdapterTensors)> {
         )));
     }
     let config_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&config_path)
-        .map_err(|e| Error::not_found(format!("cannot read {}: {e}", config_path.display())))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut crate::fence::open_inside(root, &config_path)?,
+        &mut text,
+    )
+    .map_err(|e| Error::invalid(format!("cannot read {}: {e}", config_path.display())))?;
     let config = LoraConfig::parse(&text)?;
     let weights_path = dir.join(WEIGHTS_FILE);
     if !weights_path.exists() {
@@ -307,7 +311,7 @@ pub(crate) fn read_dir(dir: &Path) -> Result<(LoraConfig, AdapterTensors)> {
         };
         return Err(Error::not_found(msg));
     }
-    let header = read_header(&weights_path)?;
+    let header = read_header(root, &weights_path)?;
     let tensors = check_tensors(&config, &header.tensors)?;
     Ok((config, tensors))
 }

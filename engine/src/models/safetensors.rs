@@ -3,7 +3,6 @@
 //! read as `tensors` chunk rows.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +14,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde_json::Value;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// The largest `data` value of one row.
 pub const CHUNK_BYTES: usize = 4 << 20;
@@ -61,17 +60,8 @@ fn corrupt(path: &Path, msg: impl std::fmt::Display) -> Error {
 }
 
 /// Read and check a safetensors header; tensors come back in data order.
-pub fn read_header(path: &Path) -> Result<Header> {
-    let mut f = File::open(path).map_err(|e| {
-        Error::new(
-            if e.kind() == std::io::ErrorKind::NotFound {
-                ErrorKind::NotFound
-            } else {
-                ErrorKind::PermissionDenied
-            },
-            format!("cannot open {}: {e}", path.display()),
-        )
-    })?;
+pub fn read_header(root: Option<&Path>, path: &Path) -> Result<Header> {
+    let mut f = crate::fence::open_inside(root, path)?;
     let file_len = f.metadata()?.len();
     let mut len = [0u8; 8];
     f.read_exact(&mut len)
@@ -187,13 +177,23 @@ pub fn read_header(path: &Path) -> Result<Header> {
     })
 }
 
-/// The files of a model: one `.safetensors` file, or every `.safetensors` shard in a directory.
-pub fn model_files(path: &Path) -> Result<Vec<PathBuf>> {
+/// The files of a model: one `.safetensors` file, or every `.safetensors` shard in a directory. With a `root`, a
+/// shard that leads outside it (a symlink) is refused here, and again when it is opened.
+pub fn model_files(root: Option<&Path>, path: &Path) -> Result<Vec<PathBuf>> {
     if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
             .collect();
+        if let Some(root) = root {
+            if let Some(out) = files.iter().find(|f| !crate::fence::is_inside(root, f)) {
+                return Err(Error::denied(format!(
+                    "{} leads outside the allowed root {}: symlinks may not leave it",
+                    out.display(),
+                    root.display()
+                )));
+            }
+        }
         files.sort();
         if files.is_empty() {
             return Err(Error::not_found(format!(
@@ -312,6 +312,7 @@ pub type Chunks = (Vec<RecordBatch>, BTreeMap<String, String>, u64, u64);
 
 /// Read a model's files into chunk rows (with a `model` column when `model` is given). `progress` counts bytes.
 pub fn read_chunks(
+    root: Option<&Path>,
     files: &[PathBuf],
     model: Option<&str>,
     progress: Option<&AtomicU64>,
@@ -322,9 +323,9 @@ pub fn read_chunks(
     let (mut tensors, mut bytes) = (0u64, 0u64);
     let mut buf = vec![0u8; CHUNK_BYTES];
     for path in files {
-        let header = read_header(path)?;
+        let header = read_header(root, path)?;
         metadata.extend(header.metadata);
-        let mut f = File::open(path)?;
+        let mut f = crate::fence::open_inside(root, path)?;
         for t in &header.tensors {
             if !seen.insert(t.name.clone()) {
                 return Err(Error::invalid(format!(

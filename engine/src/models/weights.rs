@@ -100,10 +100,14 @@ pub(crate) async fn import_as(
     if model.is_empty() {
         return Err(Error::invalid("the model needs a name"));
     }
-    let files = model_files(path)?;
+    // Files are read only inside the import root when one is set (SQL's procedures require one; the CLI, run by
+    // the machine's user, reads the path it is given).
+    let root = session.database().config().import_root.clone();
+    let root = root.as_deref();
+    let files = model_files(root, path)?;
     // Check every header before reading data.
     for f in &files {
-        read_header(f)?;
+        read_header(root, f)?;
     }
     session.execute(TENSORS_DDL).await?;
     session.execute(MODELS_DDL).await?;
@@ -113,7 +117,7 @@ pub(crate) async fn import_as(
             format!("model or adapter '{model}' already exists; CALL drop_model('{model}') first"),
         ));
     }
-    let (batches, metadata, tensors, bytes) = read_chunks(&files, Some(model), progress)?;
+    let (batches, metadata, tensors, bytes) = read_chunks(root, &files, Some(model), progress)?;
     let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
     session
         .ingest("tensors", IngestMode::Append, chunk_schema(true), batches)

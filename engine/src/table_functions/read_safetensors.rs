@@ -32,16 +32,18 @@ impl datafusion::catalog::TableFunctionImpl for ReadSafetensors {
                 .into()),
             };
         let path = check_import(&self.0, &file)?;
-        let files = model_files(&path)?;
+        let root = self.0.import_root.clone();
+        let files = model_files(root.as_deref(), &path)?;
         for f in &files {
-            read_header(f)?;
+            read_header(root.as_deref(), f)?;
         }
-        Ok(Arc::new(SafetensorsTable(files)))
+        Ok(Arc::new(SafetensorsTable(files, root)))
     }
 }
 
 #[derive(Debug)]
-struct SafetensorsTable(Vec<PathBuf>);
+/// The shard files, and the root each must still be inside when it is read.
+struct SafetensorsTable(Vec<PathBuf>, Option<PathBuf>);
 
 #[async_trait::async_trait]
 impl datafusion::catalog::TableProvider for SafetensorsTable {
@@ -58,10 +60,11 @@ impl datafusion::catalog::TableProvider for SafetensorsTable {
         filters: &[datafusion::logical_expr::Expr],
         limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        let files = self.0.clone();
-        let (batches, ..) = tokio::task::spawn_blocking(move || read_chunks(&files, None, None))
-            .await
-            .map_err(|e| Error::internal(format!("reading safetensors: {e}")))??;
+        let (files, root) = (self.0.clone(), self.1.clone());
+        let (batches, ..) =
+            tokio::task::spawn_blocking(move || read_chunks(root.as_deref(), &files, None, None))
+                .await
+                .map_err(|e| Error::internal(format!("reading safetensors: {e}")))??;
         datafusion::datasource::MemTable::try_new(chunk_schema(false), vec![batches])?
             .scan(state, projection, filters, limit)
             .await

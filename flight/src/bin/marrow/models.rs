@@ -108,7 +108,7 @@ pub struct ExportWeightsArgs {
 pub async fn run_import_weights(args: ImportWeightsArgs) -> Result<()> {
     let db = Database::open(Config::new(&args.data_dir)).await?;
     let session = db.session();
-    let files = marrow_engine::models::model_files(&args.path)?;
+    let files = marrow_engine::models::model_files(None, &args.path)?;
     let total: u64 = files
         .iter()
         .filter_map(|f| std::fs::metadata(f).ok())
