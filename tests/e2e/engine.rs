@@ -145,3 +145,76 @@ async fn kill_during_writes_keeps_last_commit() {
         .expect("writable after recovery");
     assert_eq!(count(&db, "t").await as usize, n + 1);
 }
+
+/// Writers and readers at once, in one process: every acknowledged write is there at the end, and a reader never
+/// sees half a statement (each INSERT adds 100 rows, each UPDATE sets all of a writer's rows to one round's flag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_and_readers_see_whole_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(Config::new(dir.path())).await.unwrap();
+    db.session()
+        .execute("CREATE TABLE t (id BIGINT, writer BIGINT, flag BIGINT)")
+        .await
+        .unwrap();
+    const WRITERS: i64 = 4;
+    const ROUNDS: i64 = 6;
+    let mut tasks = vec![];
+    for w in 0..WRITERS {
+        let s = db.session();
+        tasks.push(tokio::spawn(async move {
+            for r in 0..ROUNDS {
+                let base = (w * ROUNDS + r) * 100;
+                s.execute(&format!(
+                    "INSERT INTO t SELECT value + {base} AS id, {w} AS writer, -1 AS flag FROM generate_series(0, 99)"
+                ))
+                .await
+                .unwrap();
+                // Every row of this writer to this round's flag, as one statement.
+                s.execute(&format!("UPDATE t SET flag = {r} WHERE writer = {w}"))
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = vec![];
+    for _ in 0..4 {
+        let s = db.session();
+        let done = done.clone();
+        readers.push(tokio::spawn(async move {
+            let mut last = 0;
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let (_, b) = s
+                    .execute("SELECT writer, count(*), count(DISTINCT CASE WHEN flag >= 0 THEN flag END) FROM t GROUP BY writer")
+                    .await
+                    .unwrap()
+                    .collect()
+                    .await
+                    .unwrap();
+                let mut total = 0;
+                for batch in &b {
+                    let n = batch.column(1).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+                    let flags = batch.column(2).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+                    for i in 0..batch.num_rows() {
+                        assert_eq!(n.value(i) % 100, 0, "a reader saw part of an INSERT");
+                        assert!(flags.value(i) <= 1, "a reader saw part of an UPDATE");
+                        total += n.value(i);
+                    }
+                }
+                assert!(total >= last, "rows disappeared: {last} then {total}");
+                last = total;
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.await.unwrap() > 0);
+    }
+    assert_eq!(count(&db, "t").await, (WRITERS * ROUNDS * 100) as u64);
+}
