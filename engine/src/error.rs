@@ -72,6 +72,15 @@ impl Error {
     }
 }
 
+/// The message a panic carried (what `panic!` and failed `unwrap`s put in it).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown cause")
+}
+
 fn classify_datafusion(e: &DataFusionError) -> ErrorKind {
     match e {
         DataFusionError::SchemaError(s, _) => match s.as_ref() {

@@ -386,11 +386,7 @@ impl Session {
             Ok(out) => out,
             Err(e) if e.is_panic() => {
                 let panic = e.into_panic();
-                let what = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown cause");
+                let what = crate::error::panic_message(panic.as_ref());
                 tracing::error!("a statement panicked: {what}");
                 Err(Error::internal(format!(
                     "the statement failed on an internal error ({what}); nothing was changed by the part that failed"

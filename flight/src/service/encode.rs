@@ -64,11 +64,7 @@ pub(super) fn encode_stream(
         .map(|item| match item {
             Ok(item) => item,
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown cause");
+                let what = marrow_engine::error::panic_message(panic.as_ref());
                 tracing::error!("a query panicked while streaming its rows: {what}");
                 Err(Error::internal("computing the result", what))
             }
