@@ -381,7 +381,13 @@ mod tests {
         assert!(like(&max, &format!("{long}b")));
         // The same through `matching`, over many long names.
         let names: Vec<String> = (0..50)
-            .map(|i| format!("{}{}", "a".repeat(2000 + i), if i % 2 == 0 { "b" } else { "c" }))
+            .map(|i| {
+                format!(
+                    "{}{}",
+                    "a".repeat(2000 + i),
+                    if i % 2 == 0 { "b" } else { "c" }
+                )
+            })
             .collect();
         let pattern = LikePattern::parse(&star_a).unwrap();
         let kept = matching(names, Some(&pattern), |s| s);
@@ -396,7 +402,11 @@ mod tests {
         let err = LikePattern::parse(&"%".repeat(MAX_PATTERN_CHARS + 1)).unwrap_err();
         let status = tonic::Status::from(err);
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(status.message().contains("too long"), "{}", status.message());
+        assert!(
+            status.message().contains("too long"),
+            "{}",
+            status.message()
+        );
         assert!(LikePattern::parse(&"_".repeat(10_000_000)).is_err());
     }
 }

@@ -68,6 +68,7 @@ impl From<ServeArgs> for ServeOptions {
             tls_cert: a.tls_cert,
             tls_key: a.tls_key,
             allow_insecure_remote: a.allow_insecure_remote,
+            ..Default::default()
         }
     }
 }
