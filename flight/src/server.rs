@@ -232,7 +232,7 @@ pub async fn start_on(
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = rx.await;
     }));
-    tracing::info!(
+    tracing::debug!(
         addr = %local_addr,
         auth = credentials.is_some(),
         tls = tls.is_some(),
@@ -253,8 +253,18 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let auth = opts.user.is_some();
+    let data_dir = opts.engine.data_dir.clone();
     let mut server = start(opts).await?;
-    tracing::info!("listening on {}", server.url());
+    // The one line the default log filter of the `marrow` binary shows at start (with `--port 0` it is how a user,
+    // or python/tests/conftest.py, learns the port): keep the `listening on <url>` form.
+    tracing::info!(
+        auth,
+        tls = server.tls,
+        data_dir = %data_dir.display(),
+        "listening on {}",
+        server.url()
+    );
     tokio::select! {
         _ = shutdown => {}
         result = server.join() => return result,

@@ -32,12 +32,12 @@ pub(super) const MAX_PATTERN_CHARS: usize = 1024;
 /// backslash). Case-sensitive.
 ///
 /// Matching is one loop with a single resume point, the last `%` passed: on a mismatch the name is retried from
-/// there one character further on. Every retry moves that point forward, so a match takes at most (pattern length +
-/// 1) × (name length + 1) steps whatever the pattern. Earlier `%`s are never retried: whatever more they could
-/// absorb, the last one can absorb as well. (A recursive matcher that tries every split for every `%` is exponential:
-/// Marrow's first one spent a second on `%a%a%a%a%a%a%a%a%b` against a name of 30 `a`s, several times as long for
-/// each further character. Arrow's `like` kernel is linear but compiles each pattern to a regex, which takes a third of a
-/// second for a 20 KB pattern and then fails as an internal error.)
+/// there one character further on. Every retry moves that point forward, so a match takes at most
+/// (pattern length + 1) × (name length + 1) steps whatever the pattern. Earlier `%`s are never retried: whatever
+/// more they could absorb, the last one can absorb as well. A recursive matcher that tries every split for every
+/// `%` takes time exponential in the number of `%`s: Marrow's first one spent 0.8 s on `%a%a%a%a%a%a%a%a%b` against
+/// a name of 30 `a`s and 2.7 s against 34 (this one: 15 µs). Arrow's `like` kernel is linear but compiles each
+/// pattern to a regex, which takes a third of a second for a 20 KB pattern and then fails as an internal error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct LikePattern {
     tokens: Vec<Token>,
