@@ -16,7 +16,8 @@
 //! are what is wrong, and sending the same request again fails the same way. (`FAILED_PRECONDITION` would suggest
 //! that the server is in a transient state.) Protocol-level failures (a malformed ticket, an unknown handle, a
 //! missing login) are raised by the Flight layer itself with the constructors below; authentication failures are
-//! `UNAUTHENTICATED` and never come from the engine.
+//! `UNAUTHENTICATED` and never come from the engine, and a server full of active sessions or a login refused after
+//! too many failures is `RESOURCE_EXHAUSTED` (the message says when to try again).
 
 use arrow_flight::error::FlightError;
 use datafusion::error::DataFusionError;
@@ -57,6 +58,11 @@ impl Error {
 
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::request(Code::Unauthenticated, message)
+    }
+
+    /// A limit of the server's (sessions, login attempts) that the caller may try again after.
+    pub fn resource_exhausted(message: impl Into<String>) -> Self {
+        Self::request(Code::ResourceExhausted, message)
     }
 
     /// A server-side failure while `context`.

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-use crate::auth::{Credentials, SessionLayer, SessionStore};
+use crate::auth::{Credentials, Limits, LoginLimits, SessionLayer, SessionStore};
 use crate::service::MarrowFlightService;
 
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -37,6 +37,10 @@ pub struct ServeOptions {
     pub tls_key: Option<PathBuf>,
     /// Allow listening on a non-loopback address without authentication.
     pub allow_insecure_remote: bool,
+    /// How many client sessions are kept, and for how long (see [`crate::auth::sessions`]).
+    pub sessions: Limits,
+    /// How failed logins are slowed down (see [`crate::auth::throttle`]).
+    pub logins: LoginLimits,
 }
 
 impl Default for ServeOptions {
@@ -50,6 +54,8 @@ impl Default for ServeOptions {
             tls_cert: None,
             tls_key: None,
             allow_insecure_remote: false,
+            sessions: Limits::default(),
+            logins: LoginLimits::default(),
         }
     }
 }
@@ -121,6 +127,7 @@ impl ServeOptions {
 pub struct RunningServer {
     local_addr: SocketAddr,
     tls: bool,
+    sessions: Arc<SessionStore>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -129,6 +136,11 @@ impl RunningServer {
     /// The address the server listens on (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The client sessions (for monitoring: how many are established, how many pending).
+    pub fn sessions(&self) -> &Arc<SessionStore> {
+        &self.sessions
     }
 
     /// `grpc://host:port`, or `grpc+tls://…` with TLS.
@@ -202,12 +214,13 @@ pub async fn start_on(
 
     let db = Database::open(opts.engine.clone()).await?;
 
-    let store = Arc::new(SessionStore::new(db, Default::default()));
-    let service = MarrowFlightService::with_store(store.clone(), credentials.clone());
+    let store = Arc::new(SessionStore::new(db, opts.sessions));
+    let service =
+        MarrowFlightService::with_login_limits(store.clone(), credentials.clone(), opts.logins);
     let flight = FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
         .max_encoding_message_size(usize::MAX);
-    let layered = SessionLayer::new(flight, store, credentials.clone());
+    let layered = SessionLayer::new(flight, store.clone(), credentials.clone());
 
     let mut builder = Server::builder();
     if let Some(tls) = tls.clone() {
@@ -219,7 +232,7 @@ pub async fn start_on(
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = rx.await;
     }));
-    tracing::info!(
+    tracing::debug!(
         addr = %local_addr,
         auth = credentials.is_some(),
         tls = tls.is_some(),
@@ -229,6 +242,7 @@ pub async fn start_on(
     Ok(RunningServer {
         local_addr,
         tls: tls.is_some(),
+        sessions: store,
         shutdown: Some(tx),
         task: Some(task),
     })
@@ -239,8 +253,18 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let auth = opts.user.is_some();
+    let data_dir = opts.engine.data_dir.clone();
     let mut server = start(opts).await?;
-    tracing::info!("listening on {}", server.url());
+    // The one line the default log filter of the `marrow` binary shows at start (with `--port 0` it is how a user,
+    // or python/tests/conftest.py, learns the port): keep the `listening on <url>` form.
+    tracing::info!(
+        auth,
+        tls = server.tls,
+        data_dir = %data_dir.display(),
+        "listening on {}",
+        server.url()
+    );
     tokio::select! {
         _ = shutdown => {}
         result = server.join() => return result,

@@ -32,8 +32,16 @@ struct TestServer {
 }
 
 async fn server_with(user: Option<(&str, &str)>) -> TestServer {
+    server_with_options(user, |_| {}).await
+}
+
+/// A server with `user` (if any) and options changed by `change`.
+async fn server_with_options(
+    user: Option<(&str, &str)>,
+    change: impl FnOnce(&mut ServeOptions),
+) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
-    let opts = ServeOptions {
+    let mut opts = ServeOptions {
         engine: marrow_engine::Config::new(dir.path().join("data")),
         host: "127.0.0.1".into(),
         port: 0,
@@ -41,13 +49,21 @@ async fn server_with(user: Option<(&str, &str)>) -> TestServer {
         password: user.map(|u| u.1.to_string()),
         ..Default::default()
     };
+    change(&mut opts);
     let server = start(opts).await.expect("server starts");
     TestServer { server, _dir: dir }
 }
 
 async fn channel(s: &TestServer) -> Channel {
+    channel_from(s, None).await
+}
+
+/// A channel whose connection comes from `local` (any address of 127.0.0.0/8 on Linux), so a test can be several
+/// client addresses.
+async fn channel_from(s: &TestServer, local: Option<&str>) -> Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{}", s.server.local_addr()))
         .unwrap()
+        .local_address(local.map(|a| a.parse().unwrap()))
         .connect()
         .await
         .expect("connects")
@@ -753,6 +769,71 @@ async fn catalog_calls() {
         vec![("id", &DataType::Int64), ("name", &DataType::Utf8)]
     );
 
+    // Patterns that a backtracking LIKE matcher takes years over against long names; an overlong pattern is the
+    // client's error.
+    let long_name = format!("{}b", "a".repeat(120));
+    c.execute_update(format!("CREATE TABLE {long_name} (x BIGINT)"), None)
+        .await
+        .unwrap();
+    let list = |schema: Option<&str>, table: &str| CommandGetTables {
+        catalog: None,
+        db_schema_filter_pattern: schema.map(str::to_string),
+        table_name_filter_pattern: Some(table.to_string()),
+        table_types: vec![],
+        include_schema: false,
+    };
+    let tables_named = |batches: &[RecordBatch]| -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let a = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+                a.iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let star_a = "%a".repeat(15);
+    for (schema, table, expected) in [
+        (None, format!("{star_a}%b"), vec![long_name.clone()]),
+        (None, format!("{star_a}%c"), vec![]),
+        (Some(format!("{star_a}%")), format!("{star_a}%"), vec![]),
+        (
+            Some("%_%_%_%c".to_string()),
+            "%_%_%_%_%_%_%_%_%_%_%b".to_string(),
+            vec![long_name.clone()],
+        ),
+        (None, "%_%_%_%_%_%_%_%_%_%_%c".to_string(), vec![]),
+    ] {
+        let info = c.get_tables(list(schema.as_deref(), &table)).await.unwrap();
+        let got = tables_named(&fetch(&mut c, info).await.unwrap());
+        assert_eq!(got, expected, "{schema:?} {table}");
+    }
+    let schemas = c
+        .get_db_schemas(CommandGetDbSchemas {
+            catalog: None,
+            db_schema_filter_pattern: Some(format!("{}%a", "%_".repeat(12))),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        fetch(&mut c, schemas).await.unwrap()[0].num_rows(),
+        1,
+        "information_schema ends in 'a'"
+    );
+    let e = c
+        .get_tables(list(None, &"%".repeat(100_000)))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("too long"), "{e}");
+    assert_eq!(code(e), Code::InvalidArgument);
+    let e = c
+        .get_db_schemas(CommandGetDbSchemas {
+            catalog: None,
+            db_schema_filter_pattern: Some("_".repeat(2000)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), Code::InvalidArgument);
+
     let info = c.get_table_types().await.unwrap();
     assert_table(
         &fetch(&mut c, info).await.unwrap(),
@@ -921,6 +1002,142 @@ async fn sessions_keep_their_own_settings() {
         first_string(&query(&mut without, show).await.unwrap()),
         "8192"
     );
+}
+
+/// A raw handshake with Basic credentials: the bearer token, or the status.
+async fn login(channel: Channel, user: &str, password: &str) -> Result<String, tonic::Status> {
+    let mut raw = FlightServiceClient::new(channel);
+    let mut request = tonic::Request::new(futures::stream::iter(Vec::<HandshakeRequest>::new()));
+    let credentials = base64_unpadded(format!("{user}:{password}").as_bytes());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Basic {credentials}").parse().unwrap(),
+    );
+    let response = raw.handshake(request).await?;
+    let header = response.metadata().get("authorization").unwrap();
+    let token = header.to_str().unwrap().strip_prefix("Bearer ").unwrap();
+    Ok(token.to_string())
+}
+
+/// The code and message of a refused login.
+async fn refused_login(channel: Channel, user: &str, password: &str) -> (Code, String) {
+    let status = login(channel, user, password).await.unwrap_err();
+    (status.code(), status.message().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_new_sessions_does_not_end_sessions_in_use() {
+    // Small budgets so that a flood is a few hundred calls: 4 established sessions, 8 pending.
+    let s = server_with_options(None, |o| {
+        o.sessions.max_sessions = 4;
+        o.sessions.max_pending = 8;
+    })
+    .await;
+    let show = "SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'";
+    // A client in the middle of its work: a setting and a prepared statement in its session.
+    let mut a = client(&s).await;
+    a.handshake("", "").await.unwrap();
+    a.execute_update("SET datafusion.execution.batch_size = 1234".into(), None)
+        .await
+        .unwrap();
+    let mut prepared = a.prepare("SELECT 41 + 1 AS x".into(), None).await.unwrap();
+
+    // Anyone (auth is off) logs in a hundred times and makes a hundred calls without a token or cookie.
+    let ch = channel(&s).await;
+    for _ in 0..100 {
+        login(ch.clone(), "", "").await.unwrap();
+    }
+    let mut anonymous = FlightSqlServiceClient::new(ch.clone());
+    for _ in 0..100 {
+        anonymous.execute("SELECT 1".into(), None).await.unwrap();
+    }
+    assert!(s.server.sessions().len() <= 4 + 8);
+
+    // The client's session is intact.
+    assert_eq!(first_string(&query(&mut a, show).await.unwrap()), "1234");
+    let info = prepared.execute().await.unwrap();
+    let batches = fetch(&mut a, info).await.unwrap();
+    assert_table(
+        &batches,
+        &["+----+", "| x  |", "+----+", "| 42 |", "+----+"],
+    );
+
+    // Three more clients establish sessions; the server then holds 4 sessions in use and refuses a fifth rather
+    // than dropping one of them, at login and at the first call of a session opened before it filled up.
+    let early = login(ch.clone(), "", "").await.unwrap();
+    for _ in 0..3 {
+        let mut other = client(&s).await;
+        other.handshake("", "").await.unwrap();
+        query(&mut other, "SELECT 1").await.unwrap();
+    }
+    assert_eq!(s.server.sessions().established(), 4);
+    let (code_, message) = refused_login(ch.clone(), "", "").await;
+    assert_eq!(code_, Code::ResourceExhausted, "{message}");
+    assert!(message.contains("too many sessions"), "{message}");
+    let mut late = client(&s).await;
+    late.set_token(early);
+    let e = query(&mut late, "SELECT 1").await.unwrap_err();
+    assert!(e.to_string().contains("too many sessions"), "{e}");
+    assert_eq!(code(e), Code::ResourceExhausted);
+    // The sessions in use go on; calls without a session still work.
+    assert_eq!(first_string(&query(&mut a, show).await.unwrap()), "1234");
+    query(&mut anonymous, "SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_back_off_per_address_and_per_user() {
+    // Waits of a minute or more, so that they outlast the test however slow the machine.
+    let s = server_with_options(Some(("ada", "lovelace")), |o| {
+        o.logins.free_failures_per_peer = 3;
+        o.logins.free_failures_per_user = 5;
+        o.logins.first_delay = std::time::Duration::from_secs(60);
+        o.logins.max_delay = std::time::Duration::from_secs(120);
+    })
+    .await;
+    let from = |ip: &'static str| channel_from(&s, Some(ip));
+    // ada logs in from 127.0.0.2: that address is trusted for ada from now on.
+    login(from("127.0.0.2").await, "ada", "lovelace")
+        .await
+        .unwrap();
+
+    // 127.0.0.1 guesses: the third failure starts a wait, during which even the right password is refused.
+    let attacker = from("127.0.0.1").await;
+    for _ in 0..2 {
+        let (c, m) = refused_login(attacker.clone(), "ada", "guess").await;
+        assert_eq!(
+            (c, m.as_str()),
+            (Code::Unauthenticated, "invalid user name or password")
+        );
+    }
+    let (c, m) = refused_login(attacker.clone(), "ada", "guess").await;
+    assert_eq!(c, Code::Unauthenticated);
+    assert!(m.contains("next attempt is accepted in 60 s"), "{m}");
+    let (c, m) = refused_login(attacker.clone(), "ada", "lovelace").await;
+    assert_eq!(c, Code::ResourceExhausted);
+    assert!(
+        m.contains("too many failed logins from 127.0.0.1: try again in"),
+        "{m}"
+    );
+    // Other user names are counted per address only: refused here, not counted for ada.
+    let (c, _) = refused_login(attacker.clone(), "root", "x").await;
+    assert_eq!(c, Code::ResourceExhausted);
+
+    // Another address is not affected by 127.0.0.1's wait; its two failures make five for ada.
+    for _ in 0..2 {
+        let (c, _) = refused_login(from("127.0.0.3").await, "ada", "guess").await;
+        assert_eq!(c, Code::Unauthenticated);
+    }
+    // ada must now wait at every address it has not logged in from...
+    let (c, m) = refused_login(from("127.0.0.4").await, "ada", "lovelace").await;
+    assert_eq!(c, Code::ResourceExhausted);
+    assert!(m.contains("too many failed logins for user 'ada'"), "{m}");
+    // ...but not at 127.0.0.2, and the session works.
+    let token = login(from("127.0.0.2").await, "ada", "lovelace")
+        .await
+        .unwrap();
+    let mut c = client(&s).await;
+    c.set_token(token);
+    query(&mut c, "SELECT 1").await.unwrap();
 }
 
 /// The batch size a `marrow sql --url` client's session sees, after it ran `set` (if any) as an earlier statement.

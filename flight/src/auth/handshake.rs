@@ -11,17 +11,24 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::credentials::{parse_basic, Credentials};
 use super::sessions::{SessionKind, SessionStore};
+use super::throttle::{seconds, LoginThrottle};
 use crate::error::{Error, Result};
 
 pub type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
 
 /// Check the caller's credentials against `expected` (any are accepted when it is `None`), open a token session
 /// and return its token in the `authorization: Bearer …` response header and as the payload.
+///
+/// With auth on, failed logins are counted per client address and for the user by `throttle`, and an attempt
+/// during a back-off wait is refused (`RESOURCE_EXHAUSTED`) before its password is looked at. A server full of
+/// sessions in use refuses the login (`RESOURCE_EXHAUSTED`) rather than the first call after it.
 pub async fn handshake(
     store: &SessionStore,
     expected: Option<&Credentials>,
+    throttle: &LoginThrottle,
     request: Request<Streaming<HandshakeRequest>>,
 ) -> Result<Response<HandshakeStream>> {
+    let peer = request.remote_addr().map(|a| a.ip());
     let header = request
         .metadata()
         .get("authorization")
@@ -40,19 +47,28 @@ pub async fn handshake(
         }
     }
     if let Some(expected) = expected {
-        match &credentials {
-            Some((user, password)) if expected.matches(user, password) => {}
-            Some((user, _)) => {
-                tracing::warn!(user = %user, "failed login");
-                return Err(Error::unauthenticated("invalid user name or password"));
-            }
-            None => {
-                return Err(Error::unauthenticated(
-                    "authentication required: send 'authorization: Basic <base64 user:password>' in the handshake",
-                ))
-            }
+        let Some((user, password)) = &credentials else {
+            return Err(Error::unauthenticated(
+                "authentication required: send 'authorization: Basic <base64 user:password>' in the handshake",
+            ));
+        };
+        // Only the configured user has a count of its own; other names count against their address only.
+        let counted_user = (user == expected.user()).then_some(user.as_str());
+        throttle.check(peer, counted_user)?;
+        if !expected.matches(user, password) {
+            let wait = throttle.failed(peer, counted_user);
+            tracing::warn!(user = %user, peer = ?peer, "failed login");
+            return Err(Error::unauthenticated(match wait {
+                None => "invalid user name or password".to_string(),
+                Some(d) => format!(
+                    "invalid user name or password (too many failed logins: the next attempt is accepted in {} s)",
+                    seconds(d)
+                ),
+            }));
         }
+        throttle.succeeded(peer, user);
     }
+    store.check_room()?;
     let session = store.create(SessionKind::Token);
     tracing::info!(
         session = session.id(),

@@ -49,7 +49,7 @@ impl<S> SessionLayer<S> {
             .map(|v| v.to_str().unwrap_or(""));
         if let Some(value) = authorization {
             if let Some(token) = parse_bearer(value) {
-                return match self.store.lookup(token, SessionKind::Token) {
+                return match self.store.lookup(token, SessionKind::Token)? {
                     Some(s) => Ok(Some(s)),
                     None => Err(Error::unauthenticated(
                         "invalid or expired bearer token: perform a Handshake to get a new one",
@@ -67,7 +67,11 @@ impl<S> SessionLayer<S> {
                 "authentication required: perform a Handshake with Basic credentials and send the bearer token",
             ));
         }
-        Ok(session_cookie(headers).and_then(|c| self.store.lookup(&c, SessionKind::Cookie)))
+        // An unknown or expired cookie is no error: the call gets a new session (and cookie) if it needs one.
+        match session_cookie(headers) {
+            Some(cookie) => self.store.lookup(&cookie, SessionKind::Cookie),
+            None => Ok(None),
+        }
     }
 }
 

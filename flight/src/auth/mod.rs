@@ -13,25 +13,29 @@
 //!   cookie gets a fresh session on each call; it can still use the prepared statements and tickets it was given,
 //!   which run in the session that created them (their 128-bit ids are unguessable).
 //!
-//! Tokens and cookies are 256-bit random values. Sessions idle for longer than [`Limits::idle`] are dropped with
-//! their prepared statements; sessions that were created but never presented again (cookie-less clients) are
-//! dropped after [`Limits::unconfirmed_idle`], and at most [`Limits::max_sessions`] are kept (least recently used
-//! first out).
-
+//! Tokens and cookies are 256-bit random values. A session starts *pending* and is *established* when its client
+//! presents its token or cookie again; the two have separate budgets ([`Limits`]), so that a flood of logins or of
+//! calls without a session can push out only other pending sessions, and a session in use is never dropped to make
+//! room: a server whose [`Limits::max_sessions`] established sessions were all used within [`Limits::evict_after`]
+//! refuses new ones with `RESOURCE_EXHAUSTED` (see [`sessions`]). Failed logins are slowed down per client address and
+//! per user name ([`throttle`]).
 //!
 //! - [`credentials`]: the accepted user and the `authorization` header values (Basic, Bearer).
 //! - [`sessions`]: client sessions and their store; [`CallContext`], what a call knows of its session.
 //! - [`layer`]: the tower layer that identifies each call's session and sets the session cookie.
+//! - [`throttle`]: back-off after failed logins, per client address and per user name.
 //! - [`handshake`]: the Flight `Handshake` (login), which issues bearer tokens.
 
 pub mod credentials;
 pub mod handshake;
 pub mod layer;
 pub mod sessions;
+pub mod throttle;
 
 pub use credentials::{parse_basic, parse_bearer, Credentials};
 pub use layer::SessionLayer;
 pub use sessions::{CallContext, ClientSession, Limits, SessionKind, SessionStore};
+pub use throttle::{LoginLimits, LoginThrottle};
 
 /// Name of the session cookie used when auth is off.
 pub const SESSION_COOKIE: &str = "marrow_session";

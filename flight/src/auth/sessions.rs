@@ -1,5 +1,18 @@
-//! Client sessions: each owns one engine session, and the store keeps them by secret (token or cookie value),
-//! expiring idle ones and evicting the least recently used.
+//! Client sessions: each owns one engine session, and the store keeps them by secret (token or cookie value).
+//!
+//! The store has two pools with separate budgets, so that new traffic competes only with new traffic:
+//!
+//! - **Pending**: every session starts here, created by a handshake (token) or by a call that presented no session
+//!   and needed one (cookie, auth off). At most [`Limits::max_pending`]; a new one pushes out the least recently used
+//!   pending session. Dropped after [`Limits::pending_idle`] unused.
+//! - **Established**: a session moves here when its client presents its token or cookie on a later call. At most
+//!   [`Limits::max_sessions`]; when full, a newcomer takes the place of the least recently used established session
+//!   only if that one has been unused for [`Limits::evict_after`], and is refused (`RESOURCE_EXHAUSTED`) otherwise:
+//!   a session in use is never dropped to make room. Dropped after [`Limits::idle`] unused.
+//!
+//! A flood of handshakes or of calls without a token or cookie therefore churns the pending pool only; it cannot
+//! end a session whose client is using it. Clients that send neither token nor cookie have no identity to protect:
+//! their one-call sessions (and the prepared statements made in them) live in the pending pool, used by handle.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -7,6 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use marrow_engine::Database;
+
+use crate::error::{Error, Result};
 
 /// A fresh 256-bit secret, hex-encoded.
 fn new_secret() -> String {
@@ -30,8 +45,6 @@ pub struct ClientSession {
     kind: SessionKind,
     engine: marrow_engine::Session,
     last_used: Mutex<Instant>,
-    /// The client presented the secret at least once (cookie-less clients never do).
-    confirmed: AtomicBool,
     closed: AtomicBool,
 }
 
@@ -71,39 +84,58 @@ impl ClientSession {
         *self.last_used.lock().expect("session clock") = Instant::now();
     }
 
-    fn idle_since(&self) -> Instant {
+    fn last_used(&self) -> Instant {
         *self.last_used.lock().expect("session clock")
+    }
+
+    fn close(&self, why: &str) {
+        self.closed.store(true, Ordering::Relaxed);
+        tracing::debug!(session = self.id, "session {why}");
     }
 }
 
-/// Lifetimes of sessions.
+/// Budgets and lifetimes of sessions (see the module doc).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// A session unused for this long is dropped.
+    /// An established session unused for this long is dropped.
     pub idle: Duration,
-    /// A session whose client never presented its token or cookie is dropped after this much idle time.
-    pub unconfirmed_idle: Duration,
-    /// At most this many sessions; the least recently used go first.
+    /// A pending session (its client never came back with its token or cookie) unused for this long is dropped.
+    pub pending_idle: Duration,
+    /// At most this many established sessions.
     pub max_sessions: usize,
+    /// At most this many pending sessions; a new one pushes out the least recently used pending one.
+    pub max_pending: usize,
+    /// With [`Self::max_sessions`] established, a newcomer replaces the least recently used one only if that one has
+    /// been unused this long; otherwise it is refused with `RESOURCE_EXHAUSTED`.
+    pub evict_after: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             idle: Duration::from_secs(12 * 3600),
-            unconfirmed_idle: Duration::from_secs(10 * 60),
+            pending_idle: Duration::from_secs(10 * 60),
             max_sessions: 4096,
+            max_pending: 1024,
+            evict_after: Duration::from_secs(10 * 60),
         }
     }
+}
+
+type Pool = HashMap<String, Arc<ClientSession>>;
+
+struct Pools {
+    established: Pool,
+    pending: Pool,
+    last_sweep: Instant,
 }
 
 /// All live sessions, by secret.
 pub struct SessionStore {
     db: Database,
     limits: Limits,
-    sessions: Mutex<HashMap<String, Arc<ClientSession>>>,
+    pools: Mutex<Pools>,
     next_id: AtomicU64,
-    last_sweep: Mutex<Instant>,
 }
 
 impl std::fmt::Debug for SessionStore {
@@ -116,26 +148,57 @@ impl std::fmt::Debug for SessionStore {
 
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
+/// The least recently used session of a pool, and when it was last used.
+fn least_recently_used(pool: &Pool) -> Option<(Instant, String)> {
+    pool.iter()
+        .map(|(k, s)| (s.last_used(), k))
+        .min()
+        .map(|(t, k)| (t, k.clone()))
+}
+
+fn format_duration(d: Duration) -> String {
+    match d.as_secs() {
+        s if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
 impl SessionStore {
     pub fn new(db: Database, limits: Limits) -> Self {
         Self {
             db,
             limits,
-            sessions: Mutex::new(HashMap::new()),
+            pools: Mutex::new(Pools {
+                established: HashMap::new(),
+                pending: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
             next_id: AtomicU64::new(1),
-            last_sweep: Mutex::new(Instant::now()),
         }
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Sessions in both pools.
     pub fn len(&self) -> usize {
-        self.sessions.lock().expect("sessions").len()
+        let pools = self.pools.lock().expect("sessions");
+        pools.established.len() + pools.pending.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Open a new session with its own engine session.
+    /// Established sessions (their clients came back with their token or cookie).
+    pub fn established(&self) -> usize {
+        self.pools.lock().expect("sessions").established.len()
+    }
+
+    /// Open a new pending session with its own engine session. It never fails: when the pending pool is full, the
+    /// least recently used pending session is dropped.
     pub fn create(&self, kind: SessionKind) -> Arc<ClientSession> {
         let session = Arc::new(ClientSession {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -143,88 +206,128 @@ impl SessionStore {
             kind,
             engine: self.db.session(),
             last_used: Mutex::new(Instant::now()),
-            confirmed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         });
         let now = Instant::now();
-        let mut sessions = self.sessions.lock().expect("sessions");
-        let due = {
-            let mut last = self.last_sweep.lock().expect("sweep clock");
-            let due = now.duration_since(*last) >= SWEEP_EVERY
-                || sessions.len() >= self.limits.max_sessions;
-            if due {
-                *last = now;
-            }
-            due
-        };
-        if due {
-            self.sweep_locked(&mut sessions, now);
+        let mut pools = self.pools.lock().expect("sessions");
+        if now.duration_since(pools.last_sweep) >= SWEEP_EVERY
+            || pools.pending.len() >= self.limits.max_pending
+        {
+            self.sweep_locked(&mut pools, now);
         }
-        sessions.insert(session.secret.clone(), session.clone());
+        while pools.pending.len() >= self.limits.max_pending.max(1) {
+            let Some((_, key)) = least_recently_used(&pools.pending) else {
+                break;
+            };
+            if let Some(s) = pools.pending.remove(&key) {
+                s.close("dropped (too many pending sessions)");
+            }
+        }
+        pools
+            .pending
+            .insert(session.secret.clone(), session.clone());
         tracing::debug!(session = session.id, kind = ?kind, "session opened");
         session
     }
 
-    fn expired(&self, s: &ClientSession, now: Instant) -> bool {
-        let ttl = if s.confirmed.load(Ordering::Relaxed) {
-            self.limits.idle
-        } else {
-            self.limits.unconfirmed_idle
-        };
-        now.duration_since(s.idle_since()) > ttl
-    }
-
-    fn sweep_locked(&self, sessions: &mut HashMap<String, Arc<ClientSession>>, now: Instant) {
-        sessions.retain(|_, s| {
-            let keep = !self.expired(s, now);
-            if !keep {
-                s.closed.store(true, Ordering::Relaxed);
-                tracing::debug!(session = s.id, "session expired");
-            }
-            keep
-        });
-        // Make room for the session about to be inserted.
-        if sessions.len() >= self.limits.max_sessions {
-            let mut by_age: Vec<(Instant, String)> = sessions
-                .iter()
-                .map(|(k, s)| (s.idle_since(), k.clone()))
-                .collect();
-            by_age.sort();
-            let excess = sessions.len() + 1 - self.limits.max_sessions;
-            for (_, key) in by_age.into_iter().take(excess) {
-                if let Some(s) = sessions.remove(&key) {
-                    s.closed.store(true, Ordering::Relaxed);
-                    tracing::debug!(session = s.id, "session evicted (too many sessions)");
+    /// Drop expired sessions of both pools.
+    fn sweep_locked(&self, pools: &mut Pools, now: Instant) {
+        pools.last_sweep = now;
+        let expire = |pool: &mut Pool, ttl: Duration| {
+            pool.retain(|_, s| {
+                let keep = now.duration_since(s.last_used()) <= ttl;
+                if !keep {
+                    s.close("expired");
                 }
-            }
-        }
+                keep
+            })
+        };
+        expire(&mut pools.established, self.limits.idle);
+        expire(&mut pools.pending, self.limits.pending_idle);
     }
 
-    /// The live session a client presents (token or cookie value); marks it used.
-    pub fn lookup(&self, secret: &str, kind: SessionKind) -> Option<Arc<ClientSession>> {
+    /// Make room for one more established session: drop expired ones, then the least recently used one if it has
+    /// been unused for [`Limits::evict_after`]; RESOURCE_EXHAUSTED when every one is in use.
+    fn room_locked(&self, pools: &mut Pools, now: Instant) -> Result<()> {
+        if pools.established.len() < self.limits.max_sessions {
+            return Ok(());
+        }
+        self.sweep_locked(pools, now);
+        while pools.established.len() >= self.limits.max_sessions {
+            match least_recently_used(&pools.established) {
+                Some((used, key)) if now.duration_since(used) >= self.limits.evict_after => {
+                    if let Some(s) = pools.established.remove(&key) {
+                        s.close("evicted (too many sessions)");
+                    }
+                }
+                Some((used, _)) => {
+                    let wait = self.limits.evict_after - now.duration_since(used);
+                    tracing::warn!(
+                        max_sessions = self.limits.max_sessions,
+                        "refusing a new session: all sessions are in use"
+                    );
+                    return Err(Error::resource_exhausted(format!(
+                        "too many sessions: the server keeps at most {} and all of them were used in the last {}; \
+                         try again in {} s, or reuse an existing session",
+                        self.limits.max_sessions,
+                        format_duration(self.limits.evict_after),
+                        wait.as_secs().max(1)
+                    )));
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a new session could be established now (checked before a login, so that a full server refuses the
+    /// login itself rather than the first call after it).
+    pub fn check_room(&self) -> Result<()> {
+        let mut pools = self.pools.lock().expect("sessions");
+        self.room_locked(&mut pools, Instant::now())
+    }
+
+    /// The live session a client presents (token or cookie value); marks it used, and establishes a pending one.
+    /// `Ok(None)` for an unknown, expired or other-kind secret; RESOURCE_EXHAUSTED when a pending session cannot be
+    /// established because every established one is in use (it stays pending, and may try again).
+    pub fn lookup(&self, secret: &str, kind: SessionKind) -> Result<Option<Arc<ClientSession>>> {
         let now = Instant::now();
-        let mut sessions = self.sessions.lock().expect("sessions");
-        let session = sessions.get(secret)?.clone();
-        if session.kind != kind {
-            return None;
+        let mut pools = self.pools.lock().expect("sessions");
+        let live = |pool: &mut Pool, ttl: Duration| -> Option<Arc<ClientSession>> {
+            let session = pool.get(secret)?.clone();
+            if session.kind != kind {
+                return None;
+            }
+            if now.duration_since(session.last_used()) > ttl {
+                pool.remove(secret);
+                session.close("expired");
+                return None;
+            }
+            Some(session)
+        };
+        if let Some(session) = live(&mut pools.established, self.limits.idle) {
+            session.touch();
+            return Ok(Some(session));
         }
-        if self.expired(&session, now) {
-            sessions.remove(secret);
-            session.closed.store(true, Ordering::Relaxed);
-            return None;
-        }
-        session.confirmed.store(true, Ordering::Relaxed);
+        let Some(session) = live(&mut pools.pending, self.limits.pending_idle) else {
+            return Ok(None);
+        };
+        self.room_locked(&mut pools, now)?;
+        pools.pending.remove(secret);
+        pools
+            .established
+            .insert(session.secret.clone(), session.clone());
         session.touch();
-        Some(session)
+        tracing::debug!(session = session.id, "session established");
+        Ok(Some(session))
     }
 
     /// Drop a session now.
     pub fn close(&self, session: &ClientSession) {
-        self.sessions
-            .lock()
-            .expect("sessions")
-            .remove(&session.secret);
-        session.closed.store(true, Ordering::Relaxed);
+        let mut pools = self.pools.lock().expect("sessions");
+        pools.established.remove(&session.secret);
+        pools.pending.remove(&session.secret);
+        session.close("closed");
     }
 }
 
@@ -293,44 +396,120 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn sessions_are_evicted_least_recently_used_first() {
+    async fn store(limits: Limits) -> (TempDir, SessionStore) {
         let dir = TempDir(std::env::temp_dir().join(format!("marrow-auth-test-{}", new_secret())));
         let db = Database::open(marrow_engine::Config::new(&dir.0))
             .await
             .unwrap();
-        let limits = Limits {
-            max_sessions: 2,
-            ..Default::default()
-        };
-        let store = SessionStore::new(db, limits);
+        (dir, SessionStore::new(db, limits))
+    }
+
+    /// Short lifetimes, so that tests backdate by minutes only (an `Instant` cannot go back beyond boot).
+    fn limits(max_sessions: usize, max_pending: usize) -> Limits {
+        Limits {
+            idle: Duration::from_secs(180),
+            pending_idle: Duration::from_secs(60),
+            max_sessions,
+            max_pending,
+            evict_after: Duration::from_secs(60),
+        }
+    }
+
+    /// Pretend `s` was last used `ago`.
+    fn backdate(s: &ClientSession, ago: Duration) {
+        *s.last_used.lock().unwrap() = Instant::now().checked_sub(ago).expect("uptime");
+    }
+
+    fn lookup(store: &SessionStore, s: &ClientSession) -> Option<u64> {
+        store.lookup(s.secret(), s.kind()).unwrap().map(|s| s.id())
+    }
+
+    #[tokio::test]
+    async fn new_sessions_push_out_only_pending_ones() {
+        let (_dir, store) = store(limits(2, 2)).await;
         let a = store.create(SessionKind::Token);
         let b = store.create(SessionKind::Cookie);
         // A token is not a cookie and the other way round.
-        assert!(store.lookup(a.secret(), SessionKind::Cookie).is_none());
-        assert!(store.lookup(b.secret(), SessionKind::Token).is_none());
-        // Using `a` makes `b` the least recently used one.
-        assert_eq!(
-            store.lookup(a.secret(), SessionKind::Token).unwrap().id(),
-            a.id()
-        );
-        let c = store.create(SessionKind::Token);
-        assert_eq!(store.len(), 2);
-        assert!(b.is_closed() && !a.is_closed() && !c.is_closed());
-        assert!(store.lookup(b.secret(), SessionKind::Cookie).is_none());
+        assert!(store
+            .lookup(a.secret(), SessionKind::Cookie)
+            .unwrap()
+            .is_none());
+        assert!(store
+            .lookup(b.secret(), SessionKind::Token)
+            .unwrap()
+            .is_none());
+        // `a` is presented again: established.
+        assert_eq!(lookup(&store, &a), Some(a.id()));
+        assert_eq!(store.established(), 1);
+        // A flood of new sessions pushes out pending ones (least recently used first), never `a`, however long
+        // `a` has been idle.
+        backdate(&a, Duration::from_secs(150));
+        let flood: Vec<_> = (0..50).map(|_| store.create(SessionKind::Token)).collect();
+        assert!(b.is_closed() && !a.is_closed());
+        assert_eq!(store.len(), 3);
+        assert!(flood[..48].iter().all(|s| s.is_closed()));
+        assert_eq!(lookup(&store, &a), Some(a.id()));
+        assert_eq!(lookup(&store, &flood[49]), Some(flood[49].id()));
+        assert_eq!(lookup(&store, &b), None);
         store.close(&a);
         assert!(a.is_closed());
-        assert!(store.lookup(a.secret(), SessionKind::Token).is_none());
-        assert_eq!(store.len(), 1);
+        assert_eq!(lookup(&store, &a), None);
+        // flood[49] established, flood[48] pending.
+        assert_eq!((store.len(), store.established()), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn a_full_server_refuses_rather_than_dropping_sessions_in_use() {
+        let (_dir, store) = store(limits(2, 4)).await;
+        let (a, b, c) = (
+            store.create(SessionKind::Token),
+            store.create(SessionKind::Cookie),
+            store.create(SessionKind::Token),
+        );
+        assert!(lookup(&store, &a).is_some() && lookup(&store, &b).is_some());
+        assert!(store.check_room().is_err());
+        // Both established sessions were used just now: `c` is refused and stays pending.
+        for _ in 0..2 {
+            let status = tonic::Status::from(store.lookup(c.secret(), c.kind()).unwrap_err());
+            assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+            assert!(
+                status.message().contains("at most 2") && status.message().contains("1 min"),
+                "{}",
+                status.message()
+            );
+        }
+        assert!(!a.is_closed() && !b.is_closed() && !c.is_closed());
+        assert_eq!(store.established(), 2);
+        // Once one has been unused for evict_after, the least recently used one makes room.
+        backdate(&a, Duration::from_secs(61));
+        backdate(&b, Duration::from_secs(90));
+        assert!(store.check_room().is_ok());
+        assert_eq!(lookup(&store, &c), Some(c.id()));
+        assert!(b.is_closed() && !a.is_closed());
+        assert_eq!(lookup(&store, &a), Some(a.id()));
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_expire() {
+        let (_dir, store) = store(limits(10, 10)).await;
+        let established = store.create(SessionKind::Token);
+        lookup(&store, &established).unwrap();
+        let pending = store.create(SessionKind::Cookie);
+        backdate(&established, Duration::from_secs(61));
+        backdate(&pending, Duration::from_secs(61));
+        // Pending sessions expire after pending_idle, established ones after idle.
+        assert_eq!(lookup(&store, &pending), None);
+        assert!(pending.is_closed());
+        assert_eq!(lookup(&store, &established), Some(established.id()));
+        backdate(&established, Duration::from_secs(181));
+        assert_eq!(lookup(&store, &established), None);
+        assert!(established.is_closed());
     }
 
     #[tokio::test]
     async fn resources_are_used_in_their_owner_session_only() {
-        let dir = TempDir(std::env::temp_dir().join(format!("marrow-auth-test-{}", new_secret())));
-        let db = Database::open(marrow_engine::Config::new(&dir.0))
-            .await
-            .unwrap();
-        let store = Arc::new(SessionStore::new(db, Limits::default()));
+        let (_dir, store) = store(Limits::default()).await;
+        let store = Arc::new(store);
         let owner = store.create(SessionKind::Token);
         let other = store.create(SessionKind::Token);
         let ctx = |caller: Option<Arc<ClientSession>>| CallContext {

@@ -52,13 +52,14 @@ pub use encode::{split_batch, MAX_MESSAGE_BYTES};
 pub use tickets::TICKET_TTL;
 
 use crate::auth::handshake::{handshake, HandshakeStream};
-use crate::auth::{CallContext, Credentials, SessionStore};
+use crate::auth::{CallContext, Credentials, LoginLimits, LoginThrottle, SessionStore};
 use crate::error::{Error, Result};
 use tickets::{Id, Pending, TicketEntry};
 
 struct Shared {
     store: Arc<SessionStore>,
     auth: Option<Credentials>,
+    logins: LoginThrottle,
     prepared: Mutex<HashMap<Id, Arc<prepared::Prepared>>>,
     tickets: Mutex<HashMap<Id, TicketEntry>>,
     last_sweep: Mutex<Instant>,
@@ -91,10 +92,20 @@ impl MarrowFlightService {
 
     /// A service whose sessions live in `store` (share it with the [`crate::auth::SessionLayer`]).
     pub fn with_store(store: Arc<SessionStore>, auth: Option<Credentials>) -> Self {
+        Self::with_login_limits(store, auth, LoginLimits::default())
+    }
+
+    /// [`Self::with_store`], with failed logins slowed down by `logins`.
+    pub fn with_login_limits(
+        store: Arc<SessionStore>,
+        auth: Option<Credentials>,
+        logins: LoginLimits,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 store,
                 auth,
+                logins: LoginThrottle::new(logins),
                 prepared: Mutex::new(HashMap::new()),
                 tickets: Mutex::new(HashMap::new()),
                 last_sweep: Mutex::new(Instant::now()),
@@ -172,7 +183,8 @@ impl FlightSqlService for MarrowFlightService {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<HandshakeStream>, Status> {
-        Ok(handshake(&self.shared.store, self.shared.auth.as_ref(), request).await?)
+        let shared = &self.shared;
+        Ok(handshake(&shared.store, shared.auth.as_ref(), &shared.logins, request).await?)
     }
 
     // ---- statements and prepared statements (statements.rs, prepared.rs) -------------------------------------

@@ -11,7 +11,7 @@ mod serve;
 mod sql;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use export::{ExportArgs, EXPORT_EXAMPLES};
 use models::{ExportAdapterArgs, ExportWeightsArgs, ImportAdapterArgs, ImportWeightsArgs};
@@ -21,7 +21,7 @@ use sql::SqlArgs;
 const EXAMPLES: &str = "\
 Examples:
   marrow serve                                   # Flight SQL on grpc://127.0.0.1:50051, data in ./marrow-data
-  marrow serve --port 0 --user admin --password s3cret
+  MARROW_PASSWORD=s3cret marrow serve --port 0 --user admin   # or --password-file PATH
   marrow sql -c \"INSERT INTO memories (id, content) VALUES ('m1', 'likes Rust')\"
   marrow sql -c \"SELECT id, content FROM memories\" --format json
   marrow sql --url grpc://127.0.0.1:50051 -c 'SHOW TABLES'
@@ -40,12 +40,12 @@ Examples:
 )]
 struct Cli {
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `marrow_engine=debug`. Also RUST_LOG. The default shows
-    /// warnings and the progress of index builds.
+    /// warnings, the address the server listens on and the progress of index builds.
     #[arg(
         long,
         global = true,
         env = "MARROW_LOG",
-        default_value = "warn,marrow::index=info"
+        default_value = "warn,marrow_flight::server=info,marrow::index=info"
     )]
     log: String,
     #[command(subcommand)]
@@ -56,8 +56,12 @@ struct Cli {
 enum Command {
     /// Serve a data directory over Arrow Flight SQL (ADBC, pyarrow, JDBC, any Flight SQL client).
     #[command(
-        after_help = "Binding a non-loopback address requires --user/--password (or --allow-insecure-remote).\n\
-Sessions: each client login (or cookie, without auth) has its own SET options and prepared statements."
+        after_help = "Binding a non-loopback address requires --user and a password (or --allow-insecure-remote). \
+Give the password in MARROW_PASSWORD or --password-file: a --password on the command line is visible to other \
+users of the machine.\n\
+Sessions: each client login (or cookie, without auth) has its own SET options and prepared statements; at most \
+4096 are kept, and a server whose sessions were all used in the last 10 minutes refuses new ones \
+(RESOURCE_EXHAUSTED). Failed logins make the client's address (and the user) wait, up to a minute."
     )]
     Serve(ServeArgs),
     /// Run SQL statements against a local data directory (default) or a server (--url).
@@ -90,7 +94,8 @@ Example:\n  marrow import-adapter ./lora-sentiment --id sentiment --base-model m
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Every thread that parses, plans or executes SQL gets a stack sized for the deepest statement the engine
     // accepts (`marrow_engine::sql::depth`): the runtime's workers and blocking threads by its builder, threads
     // other libraries start (Lance's decoders) through the standard library's default, and the work `main` itself
@@ -107,19 +112,27 @@ fn main() -> Result<()> {
     std::thread::Builder::new()
         .name("marrow-main".into())
         .stack_size(stack)
-        .spawn(move || runtime.block_on(run(cli)))?
+        .spawn(move || runtime.block_on(run(cli, matches)))?
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli, matches: clap::ArgMatches) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
+    let mut command = cli.command;
+    if let Some((_, sub)) = matches.subcommand() {
+        match &mut command {
+            Command::Serve(a) => a.password.choose_source(sub)?,
+            Command::Sql(a) => a.password.choose_source(sub)?,
+            _ => {}
+        }
+    }
+    match command {
         Command::Serve(a) => serve::run(a).await,
         Command::Export(a) => export::run(a).await,
         Command::ImportWeights(a) => models::run_import_weights(a).await,

@@ -6,7 +6,7 @@ use anyhow::Result;
 use marrow_engine::Config;
 use marrow_flight::server::ServeOptions;
 
-use crate::args::ModelArgs;
+use crate::args::{ModelArgs, PasswordArgs};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -16,20 +16,14 @@ pub struct ServeArgs {
     /// Address to bind.
     #[arg(long, env = "MARROW_HOST", default_value = "127.0.0.1")]
     host: String,
-    /// Port to bind (0 picks a free port and prints it).
+    /// Port to bind (0 picks a free port; the `listening on grpc://…` line says which).
     #[arg(long, env = "MARROW_PORT", default_value_t = 50051)]
     port: u16,
-    /// User name clients log in with (Basic auth in the Flight handshake).
-    #[arg(long, env = "MARROW_USER", requires = "password")]
+    /// User name clients log in with (Basic auth in the Flight handshake); needs a password.
+    #[arg(long, env = "MARROW_USER", requires = "secret")]
     user: Option<String>,
-    /// Password for --user.
-    #[arg(
-        long,
-        env = "MARROW_PASSWORD",
-        requires = "user",
-        hide_env_values = true
-    )]
-    password: Option<String>,
+    #[command(flatten)]
+    pub password: PasswordArgs,
     /// PEM certificate chain for TLS.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -52,23 +46,26 @@ pub struct ServeArgs {
     models: ModelArgs,
 }
 
-impl From<ServeArgs> for ServeOptions {
-    fn from(a: ServeArgs) -> Self {
-        Self {
+impl ServeArgs {
+    /// The server's options; reads the password file, if any.
+    fn options(self) -> Result<ServeOptions> {
+        let password = self.password.resolve()?;
+        Ok(ServeOptions {
             engine: Config {
-                import_root: a.import_root,
-                export_root: a.export_root,
-                memory_limit: a.memory_limit,
-                ..a.models.config(a.data_dir)
+                import_root: self.import_root,
+                export_root: self.export_root,
+                memory_limit: self.memory_limit,
+                ..self.models.config(self.data_dir)
             },
-            host: a.host,
-            port: a.port,
-            user: a.user,
-            password: a.password,
-            tls_cert: a.tls_cert,
-            tls_key: a.tls_key,
-            allow_insecure_remote: a.allow_insecure_remote,
-        }
+            host: self.host,
+            port: self.port,
+            user: self.user,
+            password,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            allow_insecure_remote: self.allow_insecure_remote,
+            ..Default::default()
+        })
     }
 }
 
@@ -77,7 +74,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    marrow_flight::server::serve(args.into(), shutdown).await?;
+    marrow_flight::server::serve(args.options()?, shutdown).await?;
     Ok(())
 }
 

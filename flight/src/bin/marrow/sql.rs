@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use marrow_engine::{Config, Database};
 
-use crate::args::ModelArgs;
+use crate::args::{ModelArgs, PasswordArgs};
 use crate::print::{print_result, Format};
 use crate::repl::read_statements;
 
@@ -21,9 +21,8 @@ pub struct SqlArgs {
     /// User name for --url.
     #[arg(long, env = "MARROW_USER")]
     user: Option<String>,
-    /// Password for --url.
-    #[arg(long, env = "MARROW_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
+    #[command(flatten)]
+    pub password: PasswordArgs,
     /// Statement(s) to run; repeatable. Without -c, statements are read from standard input.
     #[arg(short = 'c', long = "command")]
     commands: Vec<String>,
@@ -44,13 +43,11 @@ pub struct SqlArgs {
 pub async fn run(args: SqlArgs) -> Result<bool> {
     let mut ok = true;
     if let Some(url) = &args.url {
-        let mut client = marrow_flight::client::Client::connect(
-            url,
-            args.user.as_deref(),
-            args.password.as_deref(),
-        )
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
+        let password = args.password.resolve()?;
+        let mut client =
+            marrow_flight::client::Client::connect(url, args.user.as_deref(), password.as_deref())
+                .await
+                .with_context(|| format!("connecting to {url}"))?;
         let statements = if args.commands.is_empty() {
             let mut v = vec![];
             read_statements(|s| {
