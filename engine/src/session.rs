@@ -322,7 +322,10 @@ impl Session {
         }
         let is_read = matches!(&statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_) | Statement::Explain { .. }));
         let timeout = if is_read {
-            MarrowOptions::of(self.state().config_options())
+            // Read in place: cloning the session state for one setting would cost every query.
+            let state = self.ctx.state_ref();
+            let state = state.read();
+            MarrowOptions::of(state.config_options())
                 .statement_timeout
                 .limit()
         } else {
