@@ -140,9 +140,9 @@ impl Database {
         }));
         for (name, table) in crate::catalog::builtin::builtin_tables() {
             if !schema.lance_table_exists(name) {
-                schema
-                    .create_lance_table(name, Arc::new(table), vec![], false)
-                    .await?;
+                let table = Arc::new(table);
+                let rows = crate::catalog::write::batch_stream(table.clone(), vec![]);
+                schema.create_lance_table(name, table, rows, false).await?;
             }
         }
         Ok(db)

@@ -360,35 +360,6 @@ async fn drain(output: QueryOutput) -> Result<u64> {
     }
 }
 
-/// The table an INSERT, UPDATE or DELETE writes (`None` for any other statement).
-fn written_table(sql: &str) -> Result<Option<String>> {
-    use datafusion::sql::sqlparser::ast::{FromTable, TableFactor, TableObject};
-    let DFStatement::Statement(stmt) = parse_one(sql)? else {
-        return Ok(None);
-    };
-    let name = match stmt.as_ref() {
-        Statement::Insert(i) => match &i.table {
-            TableObject::TableName(n) => n,
-            _ => return Ok(None),
-        },
-        Statement::Update(u) => match &u.table.relation {
-            TableFactor::Table { name, .. } => name,
-            _ => return Ok(None),
-        },
-        Statement::Delete(d) => match &d.from {
-            FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => match t.first() {
-                Some(t) => match &t.relation {
-                    TableFactor::Table { name, .. } => name,
-                    _ => return Ok(None),
-                },
-                None => return Ok(None),
-            },
-        },
-        _ => return Ok(None),
-    };
-    Ok(Some(crate::sql::table_name(name)?))
-}
-
 /// Run a statement for its row count: once, or once per parameter row through [`Session::execute_many`]. `None`
 /// when the statement reports no count (DDL, SET, a query).
 async fn update(
@@ -402,15 +373,11 @@ async fn update(
         Some(rows) if rows.len() > 1 => session.execute_many(sql, rows).await.map(Some),
         params => {
             let p = params.and_then(|mut rows| rows.pop());
-            match session.execute_with_params(sql, p).await? {
-                QueryOutput::Count(n) => Ok(Some(n)),
-                QueryOutput::Done => Ok(None),
-                // Drained so that errors surface; the rows themselves have nowhere to go.
-                QueryOutput::Rows(s) => {
-                    s.try_for_each(|_| std::future::ready(Ok(()))).await?;
-                    Ok(None)
-                }
-            }
+            let out = session.execute_with_params(sql, p).await?;
+            let counted = matches!(out, QueryOutput::Count(_));
+            // Rows are drained so that errors surface; they have nowhere to go.
+            let n = drain(out).await?;
+            Ok(counted.then_some(n))
         }
     }
 }
@@ -491,16 +458,18 @@ impl Session {
     /// `INSERT … SELECT … FROM <the parameter rows>`: one plan and one atomic commit for all rows, with the same
     /// constraint checks as a multi-row INSERT. Other statements run row by row, each row its own commit.
     pub async fn execute_many(&self, sql: &str, rows: Vec<ParamValues>) -> Result<u64> {
-        if rows.len() > 1 {
-            if let DFStatement::Statement(stmt) = parse_one(sql)? {
-                if let Statement::Insert(insert) = *stmt {
-                    if let Some(n) = self.insert_many(insert, &rows).await? {
+        let written = match parse_one(sql)? {
+            DFStatement::Statement(stmt) => {
+                if let (Statement::Insert(insert), true) = (stmt.as_ref(), rows.len() > 1) {
+                    if let Some(n) = self.insert_many(insert.clone(), &rows).await? {
                         return Ok(n);
                     }
                 }
+                crate::statements::dml::written_table(&stmt)
             }
-        }
-        let Some(table) = written_table(sql)? else {
+            _ => None,
+        };
+        let Some(table) = written else {
             let mut total = 0;
             for p in rows {
                 total += drain(self.execute_with_params(sql, Some(p)).await?).await?;

@@ -68,6 +68,7 @@ class Server:
         tls: Optional[tuple[Path, Path]] = None,
         import_root: Optional[Path] = None,
         export_root: Optional[Path] = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir, self.import_root, self.export_root = data_dir, import_root, export_root
         self.user, self.password = user, password
@@ -81,6 +82,7 @@ class Server:
             args += ["--import-root", str(import_root)]
         if export_root:
             args += ["--export-root", str(export_root)]
+        args += list(extra_args)
         env = {**os.environ, "NO_COLOR": "1"}
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.log: list[str] = []

@@ -8,5 +8,6 @@ mod docs;
 mod engine;
 mod fence;
 mod flight;
+mod fuzz_corpus;
 mod slt;
 mod versions;

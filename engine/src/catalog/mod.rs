@@ -25,7 +25,7 @@ use lance::datafusion::LanceTableProvider;
 use lance::dataset::builder::DatasetBuilder;
 use lance::Dataset;
 
-use arrow::array::{RecordBatch, RecordBatchIterator};
+use datafusion::execution::SendableRecordBatchStream;
 use lance::dataset::{WriteMode, WriteParams};
 
 use crate::error::{Error, Result};
@@ -196,7 +196,7 @@ impl MarrowSchema {
         &self,
         name: &str,
         schema: SchemaRef,
-        batches: Vec<RecordBatch>,
+        rows: SendableRecordBatchStream,
         replace: bool,
     ) -> Result<()> {
         validate_metadata(&schema)?;
@@ -216,8 +216,16 @@ impl MarrowSchema {
             auto_cleanup: None,
             ..Default::default()
         };
-        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema);
-        Dataset::write(reader, path.to_string_lossy().as_ref(), Some(params)).await?;
+        let rows: SendableRecordBatchStream = Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows),
+        );
+        let uri = path.to_string_lossy();
+        Box::pin(
+            lance::dataset::InsertBuilder::new(uri.as_ref())
+                .with_params(&params)
+                .execute_stream(rows),
+        )
+        .await?;
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! Committing changes to a Lance dataset: every write statement becomes exactly one Lance transaction.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{new_null_array, Array, ArrayRef, RecordBatch};
 use arrow::compute::{cast_with_options, CastOptions};
@@ -11,10 +12,14 @@ use lance::dataset::{CommitBuilder, InsertBuilder, WriteMode, WriteParams};
 use lance::Dataset;
 
 use arrow::array::AsArray;
-use marrow_udfs::text::TextModels;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
+use marrow_udfs::text::{SharedModels, TextModels};
 
 use crate::catalog::META_EMBED;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 fn describe(dt: &DataType) -> String {
     match dt {
@@ -321,4 +326,143 @@ pub async fn commit(
     let transaction = Transaction::new(ds.version().version, operation, None);
     let new = CommitBuilder::new(ds.clone()).execute(transaction).await?;
     Ok(Arc::new(new))
+}
+
+/// What a [`shaped`] stream let through: the rows counted and the first error it raised itself. The storage layer
+/// rewraps a failing input's error in its own; [`Passed::explain`] puts the original (its kind and message) back.
+#[derive(Clone, Default)]
+pub struct Passed {
+    rows: Arc<AtomicU64>,
+    error: Arc<Mutex<Option<Error>>>,
+}
+
+impl Passed {
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    /// The error to report for a write that failed with `e`: the input's own if it raised one.
+    pub fn explain(&self, e: Error) -> Error {
+        self.error
+            .lock()
+            .expect("error slot poisoned")
+            .take()
+            .unwrap_or(e)
+    }
+
+    fn keep(&self, e: Error) -> DataFusionError {
+        let message = e.message().to_string();
+        let mut slot = self.error.lock().expect("error slot poisoned");
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        DataFusionError::Execution(message)
+    }
+}
+
+/// Rows on their way into a table, shaped to its stored `schema` batch by batch as they stream (the checks of
+/// [`coerce_batches`], then `step`, e.g. embedding). Nothing is collected: the write holds one batch at a time.
+pub fn shaped(
+    input: SendableRecordBatchStream,
+    schema: SchemaRef,
+    step: impl Fn(RecordBatch) -> Result<RecordBatch> + Send + 'static,
+) -> (SendableRecordBatchStream, Passed) {
+    let passed = Passed::default();
+    let watch = passed.clone();
+    let target = schema.clone();
+    let stream = input.filter_map(move |batch| {
+        let out = match batch {
+            Err(e) => Err(watch.keep(Error::from(e))),
+            Ok(b) if b.num_rows() == 0 => return futures::future::ready(None),
+            Ok(b) => coerce_batches(&[b], &target)
+                .and_then(|mut v| step(v.pop().expect("a non-empty batch stays one batch")))
+                .inspect(|b| {
+                    watch.rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                })
+                .map_err(|e| watch.keep(e)),
+        };
+        futures::future::ready(Some(out))
+    });
+    (
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+        passed,
+    )
+}
+
+/// Batches already in memory as a stream, for the writers that take one.
+pub fn batch_stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> SendableRecordBatchStream {
+    Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        futures::stream::iter(batches.into_iter().map(Ok)),
+    ))
+}
+
+/// Collect a stream that must be seen whole (a primary key is checked across all its rows), refusing it once it
+/// holds more than `limit` bytes, before the rest is read.
+pub async fn collect_within(
+    mut input: SendableRecordBatchStream,
+    limit: Option<usize>,
+) -> Result<Vec<RecordBatch>> {
+    let mut batches = vec![];
+    let mut held = 0usize;
+    while let Some(batch) = input.next().await {
+        let batch = batch?;
+        held += batch.get_array_memory_size();
+        if let Some(limit) = limit.filter(|l| held > *l) {
+            return Err(Error::new(
+                ErrorKind::ResourcesExhausted,
+                format!(
+                    "the rows written take more than the server's memory limit ({limit} bytes) and were refused \
+                     unread past that point; nothing was written. A table with a primary key checks all the rows \
+                     of one write together: write them in several statements (each one commit)"
+                ),
+            ));
+        }
+        batches.push(batch);
+    }
+    Ok(batches)
+}
+
+/// The step of [`shaped`] that fills a table's embedded columns (its `marrow.embed` setting) as rows pass.
+pub fn embed_step(
+    metadata: std::collections::HashMap<String, String>,
+    models: SharedModels,
+) -> impl Fn(RecordBatch) -> Result<RecordBatch> + Send + 'static {
+    move |b| {
+        let mut v = embed_missing(&metadata, &models, vec![b])?;
+        Ok(v.pop().expect("one batch in, one out"))
+    }
+}
+
+/// Append a [`shaped`] stream of rows as one commit, holding one batch at a time. Returns the new dataset, or the
+/// old one if no row came.
+pub async fn append_stream(
+    ds: &Arc<Dataset>,
+    input: SendableRecordBatchStream,
+    passed: &Passed,
+) -> Result<Arc<Dataset>> {
+    let schema = input.schema();
+    let mut input = input.peekable();
+    // No rows is no commit (Lance would record an empty version).
+    if std::pin::Pin::new(&mut input).peek().await.is_none() {
+        return Ok(ds.clone());
+    }
+    let params = WriteParams {
+        mode: WriteMode::Append,
+        session: Some(ds.session()),
+        auto_cleanup: None,
+        ..Default::default()
+    };
+    let stream: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(schema, input));
+    let written = async {
+        let staged = InsertBuilder::new(ds.clone())
+            .with_params(&params)
+            .execute_uncommitted_stream(stream)
+            .await?;
+        Ok::<_, Error>(CommitBuilder::new(ds.clone()).execute(staged).await?)
+    };
+    match written.await {
+        Ok(new) => Ok(Arc::new(new)),
+        Err(e) => Err(passed.explain(e)),
+    }
 }

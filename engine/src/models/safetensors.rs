@@ -63,6 +63,11 @@ fn corrupt(path: &Path, msg: impl std::fmt::Display) -> Error {
 pub fn read_header(root: Option<&Path>, path: &Path) -> Result<Header> {
     let mut f = crate::fence::open_inside(root, path)?;
     let file_len = f.metadata()?.len();
+    parse_header(&mut f, file_len, path)
+}
+
+/// Check the safetensors header at the start of `f`, a file of `file_len` bytes named `path` in messages.
+pub fn parse_header(f: &mut impl Read, file_len: u64, path: &Path) -> Result<Header> {
     let mut len = [0u8; 8];
     f.read_exact(&mut len)
         .map_err(|_| corrupt(path, "shorter than its 8-byte header length"))?;

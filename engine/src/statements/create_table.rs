@@ -8,13 +8,13 @@ use arrow::datatypes::Schema;
 use datafusion::catalog::SchemaProvider;
 use datafusion::common::{Constraint, ParamValues};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
-use datafusion::physical_plan::collect;
+use datafusion::physical_plan::execute_stream;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     ArrayElemTypeDef, ColumnOption, CreateTable, DataType as SqlType, ExactNumberInfo, Statement,
 };
 
-use crate::catalog::write::coerce_batches;
+use crate::catalog::write::{self, coerce_batches};
 use crate::catalog::{storage_schema, validate_table_name, META_DEFAULTS, META_PRIMARY_KEY};
 use crate::error::{Error, ErrorKind, Result};
 use crate::extension::{is_sql, misrouted, sql_statement, StatementHandler};
@@ -139,24 +139,34 @@ pub(crate) async fn create_table(
         );
     }
     let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
-    let batches = if ct.query.is_some() {
-        let state = session.state();
+    let state = session.state();
+    let input = if ct.query.is_some() {
         let physical = state.create_physical_plan(&cmt.input).await?;
-        collect(physical, state.task_ctx()).await?
+        execute_stream(physical, state.task_ctx())?
     } else {
-        vec![]
+        write::batch_stream(input_schema.clone(), vec![])
     };
-    let batches = coerce_batches(&batches, &schema)?;
-    if !pk.is_empty() {
+    // Rows stream into the new table, unless a primary key must be checked across all of them first.
+    let (rows, passed) = if pk.is_empty() {
+        write::shaped(input, schema.clone(), Ok)
+    } else {
+        let limit = db.config().memory_limit;
+        let batches = coerce_batches(&write::collect_within(input, limit).await?, &schema)?;
         crate::statements::dml::check_unique_batches(session, &name, &pk, &batches).await?;
-    }
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let (rows, passed) = write::shaped(
+            write::batch_stream(schema.clone(), batches),
+            schema.clone(),
+            Ok,
+        );
+        (rows, passed)
+    };
     let lock = db.write_lock(&name);
     let _guard = lock.lock().await;
     db.schema_provider()
-        .create_lance_table(&name, schema, batches, or_replace)
-        .await?;
-    Ok(QueryOutput::Count(rows as u64))
+        .create_lance_table(&name, schema, rows, or_replace)
+        .await
+        .map_err(|e| passed.explain(e))?;
+    Ok(QueryOutput::Count(passed.rows()))
 }
 
 /// `CREATE TABLE`: a Lance dataset, not DataFusion's in-memory table.

@@ -18,9 +18,10 @@ use datafusion::datasource::MemTable;
 use datafusion::error::Result as DFResult;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
-use datafusion::physical_plan::collect;
+use datafusion::physical_plan::{collect, execute_stream};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, ConflictTarget, Delete, FromTable, Insert, OnConflictAction, OnInsert,
@@ -103,6 +104,11 @@ impl OverlayPlanner {
             Some(p) => plan.with_param_values(p.clone())?,
             None => plan,
         })
+    }
+
+    async fn run_stream(&self, plan: &LogicalPlan) -> Result<SendableRecordBatchStream> {
+        let physical = self.state.create_physical_plan(plan).await?;
+        Ok(execute_stream(physical, self.state.task_ctx())?)
     }
 
     async fn run_plan(&self, plan: &LogicalPlan) -> Result<Vec<RecordBatch>> {
@@ -349,23 +355,35 @@ pub(crate) async fn insert_with(
         }) => input,
         _ => return Err(Error::unsupported("this form of INSERT is not supported")),
     };
-    let batches = stmt
-        .run_plan(&input)
-        .await
-        .map_err(|e| not_null_error(e, &insert_columns, &target.schema))?;
-    let rows = coerce_batches(&batches, &target.schema)?;
     let pk = target.table.primary_key().to_vec();
     let ds = target.table.dataset().clone();
+    let not_null = |e| not_null_error(e, &insert_columns, &target.schema);
     if pk.is_empty() {
         if on.is_some() {
             return Err(Error::invalid(format!(
                 "ON CONFLICT needs a primary key, and table {name} has none"
             )));
         }
-        let n = rows.iter().map(|b| b.num_rows()).sum::<usize>();
-        write::append(&ds, session.database().models(), rows).await?;
-        return Ok(QueryOutput::Count(n as u64));
+        // Rows stream from the query into the table, one batch at a time.
+        let embed = write::embed_step(
+            target.table.dataset().schema().metadata.clone(),
+            session.database().models().clone(),
+        );
+        // VALUES rows are built (and their NULLs checked) when the plan is, so planning errors are mapped too.
+        let input = stmt.run_stream(&input).await.map_err(not_null)?;
+        let (rows, passed) = write::shaped(input, target.schema.clone(), embed);
+        write::append_stream(&ds, rows, &passed)
+            .await
+            .map_err(not_null)?;
+        return Ok(QueryOutput::Count(passed.rows()));
     }
+    // A primary key is checked across all the rows of the statement: they are collected, within the memory limit.
+    let limit = session.database().config().memory_limit;
+    let input = stmt.run_stream(&input).await.map_err(not_null)?;
+    let batches = write::collect_within(input, limit)
+        .await
+        .map_err(not_null)?;
+    let rows = coerce_batches(&batches, &target.schema)?;
     check_unique_batches(session, &name, &pk, &rows).await?;
     if rows.is_empty() {
         return Ok(QueryOutput::Count(0));
@@ -559,6 +577,24 @@ fn projection(schema: &SchemaRef, assigned: &HashMap<String, String>, alias: &st
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The table an INSERT, UPDATE or DELETE writes (`None` for any other statement, or a target that is no table).
+pub(crate) fn written_table(stmt: &Statement) -> Option<String> {
+    match stmt {
+        Statement::Insert(i) => match &i.table {
+            TableObject::TableName(n) => table_name(n).ok(),
+            _ => None,
+        },
+        Statement::Update(u) => relation(&u.table.relation).ok().map(|(t, _)| t),
+        Statement::Delete(d) => match &d.from {
+            FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t
+                .first()
+                .and_then(|t| relation(&t.relation).ok())
+                .map(|(t, _)| t),
+        },
+        _ => None,
+    }
 }
 
 fn relation(factor: &TableFactor) -> Result<(String, String)> {

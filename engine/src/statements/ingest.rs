@@ -6,14 +6,21 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::sync::Mutex;
+
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
+use futures::StreamExt;
 
-use crate::catalog::write::coerce_batches;
+use crate::catalog::write::{self, coerce_batches};
 use crate::catalog::{storage_schema, validate_table_name};
 use crate::error::{Error, ErrorKind, Result};
 use crate::session::{QueryOutput, Session};
@@ -48,6 +55,41 @@ fn ingest_schema(schema: &Schema) -> SchemaRef {
     ))
 }
 
+/// The rows of one ingest, readable once, as the source of the generated `INSERT … SELECT`.
+struct Once {
+    schema: SchemaRef,
+    rows: Mutex<Option<SendableRecordBatchStream>>,
+}
+
+impl std::fmt::Debug for Once {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ingested rows")
+    }
+}
+
+impl PartitionStream for Once {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        match self
+            .rows
+            .lock()
+            .expect("ingest stream lock poisoned")
+            .take()
+        {
+            Some(rows) => rows,
+            None => Box::pin(RecordBatchStreamAdapter::new(
+                self.schema.clone(),
+                futures::stream::once(async {
+                    Err(DataFusionError::Internal("ingested rows read twice".into()))
+                }),
+            )),
+        }
+    }
+}
+
 impl Session {
     /// Load `batches` (with `schema`, which is needed when there are no batches) into `table` as one commit and
     /// return the number of rows written.
@@ -58,28 +100,49 @@ impl Session {
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
     ) -> Result<u64> {
-        // A write may create or replace the table: cached plans made before it are not reused after it.
-        self.database().bump_generation();
-        let out = self.ingest_batches(table, mode, schema, batches).await;
-        self.database().bump_generation();
-        out
+        let rows = write::batch_stream(schema.clone(), batches);
+        self.ingest_stream(table, mode, schema, rows).await
     }
 
-    async fn ingest_batches(
+    /// Load a stream of batches with `schema` into `table` as one commit, holding about one batch at a time (a
+    /// table with a primary key collects them first, within the memory limit, to check the key across all of them).
+    /// Returns the number of rows written.
+    pub async fn ingest_stream(
         &self,
         table: &str,
         mode: IngestMode,
         schema: SchemaRef,
-        batches: Vec<RecordBatch>,
+        rows: SendableRecordBatchStream,
+    ) -> Result<u64> {
+        // A write may create or replace the table: cached plans made before it are not reused after it.
+        self.database().bump_generation();
+        let out = self.ingest_rows(table, mode, schema, rows).await;
+        self.database().bump_generation();
+        out
+    }
+
+    async fn ingest_rows(
+        &self,
+        table: &str,
+        mode: IngestMode,
+        schema: SchemaRef,
+        rows: SendableRecordBatchStream,
     ) -> Result<u64> {
         validate_table_name(table)?;
-        for b in &batches {
-            if b.schema().fields() != schema.fields() {
-                return Err(Error::invalid(
-                    "every ingested batch must have the schema of the stream",
-                ));
-            }
-        }
+        let fields = schema.fields().clone();
+        let rows: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(
+            schema.clone(),
+            rows.map(move |b| {
+                let b = b?;
+                if b.schema().fields() != &fields {
+                    return Err(Error::invalid(
+                        "every ingested batch must have the schema of the stream",
+                    )
+                    .into());
+                }
+                Ok(b)
+            }),
+        ));
         let db = self.database().clone();
         let provider = db.schema_provider().clone();
         if !provider.lance_table_exists(table) && provider.table_exist(table) {
@@ -87,53 +150,55 @@ impl Session {
                 "'{table}' is a view or external table and cannot be ingested into"
             )));
         }
-        match mode {
-            IngestMode::Append => self.ingest_append(table, &schema, batches).await,
-            IngestMode::Create | IngestMode::Replace | IngestMode::CreateAppend => {
-                let lock = db.write_lock(table);
-                let guard = lock.lock().await;
-                let exists = provider.lance_table_exists(table);
-                match (mode, exists) {
-                    (IngestMode::Create, true) => Err(Error::new(
-                        ErrorKind::AlreadyExists,
-                        format!("table '{table}' already exists"),
-                    )),
-                    (IngestMode::CreateAppend, true) => {
-                        // The INSERT path takes the table's write lock itself.
-                        drop(guard);
-                        self.ingest_append(table, &schema, batches).await
-                    }
-                    _ => {
-                        let target = ingest_schema(&schema);
-                        let rows = coerce_batches(&batches, &target)?;
-                        let pk: Vec<String> = target
-                            .metadata()
-                            .get(crate::catalog::META_PRIMARY_KEY)
-                            .map(|s| {
-                                s.split(',')
-                                    .filter(|c| !c.is_empty())
-                                    .map(str::to_string)
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        for c in &pk {
-                            if target.field_with_name(c).is_err() {
-                                return Err(Error::invalid(format!(
-                                    "primary key column '{c}' is not in the data"
-                                )));
-                            }
-                        }
-                        if !pk.is_empty() {
-                            crate::statements::dml::check_unique_batches(self, table, &pk, &rows)
-                                .await?;
-                        }
-                        let n = rows.iter().map(|b| b.num_rows() as u64).sum();
-                        db.schema_provider()
-                            .create_lance_table(table, target, rows, mode == IngestMode::Replace)
-                            .await?;
-                        Ok(n)
+        if mode == IngestMode::Append {
+            return self.ingest_append(table, &schema, rows).await;
+        }
+        let lock = db.write_lock(table);
+        let guard = lock.lock().await;
+        match (mode, provider.lance_table_exists(table)) {
+            (IngestMode::Create, true) => Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("table '{table}' already exists"),
+            )),
+            (IngestMode::CreateAppend, true) => {
+                // The INSERT path takes the table's write lock itself.
+                drop(guard);
+                self.ingest_append(table, &schema, rows).await
+            }
+            _ => {
+                let target = ingest_schema(&schema);
+                let pk: Vec<String> = target
+                    .metadata()
+                    .get(crate::catalog::META_PRIMARY_KEY)
+                    .map(|s| {
+                        s.split(',')
+                            .filter(|c| !c.is_empty())
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for c in &pk {
+                    if target.field_with_name(c).is_err() {
+                        return Err(Error::invalid(format!(
+                            "primary key column '{c}' is not in the data"
+                        )));
                     }
                 }
+                let rows = if pk.is_empty() {
+                    rows
+                } else {
+                    let batches = write::collect_within(rows, db.config().memory_limit).await?;
+                    let batches = coerce_batches(&batches, &target)?;
+                    crate::statements::dml::check_unique_batches(self, table, &pk, &batches)
+                        .await?;
+                    write::batch_stream(target.clone(), batches)
+                };
+                let (rows, passed) = write::shaped(rows, target.clone(), Ok);
+                db.schema_provider()
+                    .create_lance_table(table, target, rows, mode == IngestMode::Replace)
+                    .await
+                    .map_err(|e| passed.explain(e))?;
+                Ok(passed.rows())
             }
         }
     }
@@ -142,7 +207,7 @@ impl Session {
         &self,
         table: &str,
         schema: &SchemaRef,
-        batches: Vec<RecordBatch>,
+        rows: SendableRecordBatchStream,
     ) -> Result<u64> {
         let provider = self.database().schema_provider().clone();
         if !provider.lance_table_exists(table) {
@@ -163,12 +228,18 @@ impl Session {
                 have.join(", ")
             )));
         }
-        if schema.fields().is_empty() || batches.iter().all(|b| b.num_rows() == 0) {
+        if schema.fields().is_empty() {
             return Ok(0);
         }
         let name = "__marrow_ingest";
-        let mem: Arc<dyn TableProvider> =
-            Arc::new(MemTable::try_new(schema.clone(), vec![batches])?);
+        let source = Once {
+            schema: schema.clone(),
+            rows: Mutex::new(Some(rows)),
+        };
+        let mem: Arc<dyn TableProvider> = Arc::new(StreamingTable::try_new(
+            schema.clone(),
+            vec![Arc::new(source)],
+        )?);
         let columns = schema
             .fields()
             .iter()

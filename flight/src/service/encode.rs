@@ -2,6 +2,7 @@
 //! DoPut stream decoded, schemas encoded as IPC.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
@@ -11,6 +12,10 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::{FlightData, IpcMessage, SchemaAsIpc};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::EmptyRecordBatchStream;
 use futures::{stream, Stream, StreamExt, TryStreamExt};
 use tonic::{Response, Status};
 
@@ -131,6 +136,64 @@ pub(super) async fn read_batches(
         batches.push(batch);
     }
     Ok((decoder.schema().cloned(), batches))
+}
+
+/// The first error met while decoding a DoPut stream, kept for the caller: the engine sees only that its input
+/// ended in an error, and the client should get the decoder's own message and status.
+#[derive(Clone, Default)]
+pub(super) struct DecodeFailure(Arc<Mutex<Option<Error>>>);
+
+impl DecodeFailure {
+    /// The error to report for a write that failed with `e`: the decoder's, if the stream broke.
+    pub(super) fn explain(&self, e: Error) -> Error {
+        self.0
+            .lock()
+            .expect("decode slot poisoned")
+            .take()
+            .unwrap_or(e)
+    }
+}
+
+/// The Arrow data of a DoPut as a stream decoded as the reader pulls it, so that a write holds only the batches in
+/// hand: the stream's schema (known once its first message is read; `None` if it sent none) and its batches.
+pub(super) async fn read_stream(
+    stream: PeekableFlightDataStream,
+) -> Result<(Option<SchemaRef>, SendableRecordBatchStream, DecodeFailure)> {
+    // The first message may carry only the descriptor (no Arrow data): skip messages without an IPC header.
+    let data = stream
+        .try_filter(|fd| futures::future::ready(!fd.data_header.is_empty()))
+        .map_err(FlightError::from);
+    let mut decoder = FlightRecordBatchStream::new_from_flight_data(data);
+    let first = decoder
+        .next()
+        .await
+        .transpose()
+        .map_err(Error::client_data)?;
+    let Some(schema) = decoder.schema().cloned() else {
+        return Ok((
+            None,
+            Box::pin(EmptyRecordBatchStream::new(Arc::new(Schema::empty()))),
+            DecodeFailure::default(),
+        ));
+    };
+    let failure = DecodeFailure::default();
+    let slot = failure.clone();
+    let rows = stream::iter(first.map(Ok)).chain(decoder).map(move |b| {
+        b.map_err(|e| {
+            let e = Error::client_data(e);
+            let message = e.to_string();
+            slot.0
+                .lock()
+                .expect("decode slot poisoned")
+                .get_or_insert(e);
+            DataFusionError::Execution(message)
+        })
+    });
+    Ok((
+        Some(schema.clone()),
+        Box::pin(RecordBatchStreamAdapter::new(schema, rows)),
+        failure,
+    ))
 }
 
 /// A schema as the IPC message Flight SQL puts in its results.

@@ -1,12 +1,12 @@
 //! Bulk ingest (`CommandStatementIngest`, ADBC's `adbc_ingest`): the Arrow batches of a DoPut stream into a table
-//! through the engine's ingest, in one commit.
+//! through the engine's ingest, in one commit, decoded as the engine writes them.
 
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{CommandStatementIngest, TableExistsOption, TableNotExistOption};
 use marrow_engine::ingest::IngestMode;
 use tonic::Request;
 
-use super::encode::read_batches;
+use super::encode::read_stream;
 use super::{call_context, MarrowFlightService};
 use crate::error::{Error, Result};
 
@@ -37,13 +37,6 @@ impl MarrowFlightService {
         }
         let (mode, must_exist) = ingest_mode(&cmd)?;
         let session = ctx.session();
-        let (schema, batches) = read_batches(
-            request.into_inner(),
-            ctx.session().engine().database().config().memory_limit,
-        )
-        .await?;
-        let schema =
-            schema.ok_or_else(|| Error::invalid("ingest needs an Arrow schema message"))?;
         if must_exist
             && !session
                 .engine()
@@ -53,10 +46,14 @@ impl MarrowFlightService {
         {
             return Err(Error::not_found(format!("table '{}' not found", cmd.table)));
         }
+        let (schema, rows, failure) = read_stream(request.into_inner()).await?;
+        let schema =
+            schema.ok_or_else(|| Error::invalid("ingest needs an Arrow schema message"))?;
         let n = session
             .engine()
-            .ingest(&cmd.table, mode, schema, batches)
-            .await?;
+            .ingest_stream(&cmd.table, mode, schema, rows)
+            .await
+            .map_err(|e| failure.explain(e.into()))?;
         Ok(n as i64)
     }
 }

@@ -162,3 +162,54 @@ def test_question_mark_placeholders_bind_in_order(server):
         cur.execute("SELECT id, x FROM q WHERE id >= ? AND x < ? ORDER BY id", (1, 100))
         assert cur.fetchall() == [(1, 11), (2, 20)]
         cur.close()
+
+
+def _blobs(n: int, rows: int = 1000, nan_at: int = -1):  # type: ignore[no-untyped-def]
+    """A reader of n record batches of `rows` rows, each with a 1 kB blob (1 MB a batch) and a 2-d vector; batch
+    `nan_at` has a NaN in its vectors."""
+    import numpy as np
+    import pyarrow as pa
+
+    schema = pa.schema([("id", pa.int64()), ("blob", pa.binary()), ("v", pa.list_(pa.float32(), 2))])
+    payload = pa.array([b"x" * 1000] * rows, type=pa.binary())
+
+    def batches():  # type: ignore[no-untyped-def]
+        for b in range(n):
+            values = np.ones(rows * 2, dtype=np.float32)
+            if b == nan_at:
+                values[7] = np.nan
+            ids = pa.array(np.arange(b * rows, (b + 1) * rows, dtype=np.int64))
+            yield pa.record_batch([ids, payload, pa.FixedSizeListArray.from_arrays(values, 2)], schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def test_ingest_streams_past_the_memory_limit(serve):
+    """A DoPut larger than --memory-limit is written as it arrives (one commit) when nothing needs all of its rows
+    at once; a table with a primary key must see them together and refuses the write past the limit."""
+    server = serve(extra_args=("--memory-limit", "48MiB"))
+    c = marrow.connect(server.uri)
+    with flight_sql.connect(server.uri) as conn, conn.cursor() as cur:
+        # 150 MB: three times the limit, created then appended to.
+        assert cur.adbc_ingest("blobs", _blobs(150), mode="create") == 150_000
+        cur.execute("INSERT INTO blobs SELECT id + 1000000, blob, v FROM blobs")
+        cur.fetchall()
+        cur.adbc_ingest("blobs", _blobs(60), mode="append")
+    assert c.scalar("SELECT count(*) FROM blobs") == 360_000
+    assert c.scalar("SELECT count(DISTINCT id) FROM blobs") == 300_000
+    # A bad batch far into the stream: the whole write is refused, the rows before it too.
+    before = c.scalar("SELECT count(*) FROM blobs")
+    with pytest.raises(marrow.MarrowError, match="finite"):
+        c.ingest("blobs", _blobs(40, nan_at=30), mode="append")
+    assert c.scalar("SELECT count(*) FROM blobs") == before
+    with pytest.raises(marrow.MarrowError, match="finite"):
+        c.ingest("fresh", _blobs(40, nan_at=30), mode="create")
+    assert not c.table_exists("fresh")
+    # A primary key is checked across all rows of the write: past the limit, refused and nothing written.
+    c.sql("CREATE TABLE keyed (id BIGINT PRIMARY KEY, blob BYTEA, v FLOAT[2])")
+    with pytest.raises(marrow.MarrowError, match="memory limit"):
+        c.ingest("keyed", _blobs(100), mode="append")
+    assert c.scalar("SELECT count(*) FROM keyed") == 0
+    c.ingest("keyed", _blobs(5), mode="append")
+    assert c.scalar("SELECT count(*) FROM keyed") == 5_000
+    c.close()
