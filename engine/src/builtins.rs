@@ -11,8 +11,8 @@ use crate::extension::Extensions;
 use crate::procedures::*;
 use crate::statements::{call, copy, create_table, dml, external_table, index, refused, views};
 use crate::table_functions::{
-    marrow_indexes, marrow_procedures, marrow_versions, read_safetensors, vector_search,
-    vector_search_batch,
+    fts_search, hybrid_search, marrow_indexes, marrow_procedures, marrow_versions,
+    read_safetensors, vector_search, vector_search_batch,
 };
 
 impl Database {
@@ -53,6 +53,16 @@ pub fn builtins(schema: &Arc<MarrowSchema>, config: &Config) -> Extensions {
             "vector_search",
             true,
             vector_search::VectorSearchFunction(schema.clone()),
+        )
+        .table_function(
+            "fts_search",
+            true,
+            fts_search::FtsSearchFunction(schema.clone()),
+        )
+        .table_function(
+            "hybrid_search",
+            true,
+            hybrid_search::HybridSearchFunction(schema.clone()),
         )
         .table_function(
             "vector_search_batch",

@@ -145,6 +145,7 @@ impl Database {
                 schema.create_lance_table(name, table, rows, false).await?;
             }
         }
+        crate::statements::index::ensure_memory_text_index(&schema).await?;
         Ok(db)
     }
 

@@ -42,6 +42,9 @@ __all__ = [
 # The tables a Memory reads and writes: the server's `memories` and the two it creates.
 MEMORY_TABLES = ("memories", *_schema.MEMORY)
 
+#: The ways :meth:`Memory.recall` searches.
+RECALL_MODES = ("hybrid", "vector", "keyword")
+
 _FILTER_COLUMNS = {"id", "kind"}
 _RANGE_FILTERS = {
     "min_importance": ("importance", ">="),
@@ -94,6 +97,7 @@ class Memory:
         # memories). `flush_access_log()` sends them; `maintain()` and `close()` call it.
         self.access_flush_every = max(1, int(access_flush_every))
         self._access_buffer: list[pa.Table] = []
+        self._text_index: Optional[bool] = None
         _schema.ensure_tables(client, *_schema.MEMORY)
         schema = self.db.sql("SELECT embedding FROM memories LIMIT 0").schema
         typ = schema.field("embedding").type
@@ -342,39 +346,93 @@ class Memory:
         k: int = 5,
         filters: Optional[Mapping[str, Any]] = None,
         *,
+        mode: Optional[str] = None,
         embedding: Optional[Sequence[float]] = None,
         log_access: bool = True,
     ) -> list[Hit]:
-        """The ``k`` memories of ``namespace`` nearest to ``query`` (cosine distance), nearest first.
+        """The ``k`` memories of ``namespace`` that best match ``query``, best first.
 
-        One vector-search statement: ``ORDER BY cosine_distance(embedding, embed($1)) LIMIT k`` with the namespace
-        and ``filters`` (``kind``, ``id`` — a value or a list —, ``min_importance``, ``max_importance``,
-        ``created_after``, ``created_before``) as a prefilter, so it uses the ANN index when there is one. Pass
-        ``embedding`` to search with a precomputed vector instead of ``embed(query)``.
+        ``mode``:
+
+        - ``"hybrid"`` (the default when ``memories.content`` has a full-text index, which every data directory
+          gets): keyword (BM25) and vector search fused by reciprocal rank, one ``hybrid_search`` statement;
+          names, dates and rare words are found by the first, paraphrases by the second.
+        - ``"vector"``: cosine distance to ``embed(query)`` (or to ``embedding``), through the ANN index if any.
+        - ``"keyword"``: BM25 alone (``fts_search``).
+
+        ``filters`` (``kind``, ``id`` — a value or a list —, ``min_importance``, ``max_importance``,
+        ``created_after``, ``created_before``) and the namespace are a prefilter of every mode: k hits come back
+        whenever k memories pass them. ``Hit.distance`` is the cosine distance to the query in every mode;
+        ``Hit.rank_score`` is the mode's own score (fused RRF score, BM25, or ``1 - distance``). Pass ``embedding``
+        to search with a precomputed vector instead of ``embed(query)``.
 
         Access is appended to ``memory_access_log`` (one ingest), never written into ``memories``. An unknown
-        namespace raises :class:`NotFoundError`; an empty query :class:`InvalidArgumentError`.
+        namespace raises :class:`NotFoundError`; an empty query or an unknown mode :class:`InvalidArgumentError`.
         """
         _validate.int_in_range(k, "k", 1, 10_000)
         vector = _validate.embedding(embedding, self.dimension)
-        if vector is None:
+        if vector is None or query is not None:
             _validate.text(query, "query")
         _validate.text(namespace, "namespace")
-        params: list[Any] = [vector.tolist() if vector is not None else query]
-        target = "$1" if vector is not None else "embed($1)"
+        if mode is None:
+            mode = "hybrid" if query is not None and self.has_text_index() else "vector"
+        if mode not in RECALL_MODES:
+            raise InvalidArgumentError(f"unknown recall mode {mode!r}; use one of {list(RECALL_MODES)}")
+        if mode != "vector" and query is None:
+            raise InvalidArgumentError(f"recall mode {mode!r} needs query text", grpc_code="INVALID_ARGUMENT")
+        params: list[Any] = []
+        if mode == "vector":
+            # Parameters, so that the server's plan cache reuses the plan of the vector search.
+            params.append(vector.tolist() if vector is not None else query)
+            target = "$1" if vector is not None else "embed($1)"
+        else:
+            # The query text and vector are arguments of the search functions, which take constants.
+            target = _vector_literal(vector) if vector is not None else f"embed({quote_literal(query)})"
         where = self._where(namespace, filters, params)
-        table = self.db.sql(
-            f"SELECT {MEMORY_COLUMNS}, cosine_distance(embedding, {target}) AS _distance FROM memories"
-            f" WHERE {where} ORDER BY _distance LIMIT {k}",
-            params,
-        )
-        hits = [Hit(MemoryRecord.from_row(r), float(r["_distance"])) for r in table.to_pylist()]
+        distance = f"cosine_distance(embedding, {target})"
+        if mode == "vector":
+            sql = (
+                f"SELECT {MEMORY_COLUMNS}, {distance} AS _distance FROM memories"
+                f" WHERE {where} ORDER BY _distance LIMIT {k}"
+            )
+        elif mode == "keyword":
+            sql = (
+                f"SELECT {MEMORY_COLUMNS}, {distance} AS _distance, _score AS _rank"
+                f" FROM fts_search('memories', 'content', {quote_literal(query)}, {k})"
+                f" WHERE {where} ORDER BY _score DESC LIMIT {k}"
+            )
+        else:
+            sql = (
+                f"SELECT {MEMORY_COLUMNS}, {distance} AS _distance, _score AS _rank"
+                f" FROM hybrid_search('memories', 'content', 'embedding', {quote_literal(query)}, {target}, {k})"
+                f" WHERE {where} ORDER BY _score DESC LIMIT {k}"
+            )
+        table = self.db.sql(sql, params)
+        hits = [
+            Hit(
+                MemoryRecord.from_row(r),
+                float(r["_distance"]),
+                rank_score=float(r["_rank"]) if "_rank" in r else 1.0 - float(r["_distance"]),
+            )
+            for r in table.to_pylist()
+        ]
         if not hits:
             # Only an empty answer pays for telling an unknown namespace from a filter that matched nothing.
             self.require_namespace(namespace)
         if hits and log_access:
             self.log_access(hits, namespace, query)
         return hits
+
+    def has_text_index(self) -> bool:
+        """Whether ``memories.content`` has a full-text (INVERTED) index (asked once per :class:`Memory`)."""
+        if self._text_index is None:
+            self._text_index = bool(
+                self.db.scalar(
+                    "SELECT count(*) FROM marrow_indexes() WHERE table_name = 'memories' AND column_name = 'content'"
+                    " AND kind = 'INVERTED'"
+                )
+            )
+        return self._text_index
 
     def log_access(self, hits: Sequence[Hit], namespace: str, query: Optional[str]) -> None:
         """Append one access-log row per hit (buffered when ``access_flush_every`` > 1)."""
@@ -557,3 +615,8 @@ class Memory:
         )
         self.db.execute(f"DELETE FROM memory_access_log WHERE {in_batches}")
         return MaintenanceReport(rows, touched)
+
+
+def _vector_literal(vector: np.ndarray) -> str:
+    """A vector as a SQL array literal (``repr`` of a float round-trips exactly)."""
+    return "[" + ", ".join(repr(float(x)) for x in vector) + "]"

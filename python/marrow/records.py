@@ -85,6 +85,9 @@ class Hit:
     distance: float
     recency: Optional[float] = None
     score: Optional[float] = None
+    #: The recall mode's own ranking score, higher is better: the fused RRF score (hybrid), BM25 (keyword) or
+    #: ``1 - distance`` (vector). None when the hit did not come from :meth:`marrow.Memory.recall`.
+    rank_score: Optional[float] = None
 
     @property
     def id(self) -> str:

@@ -18,7 +18,7 @@ use lance::index::vector::VectorIndexParams;
 use lance::index::DatasetIndexExt;
 use lance_index::optimize::OptimizeOptions;
 use lance_index::progress::IndexBuildProgress;
-use lance_index::scalar::ScalarIndexParams;
+use lance_index::scalar::{InvertedIndexParams, ScalarIndexParams};
 use lance_index::vector::hnsw::builder::HnswBuildParams;
 use lance_index::vector::ivf::IvfBuildParams;
 use lance_index::vector::pq::PQBuildParams;
@@ -43,6 +43,8 @@ pub enum IndexKind {
     IvfHnswPq,
     BTree,
     Bitmap,
+    /// Lance's full-text (inverted, BM25) index over a text column.
+    Inverted,
 }
 
 impl IndexKind {
@@ -56,10 +58,11 @@ impl IndexKind {
             "IVF_HNSW_PQ" => Self::IvfHnswPq,
             "BTREE" => Self::BTree,
             "BITMAP" => Self::Bitmap,
+            "INVERTED" | "FTS" => Self::Inverted,
             other => {
                 return Err(Error::invalid(format!(
                     "unknown index kind {other}; use one of IVF_PQ, IVF_HNSW_SQ, IVF_HNSW_PQ, IVF_HNSW_FLAT, IVF_SQ, IVF_FLAT \
-                     (vector columns) or BTREE, BITMAP (filter columns)"
+                     (vector columns), BTREE, BITMAP (filter columns) or INVERTED (full-text search on a text column)"
                 )))
             }
         })
@@ -75,11 +78,12 @@ impl IndexKind {
             Self::IvfHnswPq => "IVF_HNSW_PQ",
             Self::BTree => "BTREE",
             Self::Bitmap => "BITMAP",
+            Self::Inverted => "INVERTED",
         }
     }
 
     fn is_vector(self) -> bool {
-        !matches!(self, Self::BTree | Self::Bitmap)
+        !matches!(self, Self::BTree | Self::Bitmap | Self::Inverted)
     }
 
     /// The WITH options this kind understands: the IVF stage's, then the sub-index's, then the quantizer's.
@@ -88,6 +92,16 @@ impl IndexKind {
         const HNSW: &[&str] = &["m", "ef_construction"];
         const SQ: &[&str] = &["num_bits"];
         const PQ: &[&str] = &["num_sub_vectors", "num_bits"];
+        const INVERTED: &[&str] = &[
+            "base_tokenizer",
+            "language",
+            "with_position",
+            "stem",
+            "remove_stop_words",
+            "lower_case",
+            "ascii_folding",
+            "max_token_length",
+        ];
         let stages: &[&[&str]] = match self {
             Self::IvfFlat => &[IVF],
             Self::IvfSq => &[IVF, SQ],
@@ -96,6 +110,7 @@ impl IndexKind {
             Self::IvfHnswSq => &[IVF, HNSW, SQ],
             Self::IvfHnswPq => &[IVF, HNSW, PQ],
             Self::BTree | Self::Bitmap => &[],
+            Self::Inverted => &[INVERTED],
         };
         stages.concat()
     }
@@ -133,6 +148,7 @@ impl Options {
                 SqlExpr::Value(v) => match &v.value {
                     Value::Number(n, _) => n.clone(),
                     Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+                    Value::Boolean(b) => b.to_string(),
                     other => {
                         return Err(Error::invalid(format!(
                             "index option {key}: unsupported value {other}"
@@ -174,6 +190,19 @@ impl Options {
                         "index option {key} must be a positive integer, got {v}"
                     ))
                 })
+            })
+            .transpose()
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>> {
+        self.values
+            .get(key)
+            .map(|v| match v.to_ascii_lowercase().as_str() {
+                "true" | "on" | "1" => Ok(true),
+                "false" | "off" | "0" => Ok(false),
+                _ => Err(Error::invalid(format!(
+                    "index option {key} must be true or false, got {v}"
+                ))),
             })
             .transpose()
     }
@@ -267,10 +296,66 @@ fn vector_params(opts: &Options, dim: usize) -> Result<VectorIndexParams> {
         IndexKind::IvfHnswPq => {
             VectorIndexParams::with_ivf_hnsw_pq_params(metric, ivf, hnsw()?, pq()?)
         }
-        IndexKind::BTree | IndexKind::Bitmap => {
+        IndexKind::BTree | IndexKind::Bitmap | IndexKind::Inverted => {
             unreachable!("scalar kinds have no vector parameters")
         }
     })
+}
+
+/// A full-text index's text analysis from its WITH options; Lance's defaults (simple tokenizer, English, lower case,
+/// stemming, stop words removed, ASCII folding, tokens up to 40 characters, no positions) where one is not given.
+fn inverted_params(opts: &Options) -> Result<InvertedIndexParams> {
+    let mut p = InvertedIndexParams::default();
+    if let Some(t) = opts.values.get("base_tokenizer") {
+        let t = t.to_ascii_lowercase();
+        if !["simple", "whitespace", "raw", "ngram"].contains(&t.as_str()) {
+            return Err(Error::invalid(format!(
+                "unknown base_tokenizer '{t}'; use 'simple' (split on anything not a letter or digit), \
+                 'whitespace', 'raw' (the whole value is one token) or 'ngram'"
+            )));
+        }
+        p = p.base_tokenizer(t);
+    }
+    if let Some(language) = opts.values.get("language") {
+        // Lance names languages capitalized (English, French, …).
+        let mut chars = language.chars();
+        let name: String = match chars.next() {
+            Some(c) => c
+                .to_uppercase()
+                .chain(chars.flat_map(char::to_lowercase))
+                .collect(),
+            None => String::new(),
+        };
+        p = p.language(&name).map_err(|_| {
+            Error::invalid(format!(
+                "unknown language '{language}'; use one of Arabic, Danish, Dutch, English, Finnish, French, German, \
+                 Greek, Hungarian, Italian, Norwegian, Portuguese, Romanian, Russian, Spanish, Swedish, Tamil, Turkish"
+            ))
+        })?;
+    }
+    if let Some(b) = opts.bool("with_position")? {
+        p = p.with_position(b);
+    }
+    if let Some(b) = opts.bool("stem")? {
+        p = p.stem(b);
+    }
+    if let Some(b) = opts.bool("remove_stop_words")? {
+        p = p.remove_stop_words(b);
+    }
+    if let Some(b) = opts.bool("lower_case")? {
+        p = p.lower_case(b);
+    }
+    if let Some(b) = opts.bool("ascii_folding")? {
+        p = p.ascii_folding(b);
+    }
+    if let Some(n) = opts.usize("max_token_length")? {
+        p = p.max_token_length(Some(n));
+    }
+    // Building the analyzer now turns a combination Lance cannot serve (stop words of a language without a list)
+    // into an error before any data is read.
+    p.build()
+        .map_err(|e| Error::invalid(format!("full-text index options: {e}")))?;
+    Ok(p)
 }
 
 /// The dimension of a vector column, or a clear error for anything else.
@@ -421,7 +506,19 @@ pub(crate) async fn create_index(session: &Session, ci: CreateIndex) -> Result<Q
     let dt = field.data_type();
     let vector_holder;
     let scalar_holder;
-    let (index_type, params): (IndexType, &dyn IndexParams) = if kind.is_vector() {
+    let inverted_holder;
+    let (index_type, params): (IndexType, &dyn IndexParams) = if kind == IndexKind::Inverted {
+        if !matches!(
+            dt,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) {
+            return Err(Error::invalid(format!(
+                "INVERTED (full-text) indexes are for text columns; {table}.{column} is {dt}"
+            )));
+        }
+        inverted_holder = inverted_params(&opts)?;
+        (IndexType::Inverted, &inverted_holder)
+    } else if kind.is_vector() {
         let dim = vector_dim(&table, &column, &dt)?;
         let rows = ds.count_rows(None).await?;
         if rows == 0 {
@@ -492,6 +589,44 @@ pub(crate) async fn create_index(session: &Session, ci: CreateIndex) -> Result<Q
         started.elapsed().as_secs_f64()
     );
     Ok(QueryOutput::Done)
+}
+
+/// The full-text index every data directory keeps on `memories.content`.
+pub const MEMORY_TEXT_INDEX: &str = "memories_content_fts";
+
+/// Build [`MEMORY_TEXT_INDEX`] (default text analysis, with positions for phrase queries) when `memories` has no
+/// full-text index on `content`: when a data directory is created, and on the first open of one made before.
+pub(crate) async fn ensure_memory_text_index(schema: &MarrowSchema) -> Result<()> {
+    let ds = schema.open_dataset("memories").await?;
+    let is_text = ds.schema().field("content").is_some_and(|f| {
+        matches!(
+            f.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        )
+    });
+    if !is_text
+        || crate::table_functions::fts_search::inverted_index(&ds, "content")
+            .await?
+            .is_some()
+    {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let rows = ds.count_rows(None).await?;
+    tracing::info!(target: "marrow::index", "building full-text index {MEMORY_TEXT_INDEX} on memories(content), {rows} rows");
+    let params = InvertedIndexParams::default().with_position(true);
+    let mut ds = Arc::unwrap_or_clone(ds);
+    ds.create_index_builder(&["content"], IndexType::Inverted, &params)
+        .name(MEMORY_TEXT_INDEX.to_string())
+        .replace(false)
+        .await
+        .map_err(|e| build_error(MEMORY_TEXT_INDEX, e))?;
+    tracing::info!(
+        target: "marrow::index",
+        "index {MEMORY_TEXT_INDEX} built in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn build_error(name: &str, e: lance::Error) -> Error {

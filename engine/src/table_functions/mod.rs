@@ -1,5 +1,5 @@
 //! Marrow's table functions, one file each, registered in `builtins.rs`: `vector_search`, `vector_search_batch`,
-//! `marrow_indexes`, `marrow_versions`, `marrow_procedures` and `read_safetensors`.
+//! `fts_search`, `hybrid_search`, `marrow_indexes`, `marrow_versions`, `marrow_procedures` and `read_safetensors`.
 //!
 //! Table functions are planned synchronously, so the tables they name are opened by the session just before
 //! planning (see `Session::plan`) and their schemas read from the catalog's cache here.
@@ -25,6 +25,8 @@ use crate::catalog::MarrowSchema;
 use crate::error::Error;
 use crate::vector::{function_for, vector_indexes};
 
+pub mod fts_search;
+pub mod hybrid_search;
 pub mod marrow_indexes;
 pub mod marrow_procedures;
 pub mod marrow_versions;

@@ -213,3 +213,50 @@ def test_bad_input_is_refused_and_writes_nothing(server):
         assert {t: versions(db, t) for t in v_before} == v_before
         # A namespace that exists but whose filter matches nothing is an empty answer, not an error.
         assert mem.recall("tea", "alice", filters={"kind": "nothing-of-this-kind"}) == []
+
+
+def test_recall_modes_keyword_vector_and_hybrid(server):
+    with marrow.connect(server.uri) as db:
+        mem = Memory(db)
+        assert mem.has_text_index()  # every data directory indexes memories.content
+        ids = mem.remember_many(
+            [
+                "Caroline went to the LGBTQ support group on 7 May 2023",
+                "Melanie painted a sunrise over the lake",
+                "I love long hikes in the mountains on weekends",
+                "Caroline is researching adoption agencies",
+                "The weather was rainy all week",
+            ],
+            namespace="conv",
+        )
+        mem.remember("Caroline met the LGBTQ group again", "other")
+        # A rare word: BM25 finds it where a small embedding model may not rank it first.
+        keyword = mem.recall("LGBTQ", "conv", k=2, mode="keyword")
+        assert [h.id for h in keyword] == [ids[0]]
+        assert keyword[0].rank_score is not None and keyword[0].rank_score > 0
+        # A paraphrase with no word in common: the vector side.
+        vector = mem.recall("trekking outdoors", "conv", k=1, mode="vector")
+        assert [h.id for h in vector] == [ids[2]]
+        assert vector[0].rank_score == pytest.approx(1 - vector[0].distance)
+        # Hybrid (the default) keeps both kinds of hit, fused by rank.
+        hybrid = mem.recall("Caroline LGBTQ trekking outdoors", "conv", k=3)
+        assert ids[0] in [h.id for h in hybrid] and ids[2] in [h.id for h in hybrid]
+        assert [h.rank_score for h in hybrid] == sorted((h.rank_score for h in hybrid), reverse=True)
+        assert all(0 <= h.distance <= 2 for h in hybrid)
+        # Filters are a prefilter of every mode.
+        for mode in ("keyword", "vector", "hybrid"):
+            got = mem.recall("Caroline", "conv", k=5, mode=mode, filters={"id": [ids[3], ids[4]]})
+            assert {h.id for h in got} <= {ids[3], ids[4]} and got, mode
+        # A query of stop words only finds nothing by keyword; the namespace exists, so no error.
+        assert mem.recall("the of and", "conv", k=3, mode="keyword") == []
+        with pytest.raises(marrow.InvalidArgumentError):
+            mem.recall("x", "conv", mode="fuzzy")
+        with pytest.raises(marrow.InvalidArgumentError):
+            mem.recall(None, "conv", mode="keyword", embedding=[0.0] * 384)
+        with pytest.raises(marrow.InvalidArgumentError):
+            mem.recall("   ", "conv", mode="hybrid")
+        with pytest.raises(marrow.NotFoundError):
+            mem.recall("Caroline", "nobody", mode="hybrid")
+        # Quotes in the query text are data, not SQL.
+        assert mem.recall("it's Caroline's '; DROP TABLE memories; --", "conv", k=2, mode="hybrid")
+        assert mem.count("conv") == 5
