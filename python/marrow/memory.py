@@ -380,6 +380,7 @@ class Memory:
             raise InvalidArgumentError(f"unknown recall mode {mode!r}; use one of {list(RECALL_MODES)}")
         if mode != "vector" and query is None:
             raise InvalidArgumentError(f"recall mode {mode!r} needs query text", grpc_code="INVALID_ARGUMENT")
+        text = query or ""
         params: list[Any] = []
         if mode == "vector":
             # Parameters, so that the server's plan cache reuses the plan of the vector search.
@@ -387,7 +388,7 @@ class Memory:
             target = "$1" if vector is not None else "embed($1)"
         else:
             # The query text and vector are arguments of the search functions, which take constants.
-            target = _vector_literal(vector) if vector is not None else f"embed({quote_literal(query)})"
+            target = _vector_literal(vector) if vector is not None else f"embed({quote_literal(text)})"
         where = self._where(namespace, filters, params)
         distance = f"cosine_distance(embedding, {target})"
         if mode == "vector":
@@ -398,13 +399,13 @@ class Memory:
         elif mode == "keyword":
             sql = (
                 f"SELECT {MEMORY_COLUMNS}, {distance} AS _distance, _score AS _rank"
-                f" FROM fts_search('memories', 'content', {quote_literal(query)}, {k})"
+                f" FROM fts_search('memories', 'content', {quote_literal(text)}, {k})"
                 f" WHERE {where} ORDER BY _score DESC LIMIT {k}"
             )
         else:
             sql = (
                 f"SELECT {MEMORY_COLUMNS}, {distance} AS _distance, _score AS _rank"
-                f" FROM hybrid_search('memories', 'content', 'embedding', {quote_literal(query)}, {target}, {k})"
+                f" FROM hybrid_search('memories', 'content', 'embedding', {quote_literal(text)}, {target}, {k})"
                 f" WHERE {where} ORDER BY _score DESC LIMIT {k}"
             )
         table = self.db.sql(sql, params)
