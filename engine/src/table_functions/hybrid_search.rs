@@ -331,6 +331,34 @@ fn ranks(batch: Option<&RecordBatch>) -> DFResult<Vec<u64>> {
     Ok(addr.as_primitive::<UInt64Type>().values().to_vec())
 }
 
+/// A row found by either side: its fused score, where to take its columns from (side, row), and its row in each
+/// side's ranking.
+struct Candidate {
+    addr: u64,
+    score: f64,
+    from: (usize, usize),
+    text_row: Option<usize>,
+    vector_row: Option<usize>,
+}
+
+impl Candidate {
+    fn new(addr: u64, from: (usize, usize)) -> Self {
+        Self {
+            addr,
+            score: 0.0,
+            from,
+            text_row: None,
+            vector_row: None,
+        }
+    }
+
+    fn best_rank(&self) -> usize {
+        self.text_row
+            .unwrap_or(usize::MAX)
+            .min(self.vector_row.unwrap_or(usize::MAX))
+    }
+}
+
 fn fuse(
     schema: &SchemaRef,
     table_columns: usize,
@@ -345,30 +373,28 @@ fn fuse(
     let vector = vector
         .map(|b| sort_by(&b, DISTANCE_COLUMN, false))
         .transpose()?;
-    // Per row address: (fused score, (side, row) to take the columns from, text row, vector row).
-    let mut rows: HashMap<u64, (f64, (usize, usize), Option<usize>, Option<usize>)> =
-        HashMap::new();
+    let mut rows: HashMap<u64, Candidate> = HashMap::new();
     for (rank, addr) in ranks(text.as_ref())?.into_iter().enumerate() {
-        let e = rows.entry(addr).or_insert((0.0, (0, rank), None, None));
-        e.0 += fusion.text_weight / (fusion.rrf_k + rank as f64 + 1.0);
-        e.2 = Some(rank);
+        let c = rows
+            .entry(addr)
+            .or_insert_with(|| Candidate::new(addr, (0, rank)));
+        c.score += fusion.text_weight / (fusion.rrf_k + rank as f64 + 1.0);
+        c.text_row = Some(rank);
     }
     for (rank, addr) in ranks(vector.as_ref())?.into_iter().enumerate() {
-        let e = rows.entry(addr).or_insert((0.0, (1, rank), None, None));
-        e.0 += fusion.vector_weight / (fusion.rrf_k + rank as f64 + 1.0);
-        e.3 = Some(rank);
+        let c = rows
+            .entry(addr)
+            .or_insert_with(|| Candidate::new(addr, (1, rank)));
+        c.score += fusion.vector_weight / (fusion.rrf_k + rank as f64 + 1.0);
+        c.vector_row = Some(rank);
     }
-    let mut order: Vec<(u64, (f64, (usize, usize), Option<usize>, Option<usize>))> =
-        rows.into_iter().collect();
+    let mut order: Vec<Candidate> = rows.into_values().collect();
     // Best fused score first; ties by the better single rank, then by address, so the order is deterministic.
     order.sort_by(|a, b| {
-        let best = |r: &(f64, (usize, usize), Option<usize>, Option<usize>)| {
-            r.2.unwrap_or(usize::MAX).min(r.3.unwrap_or(usize::MAX))
-        };
-        b.1 .0
-            .total_cmp(&a.1 .0)
-            .then(best(&a.1).cmp(&best(&b.1)))
-            .then(a.0.cmp(&b.0))
+        b.score
+            .total_cmp(&a.score)
+            .then(a.best_rank().cmp(&b.best_rank()))
+            .then(a.addr.cmp(&b.addr))
     });
     order.truncate(k);
 
@@ -385,7 +411,7 @@ fn fuse(
             .collect()
     };
     let (text_columns, vector_columns) = (side(text.as_ref())?, side(vector.as_ref())?);
-    let picks: Vec<(usize, usize)> = order.iter().map(|(_, r)| r.1).collect();
+    let picks: Vec<(usize, usize)> = order.iter().map(|c| c.from).collect();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for (t, v) in text_columns.iter().zip(&vector_columns) {
         columns.push(arrow::compute::interleave(
@@ -394,30 +420,28 @@ fn fuse(
         )?);
     }
     columns.push(Arc::new(Float64Array::from_iter_values(
-        order.iter().map(|(_, r)| r.0),
+        order.iter().map(|c| c.score),
     )));
     let text_scores = text
         .as_ref()
         .and_then(|b| b.column_by_name(SCORE_COLUMN))
         .map(|c| arrow::compute::cast(c, &DataType::Float32))
         .transpose()?;
-    columns.push(Arc::new(Float32Array::from_iter(order.iter().map(
-        |(_, r)| {
-            r.2.zip(text_scores.as_ref())
-                .map(|(i, s)| s.as_primitive::<Float32Type>().value(i))
-        },
-    ))));
+    columns.push(Arc::new(Float32Array::from_iter(order.iter().map(|c| {
+        c.text_row
+            .zip(text_scores.as_ref())
+            .map(|(i, s)| s.as_primitive::<Float32Type>().value(i))
+    }))));
     let distances = vector
         .as_ref()
         .and_then(|b| b.column_by_name(DISTANCE_COLUMN))
         .map(|c| arrow::compute::cast(c, &DataType::Float64))
         .transpose()?;
-    columns.push(Arc::new(Float64Array::from_iter(order.iter().map(
-        |(_, r)| {
-            r.3.zip(distances.as_ref())
-                .map(|(i, d)| d.as_primitive::<Float64Type>().value(i))
-        },
-    ))));
+    columns.push(Arc::new(Float64Array::from_iter(order.iter().map(|c| {
+        c.vector_row
+            .zip(distances.as_ref())
+            .map(|(i, d)| d.as_primitive::<Float64Type>().value(i))
+    }))));
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
