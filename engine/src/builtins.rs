@@ -7,7 +7,7 @@ use crate::catalog::MarrowSchema;
 use crate::config::Config;
 use crate::database::Database;
 use crate::error::Result;
-use crate::extension::Extensions;
+use crate::extension::{Extensions, ParamArg};
 use crate::procedures::*;
 use crate::statements::{call, copy, create_table, dml, external_table, index, refused, views};
 use crate::table_functions::{
@@ -54,16 +54,26 @@ pub fn builtins(schema: &Arc<MarrowSchema>, config: &Config) -> Extensions {
             true,
             vector_search::VectorSearchFunction(schema.clone()),
         )
+        .with_params(&[(2, ParamArg::VectorFor(1)), (3, ParamArg::Integer)])
         .table_function(
             "fts_search",
             true,
             fts_search::FtsSearchFunction(schema.clone()),
         )
+        .with_params(&[(2, ParamArg::Text), (3, ParamArg::Integer)])
         .table_function(
             "hybrid_search",
             true,
             hybrid_search::HybridSearchFunction(schema.clone()),
         )
+        .with_params(&[
+            (3, ParamArg::Text),
+            (4, ParamArg::VectorFor(2)),
+            (5, ParamArg::Integer),
+            (6, ParamArg::Number),
+            (7, ParamArg::Number),
+            (8, ParamArg::Number),
+        ])
         .table_function(
             "vector_search_batch",
             true,

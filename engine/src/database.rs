@@ -145,8 +145,27 @@ impl Database {
                 schema.create_lance_table(name, table, rows, false).await?;
             }
         }
+        crate::catalog::builtin::add_missing_columns(&schema).await?;
         crate::statements::index::ensure_memory_text_index(&schema).await?;
+        // Boxed: a whole statement's future inside every opener's would be too deep to lay out.
+        Box::pin(db.ensure_live_memories_view()).await?;
         Ok(db)
+    }
+
+    /// `live_memories`: the memories that have not expired, what agents and their tools should read. Created with
+    /// every data directory and again on open if it was dropped (a table of that name is left alone).
+    async fn ensure_live_memories_view(&self) -> Result<()> {
+        use datafusion::catalog::SchemaProvider;
+        if self.inner.schema.table_exist(LIVE_MEMORIES_VIEW) {
+            return Ok(());
+        }
+        self.session()
+            .execute(&format!(
+                "CREATE VIEW {LIVE_MEMORIES_VIEW} AS SELECT * FROM memories \
+                 WHERE expires_at IS NULL OR expires_at > now()"
+            ))
+            .await?;
+        Ok(())
     }
 
     pub fn config(&self) -> &Config {
@@ -222,6 +241,8 @@ impl Database {
         marrow_udfs::register_all(&mut state).expect("Marrow functions register");
         marrow_udfs::register_text(&mut state, self.inner.models.clone())
             .expect("text functions register");
+        // json_get*, json_contains, json_length, json_object_keys and `->` / `->>` over JSON text (`metadata`).
+        datafusion_functions_json::register_all(&mut state).expect("JSON functions register");
         for f in self.inner.extensions.table_functions() {
             state.register_udtf(f.name, f.function.clone());
         }
@@ -253,6 +274,9 @@ impl Database {
             .clone()
     }
 }
+
+/// The view of the memories that have not expired.
+pub const LIVE_MEMORIES_VIEW: &str = "live_memories";
 
 /// Four statements per core (at least eight) may plan or write at once.
 fn statement_slots() -> usize {

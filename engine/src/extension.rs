@@ -191,13 +191,27 @@ pub fn signature(procedure: &dyn Procedure) -> String {
     out
 }
 
-/// A table function, and whether its first argument names a Marrow table (table functions are planned
-/// synchronously, so the session opens that table before planning).
+/// A table function, whether its first argument names a Marrow table (table functions are planned
+/// synchronously, so the session opens that table before planning), and the argument positions that take `$n`
+/// parameters.
 #[derive(Clone)]
 pub struct TableFunction {
     pub name: &'static str,
     pub names_table: bool,
     pub function: Arc<dyn TableFunctionImpl>,
+    pub params: &'static [(usize, ParamArg)],
+}
+
+/// What a `$n` parameter in one argument position of a table function holds. Table functions are planned with the
+/// SQL, before values are bound: a statement is prepared with a probe value of this type in the argument, and each
+/// execution writes the bound values into the arguments before planning (session/table_function_params.rs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParamArg {
+    Text,
+    Integer,
+    Number,
+    /// A query vector for the vector column named by the string literal at this argument position.
+    VectorFor(usize),
 }
 
 /// Everything registered with one database.
@@ -231,7 +245,16 @@ impl Extensions {
             name,
             names_table,
             function: Arc::new(function),
+            params: &[],
         });
+        self
+    }
+
+    /// The argument positions of the table function registered last that take `$n` parameters.
+    pub fn with_params(mut self, params: &'static [(usize, ParamArg)]) -> Self {
+        if let Some(f) = self.table_functions.last_mut() {
+            f.params = params;
+        }
         self
     }
 

@@ -427,14 +427,20 @@ impl Session {
                 is_query: false,
             });
         }
+        let mut statement = statement;
+        let in_functions = self.probe_table_function_params(&mut statement).await?;
         let plan = self.plan(statement, None).await?;
+        let mut parameters = parameter_schema(&plan)?;
+        if !in_functions.is_empty() {
+            parameters = with_fields(&parameters, in_functions);
+        }
         Ok(PreparedInfo {
             dataset_schema: if is_query {
                 Arc::new(plan.schema().as_arrow().clone())
             } else {
                 QueryOutput::count_schema()
             },
-            parameter_schema: parameter_schema(&plan)?,
+            parameter_schema: parameters,
             is_query,
         })
     }
@@ -626,6 +632,29 @@ impl Session {
             _ => Ok(Some(0)),
         }
     }
+}
+
+/// `schema` with the parameters of table-function arguments added (a type from the plan wins), in `$n` order.
+fn with_fields(schema: &Schema, extra: std::collections::BTreeMap<String, DataType>) -> SchemaRef {
+    let mut fields: std::collections::BTreeMap<(usize, String), Field> = extra
+        .into_iter()
+        .map(|(name, typ)| (param_order(&name), Field::new(name, typ, true)))
+        .collect();
+    for f in schema.fields() {
+        if f.data_type() != &DataType::Null || !fields.contains_key(&param_order(f.name())) {
+            fields.insert(param_order(f.name()), f.as_ref().clone());
+        }
+    }
+    Arc::new(Schema::new(fields.into_values().collect::<Vec<_>>()))
+}
+
+fn param_order(name: &str) -> (usize, String) {
+    (
+        name.trim_start_matches('$')
+            .parse::<usize>()
+            .unwrap_or(usize::MAX),
+        name.to_string(),
+    )
 }
 
 fn parameter_schema(plan: &LogicalPlan) -> Result<SchemaRef> {

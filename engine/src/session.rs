@@ -5,6 +5,7 @@
 //!
 //! [`StatementHandler`]: crate::extension::StatementHandler
 
+mod table_function_params;
 mod time_travel;
 
 pub(crate) use time_travel::pin_versions;
@@ -219,6 +220,20 @@ impl Session {
     ) -> Result<QueryOutput> {
         // Boxed: both paths hold whole planning futures, too deep for a small stack when inlined (debug builds).
         if let Some(p) = params {
+            let functions = self.db.extensions().table_functions();
+            if table_function_params::may_have_params(sql, functions) {
+                let mut statement = parse_one(sql)?;
+                let bound = table_function_params::bind(
+                    &mut statement,
+                    functions,
+                    self.db.schema_provider(),
+                    table_function_params::Binding::Values(&p),
+                )?;
+                if !bound.is_empty() {
+                    // Planned for these values: the plan cache keeps plans whose values are placeholders.
+                    return Box::pin(self.execute_statement(statement, Some(p))).await;
+                }
+            }
             if self.plan_cache_enabled() {
                 return Box::pin(self.execute_cached(sql, p)).await;
             }
@@ -579,6 +594,21 @@ fn table_function_strings(statement: &DFStatement, functions: &[&str]) -> Vec<St
 }
 
 impl Session {
+    /// Replace `$n` in table-function arguments by probe values of their types, to prepare the statement; the
+    /// parameters replaced, with their types (see table_function_params.rs).
+    pub(crate) async fn probe_table_function_params(
+        &self,
+        statement: &mut DFStatement,
+    ) -> Result<std::collections::BTreeMap<String, DataType>> {
+        self.open_table_function_tables(statement).await?;
+        table_function_params::bind(
+            statement,
+            self.db.extensions().table_functions(),
+            self.db.schema_provider(),
+            table_function_params::Binding::Probe,
+        )
+    }
+
     /// Table functions are planned synchronously: open the tables they name first, so their schemas are known.
     async fn open_table_function_tables(&self, statement: &DFStatement) -> Result<()> {
         let provider = self.db.schema_provider();

@@ -7,13 +7,14 @@ a float32 vector) or raises :class:`~marrow.errors.InvalidArgumentError`.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from .errors import InvalidArgumentError
 
-__all__ = ["text", "importance", "metadata", "embedding", "int_in_range"]
+__all__ = ["text", "importance", "metadata", "embedding", "int_in_range", "expiry"]
 
 
 def text(value: Any, what: str) -> str:
@@ -63,3 +64,22 @@ def int_in_range(value: Any, what: str, lo: int, hi: int) -> int:
     if not isinstance(value, int) or not lo <= value <= hi:
         raise InvalidArgumentError(f"{what} must be an integer in [{lo}, {hi}], got {value!r}")
     return value
+
+
+def expiry(ttl: Any, expires_at: Any) -> Optional[datetime]:
+    """When a memory expires: ``expires_at`` (an aware datetime; a naive one is taken as UTC) or now + ``ttl``
+    (seconds or a timedelta, > 0); None when neither is given."""
+    if ttl is not None and expires_at is not None:
+        raise InvalidArgumentError("give ttl or expires_at, not both")
+    if expires_at is not None:
+        if not isinstance(expires_at, datetime):
+            raise InvalidArgumentError(f"expires_at must be a datetime, got {expires_at!r}")
+        return expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=timezone.utc)
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float, timedelta)):
+        raise InvalidArgumentError(f"ttl must be seconds or a timedelta, got {ttl!r}")
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+    if not 0 < seconds < 1e11:
+        raise InvalidArgumentError(f"ttl must be a positive duration, got {ttl!r}")
+    return datetime.now(timezone.utc) + timedelta(seconds=seconds)

@@ -7,10 +7,10 @@ For a query ``q`` and a memory ``m`` (all three features in [0, 1])::
     importance(m) = m.importance
     score(m)      = w_rel · relevance + w_rec · recency + w_imp · importance
 
-The query takes a candidate pool of the ``pool`` nearest memories (a vector search: ANN when ``memories.embedding``
-is indexed, the namespace as its prefilter) and ranks the pool by ``score`` in SQL; the ``k`` best are the
-conditioned context. ``last_accessed_at`` is what maintenance folded from the access log, so recency is "recently
-used" once maintenance has run and "recently written" before.
+The query takes a candidate pool of ``pool`` memories from :meth:`Memory.recall`'s search (hybrid keyword + vector
+by default, the namespace, expiry and filters as its prefilter) and ranks the pool by ``score`` in SQL; the ``k``
+best are the conditioned context. ``last_accessed_at`` is what maintenance folded from the access log, so recency is
+"recently used" once maintenance has run and "recently written" before.
 
 **Weights live in ``conditioner_weights``** (one row per namespace; the row ``'*'`` is the default for namespaces
 without one; without either the constructor's defaults apply). They are read on every call, so a change made by SQL
@@ -111,14 +111,10 @@ class MemoryConditioner:
         _params.store(self.db, "conditioner_weights", namespace, weights)
 
     # -- retrieval -------------------------------------------------------------------------------------------
-    def query_sql(self, weights: Weights, *, k: int, by_vector: bool) -> str:
-        """The SQL of a conditioned retrieval: ``$1`` is the query text (or its vector), ``$2`` the namespace."""
-        target = "$1" if by_vector else "embed($1)"
-        return f"""WITH pool AS (
-    SELECT id, namespace, kind, content, importance, created_at, updated_at, last_accessed_at, access_count,
-           metadata, cosine_distance(embedding, {target}) AS _distance
-    FROM memories WHERE namespace = $2
-    ORDER BY _distance LIMIT {int(weights.pool)}),
+    def query_sql(self, weights: Weights, pool_sql: str) -> str:
+        """The SQL of a conditioned retrieval: ``pool_sql`` (a :meth:`Memory.search_sql` statement) is the
+        candidate pool, ranked here by ``score``."""
+        return f"""WITH pool AS ({pool_sql}),
 features AS (
     SELECT *, greatest(0.0, 1.0 - _distance) AS relevance,
            power(0.5, (date_part('epoch', now()) - date_part('epoch', coalesce(last_accessed_at, created_at)))
@@ -136,23 +132,27 @@ FROM features ORDER BY score DESC, _distance ASC"""
         *,
         embedding: Optional[Sequence[float]] = None,
         log_access: bool = True,
+        mode: Optional[str] = None,
+        filters: Optional[Mapping[str, Any]] = None,
     ) -> ConditionedContext:
         """The ``k`` best memories for ``query`` by ``score`` (module docstring), with the current weights.
+
+        The candidate pool is :meth:`Memory.recall`'s search (``mode``: hybrid by default, ``filters``: mem0's
+        filter language; expired memories are never candidates) for ``pool`` memories.
 
         The returned memories are logged to the access log like :meth:`Memory.recall`'s. Unknown namespace →
         :class:`NotFoundError`; empty query → :class:`InvalidArgumentError`; nothing is written in either case.
         """
         if not isinstance(k, int) or k < 1:
             raise InvalidArgumentError(f"k must be a positive integer, got {k!r}")
-        vector = _validate.embedding(embedding, self.memory.dimension)
-        if vector is None:
+        if embedding is None:
             _validate.text(query, "query")
         _validate.text(namespace, "namespace")
         weights = self.weights(namespace)
-        rows = self.db.sql(
-            self.query_sql(weights, k=k, by_vector=vector is not None),
-            [vector.tolist() if vector is not None else query, namespace],
-        ).to_pylist()
+        pool_sql, params = self.memory.search_sql(
+            query or None, namespace, max(int(weights.pool), k), filters, mode=mode, embedding=embedding
+        )
+        rows = self.db.sql(self.query_sql(weights, pool_sql), params).to_pylist()
         if not rows:
             self.memory.require_namespace(namespace)
         items = [

@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
 
-from . import _schema, _validate
-from .client import Client, quote_ident, quote_literal
+from . import _filters, _schema, _validate
+from .client import Client, quote_literal
 from .errors import InvalidArgumentError, NotFoundError
 from .records import MEMORY_COLUMNS, Hit, MemoryEvent, MemoryRecord
 
@@ -45,13 +46,8 @@ MEMORY_TABLES = ("memories", *_schema.MEMORY)
 #: The ways :meth:`Memory.recall` searches.
 RECALL_MODES = ("hybrid", "vector", "keyword")
 
-_FILTER_COLUMNS = {"id", "kind"}
-_RANGE_FILTERS = {
-    "min_importance": ("importance", ">="),
-    "max_importance": ("importance", "<="),
-    "created_after": ("created_at", ">="),
-    "created_before": ("created_at", "<"),
-}
+#: What a memory that has not expired satisfies (``expires_at`` NULL: it never does).
+LIVE = "(expires_at IS NULL OR expires_at > now())"
 
 
 @dataclass(frozen=True)
@@ -67,6 +63,8 @@ class Merge:
 class MaintenanceReport:
     folded_rows: int
     memories_touched: int
+    #: Memories past their ``expires_at`` that were deleted (each leaves an ``expire`` event in the history).
+    expired: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,9 +122,12 @@ class Memory:
         metadata: Optional[Mapping[str, Any]] = None,
         embedding: Optional[Sequence[float]] = None,
         id: Optional[str] = None,  # noqa: A002 - mirrors the column
+        ttl: Union[float, timedelta, None] = None,
+        expires_at: Optional[datetime] = None,
     ) -> str:
         """Store one memory and its ``add`` event; returns its id. Without ``embedding`` the server embeds
-        ``content``."""
+        ``content``. ``ttl`` (seconds or a timedelta) or ``expires_at`` make it expire: from then on recall, get,
+        recent, count and the ``live_memories`` view no longer see it, and :meth:`maintain` deletes it."""
         return self.remember_many(
             [
                 {
@@ -136,6 +137,8 @@ class Memory:
                     "metadata": metadata,
                     "embedding": embedding,
                     "id": id,
+                    "ttl": ttl,
+                    "expires_at": expires_at,
                 }
             ],
             namespace,
@@ -145,14 +148,25 @@ class Memory:
         """Store many memories with one bulk ingest (plus one for their events); returns their ids in order.
 
         Each item is a string (the content) or a mapping with ``content`` and optionally ``kind``, ``importance``,
-        ``metadata``, ``embedding``, ``id``, ``namespace``. Every item is validated before anything is written.
+        ``metadata``, ``embedding``, ``id``, ``namespace``, ``ttl``, ``expires_at``. Every item is validated before
+        anything is written.
         Items with an embedding and items without are sent as two ingests (the server embeds the latter).
         """
         _validate.text(namespace, "namespace")
         rows: list[dict[str, Any]] = []
         for item in items:
             spec: Mapping[str, Any] = {"content": item} if isinstance(item, str) else item
-            unknown = set(spec) - {"content", "kind", "importance", "metadata", "embedding", "id", "namespace"}
+            unknown = set(spec) - {
+                "content",
+                "kind",
+                "importance",
+                "metadata",
+                "embedding",
+                "id",
+                "namespace",
+                "ttl",
+                "expires_at",
+            }
             if unknown:
                 raise InvalidArgumentError(f"unknown memory fields: {sorted(unknown)}")
             rows.append(
@@ -164,6 +178,7 @@ class Memory:
                     "importance": _validate.importance(spec.get("importance", 0.5)),
                     "metadata": _validate.metadata(spec.get("metadata")),
                     "embedding": _validate.embedding(spec.get("embedding"), self.dimension),
+                    "expires_at": _validate.expiry(spec.get("ttl"), spec.get("expires_at")),
                 }
             )
         if not rows:
@@ -178,6 +193,7 @@ class Memory:
             pa.field("content", pa.string()),
             pa.field("importance", pa.float32()),
             pa.field("metadata", pa.string()),
+            pa.field("expires_at", pa.timestamp("us", tz="UTC")),
         ]
         with_vec = [r for r in rows if r["embedding"] is not None]
         without = [r for r in rows if r["embedding"] is None]
@@ -266,7 +282,7 @@ class Memory:
         to earlier versions of those tables for everyone (tagged versions are kept and still hold the memory —
         untag them first). A user who says "forget this" means it: use ``purge=True``.
         """
-        record = self.get(memory_id)
+        record = self.get(memory_id, include_expired=True)
         self.db.execute("DELETE FROM memories WHERE id = $1", [memory_id])
         events = self.db.execute("DELETE FROM memory_events WHERE memory_id = $1 OR related_id = $1", [memory_id])
         access = self.db.execute("DELETE FROM memory_access_log WHERE memory_id = $1", [memory_id])
@@ -288,9 +304,11 @@ class Memory:
         return []
 
     # -- reads -----------------------------------------------------------------------------------------------
-    def get(self, memory_id: str) -> MemoryRecord:
+    def get(self, memory_id: str, *, include_expired: bool = False) -> MemoryRecord:
+        """One memory; an expired one only with ``include_expired`` (until :meth:`maintain` deletes it)."""
         _validate.text(memory_id, "memory id")
-        rows = self.db.sql(f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id = $1", [memory_id]).to_pylist()
+        live = "" if include_expired else f" AND {LIVE}"
+        rows = self.db.sql(f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id = $1{live}", [memory_id]).to_pylist()
         if not rows:
             raise NotFoundError(f"no memory with id {memory_id!r}", grpc_code="NOT_FOUND")
         return MemoryRecord.from_row(rows[0])
@@ -298,40 +316,24 @@ class Memory:
     def recent(self, namespace: str, *, limit: int = 100) -> list[MemoryRecord]:
         """The namespace's memories, newest first."""
         rows = self.db.sql(
-            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE namespace = $1 ORDER BY created_at DESC LIMIT {int(limit)}",
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE namespace = $1 AND {LIVE}"
+            f" ORDER BY created_at DESC LIMIT {int(limit)}",
             [namespace],
         ).to_pylist()
         return [MemoryRecord.from_row(r) for r in rows]
 
     def count(self, namespace: Optional[str] = None) -> int:
+        """Memories that have not expired (of one namespace, or all)."""
         if namespace is None:
-            return int(self.db.scalar("SELECT count(*) FROM memories"))
-        return int(self.db.scalar("SELECT count(*) FROM memories WHERE namespace = $1", [namespace]))
+            return int(self.db.scalar(f"SELECT count(*) FROM memories WHERE {LIVE}"))
+        return int(self.db.scalar(f"SELECT count(*) FROM memories WHERE namespace = $1 AND {LIVE}", [namespace]))
 
     def _where(self, namespace: str, filters: Optional[Mapping[str, Any]], params: list[Any]) -> str:
         params.append(namespace)
-        clauses = [f"namespace = ${len(params)}"]
-        for key, value in (filters or {}).items():
-            if key in _FILTER_COLUMNS:
-                if isinstance(value, (list, tuple, set)):
-                    if not value:
-                        raise InvalidArgumentError(f"filter {key!r} has an empty list")
-                    marks = []
-                    for v in value:
-                        params.append(v)
-                        marks.append(f"${len(params)}")
-                    clauses.append(f"{quote_ident(key)} IN ({', '.join(marks)})")
-                else:
-                    params.append(value)
-                    clauses.append(f"{quote_ident(key)} = ${len(params)}")
-            elif key in _RANGE_FILTERS:
-                column, op = _RANGE_FILTERS[key]
-                params.append(value)
-                clauses.append(f"{column} {op} ${len(params)}")
-            else:
-                allowed = sorted(_FILTER_COLUMNS | set(_RANGE_FILTERS))
-                raise InvalidArgumentError(f"unknown filter {key!r}; filters are {allowed}")
-        return " AND ".join(clauses)
+        where = f"namespace = ${len(params)} AND {LIVE}"
+        if filters:
+            where += f" AND ({_filters.compile_filters(filters, params)})"
+        return where
 
     def query_vector(self, text: str) -> list[float]:
         """``embed(text)`` computed by the server (the same model that embeds the memories)."""
@@ -360,15 +362,47 @@ class Memory:
         - ``"vector"``: cosine distance to ``embed(query)`` (or to ``embedding``), through the ANN index if any.
         - ``"keyword"``: BM25 alone (``fts_search``).
 
-        ``filters`` (``kind``, ``id`` — a value or a list —, ``min_importance``, ``max_importance``,
-        ``created_after``, ``created_before``) and the namespace are a prefilter of every mode: k hits come back
-        whenever k memories pass them. ``Hit.distance`` is the cosine distance to the query in every mode;
+        ``filters`` is mem0's filter language over columns and ``metadata`` keys (``{"AND": [{"kind": "fact"},
+        {"turn": {"gte": 3}}]}``, operators ``eq, ne, gt, gte, lt, lte, in, nin, contains, icontains``, ``AND``,
+        ``OR``, ``NOT``; see :mod:`marrow._filters`). It, the namespace and expiry are one WHERE clause, a
+        prefilter of every mode: k hits come back whenever k memories pass it. Expired memories are never found.
+        ``Hit.distance`` is the cosine distance to the query in every mode;
         ``Hit.rank_score`` is the mode's own score (fused RRF score, BM25, or ``1 - distance``). Pass ``embedding``
         to search with a precomputed vector instead of ``embed(query)``.
 
         Access is appended to ``memory_access_log`` (one ingest), never written into ``memories``. An unknown
         namespace raises :class:`NotFoundError`; an empty query or an unknown mode :class:`InvalidArgumentError`.
         """
+        sql, params = self.search_sql(query, namespace, k, filters, mode=mode, embedding=embedding)
+        table = self.db.sql(sql, params)
+        hits = [
+            Hit(
+                MemoryRecord.from_row(r),
+                float(r["_distance"]),
+                rank_score=float(r["_rank"]) if "_rank" in r else 1.0 - float(r["_distance"]),
+            )
+            for r in table.to_pylist()
+        ]
+        if not hits:
+            # Only an empty answer pays for telling an unknown namespace from a filter that matched nothing.
+            self.require_namespace(namespace)
+        if hits and log_access:
+            self.log_access(hits, namespace, query)
+        return hits
+
+    def search_sql(
+        self,
+        query: Optional[str],
+        namespace: str,
+        k: int,
+        filters: Optional[Mapping[str, Any]] = None,
+        *,
+        mode: Optional[str] = None,
+        embedding: Optional[Sequence[float]] = None,
+    ) -> tuple[str, list[Any]]:
+        """The statement :meth:`recall` runs and its parameters: the ``k`` best memories with the columns of
+        ``MEMORY_COLUMNS``, ``_distance`` (cosine distance to the query) and, except in vector mode, ``_rank`` (the
+        mode's score, higher is better), best first. Other retrieval (the conditioner's candidate pool) builds on it."""
         _validate.int_in_range(k, "k", 1, 10_000)
         vector = _validate.embedding(embedding, self.dimension)
         if vector is None or query is not None:
@@ -396,33 +430,17 @@ class Memory:
                 f"SELECT {MEMORY_COLUMNS}, {distance} AS _distance FROM memories"
                 f" WHERE {where} ORDER BY _distance LIMIT {k}"
             )
-        elif mode == "keyword":
-            sql = (
-                f"SELECT {MEMORY_COLUMNS}, {distance} AS _distance, _score AS _rank"
-                f" FROM fts_search('memories', 'content', {quote_literal(text)}, {k})"
-                f" WHERE {where} ORDER BY _score DESC LIMIT {k}"
-            )
         else:
+            source = (
+                f"fts_search('memories', 'content', {quote_literal(text)}, {k})"
+                if mode == "keyword"
+                else f"hybrid_search('memories', 'content', 'embedding', {quote_literal(text)}, {target}, {k})"
+            )
             sql = (
-                f"SELECT {MEMORY_COLUMNS}, {distance} AS _distance, _score AS _rank"
-                f" FROM hybrid_search('memories', 'content', 'embedding', {quote_literal(text)}, {target}, {k})"
+                f"SELECT {MEMORY_COLUMNS}, {distance} AS _distance, CAST(_score AS DOUBLE) AS _rank FROM {source}"
                 f" WHERE {where} ORDER BY _score DESC LIMIT {k}"
             )
-        table = self.db.sql(sql, params)
-        hits = [
-            Hit(
-                MemoryRecord.from_row(r),
-                float(r["_distance"]),
-                rank_score=float(r["_rank"]) if "_rank" in r else 1.0 - float(r["_distance"]),
-            )
-            for r in table.to_pylist()
-        ]
-        if not hits:
-            # Only an empty answer pays for telling an unknown namespace from a filter that matched nothing.
-            self.require_namespace(namespace)
-        if hits and log_access:
-            self.log_access(hits, namespace, query)
-        return hits
+        return sql, params
 
     def has_text_index(self) -> bool:
         """Whether ``memories.content`` has a full-text (INVERTED) index (asked once per :class:`Memory`)."""
@@ -575,7 +593,8 @@ class Memory:
         return merges
 
     def maintain(self, namespace: Optional[str] = None) -> MaintenanceReport:
-        """Fold the access log into ``memories.access_count`` / ``last_accessed_at`` (the router's L4 step).
+        """Delete expired memories (each gets an ``expire`` event: the history keeps it), then fold the access log
+        into ``memories.access_count`` / ``last_accessed_at`` (the router's L4 step).
 
         Three statements: claim the unclaimed log rows with a fresh ``fold_batch`` id; add each memory's count and
         latest access from that batch; delete the batch. Rows appended meanwhile stay unclaimed for the next run.
@@ -588,6 +607,7 @@ class Memory:
             _validate.text(namespace, "namespace")
             params.append(namespace)
             scope = " AND namespace = $2"
+        expired = self._expire(namespace)
         batch = uuid.uuid4().hex
         # Claim: batches left by a failed run are folded too (they're not NULL and not deleted).
         self.db.execute(
@@ -603,7 +623,7 @@ class Memory:
             .to_pylist()
         )
         if not claimed:
-            return MaintenanceReport(0, 0)
+            return MaintenanceReport(0, 0, expired)
         in_batches = "fold_batch IN (" + ", ".join(quote_literal(str(b)) for b in claimed) + ")"
         rows = int(self.db.scalar(f"SELECT count(*) FROM memory_access_log WHERE {in_batches}"))
         touched = self.db.execute(
@@ -615,7 +635,34 @@ class Memory:
             f" WHERE id IN (SELECT memory_id FROM memory_access_log WHERE {in_batches})"
         )
         self.db.execute(f"DELETE FROM memory_access_log WHERE {in_batches}")
-        return MaintenanceReport(rows, touched)
+        return MaintenanceReport(rows, touched, expired)
+
+    def _expire(self, namespace: Optional[str]) -> int:
+        """Delete the memories past ``expires_at``; their events come first, so a failure in between leaves a
+        memory with an extra event, never a deleted one without its event. Returns how many were deleted."""
+        # One instant for the selection and the delete: a memory expiring in between waits for the next run.
+        params: list[Any] = [datetime.now(timezone.utc)]
+        where = "expires_at <= $1"
+        if namespace is not None:
+            params.append(namespace)
+            where += " AND namespace = $2"
+        rows = self.db.sql(f"SELECT id, namespace, content, expires_at FROM memories WHERE {where}", params).to_pylist()
+        if not rows:
+            return 0
+        self.db.ingest(
+            "memory_events",
+            pa.table(
+                {
+                    "memory_id": [r["id"] for r in rows],
+                    "namespace": [r["namespace"] for r in rows],
+                    "operation": ["expire"] * len(rows),
+                    "old_content": [r["content"] for r in rows],
+                    "actor": [self.actor] * len(rows),
+                    "details": [json.dumps({"expires_at": str(r["expires_at"])}) for r in rows],
+                }
+            ),
+        )
+        return self.db.execute(f"DELETE FROM memories WHERE {where}", params)
 
 
 def _vector_literal(vector: np.ndarray) -> str:

@@ -18,7 +18,8 @@ __all__ = ["Hit", "MemoryEvent", "MemoryRecord", "MEMORY_COLUMNS"]
 
 # The columns a MemoryRecord is read from (the embedding stays on the server).
 MEMORY_COLUMNS = (
-    "id, namespace, kind, content, importance, created_at, updated_at, last_accessed_at, access_count, metadata"
+    "id, namespace, kind, content, importance, created_at, updated_at, last_accessed_at, access_count, metadata,"
+    " expires_at"
 )
 
 
@@ -58,6 +59,8 @@ class MemoryRecord:
     last_accessed_at: Optional[datetime]
     access_count: int
     metadata: dict[str, Any]
+    #: When the memory stops being recalled (None: never); :meth:`marrow.Memory.maintain` deletes it after.
+    expires_at: Optional[datetime] = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> MemoryRecord:
@@ -70,6 +73,7 @@ class MemoryRecord:
             last_accessed_at=utc(row["last_accessed_at"]),
             access_count=int(row["access_count"] or 0),
             metadata=json.loads(row["metadata"] or "{}"),
+            expires_at=utc(row.get("expires_at")),
         )
 
 

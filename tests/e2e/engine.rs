@@ -218,3 +218,45 @@ async fn concurrent_writers_and_readers_see_whole_statements() {
     }
     assert_eq!(count(&db, "t").await, (WRITERS * ROUNDS * 100) as u64);
 }
+
+/// A data directory written before `memories.expires_at` existed gains the column when it is opened (all NULL:
+/// nothing expires), its rows and the full-text index intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_memories_table_gains_the_new_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Database::open(Config::new(dir.path())).await.unwrap();
+        let vector = format!("[{}]", vec!["0.5"; 384].join(", "));
+        db.session()
+            .execute(&format!(
+                "INSERT INTO memories (id, content, embedding) VALUES ('old', 'written by an older Marrow', {vector})"
+            ))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+    }
+    let path = dir.path().join("memories.lance");
+    let mut ds = lance::Dataset::open(path.to_str().unwrap()).await.unwrap();
+    ds.drop_columns(&["expires_at"]).await.unwrap();
+    assert!(ds.schema().field("expires_at").is_none());
+
+    let db = Database::open(Config::new(dir.path())).await.unwrap();
+    let (_, batches) = db
+        .session()
+        .execute(
+            "SELECT id, expires_at IS NULL AS never, _score > 0 AS found \
+             FROM fts_search('memories', 'content', 'older', 5)",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    assert!(text.contains("| old | true  | true  |"), "{text}");
+    assert_eq!(count(&db, "memories").await, 1);
+}

@@ -724,14 +724,15 @@ async fn catalog_calls() {
     assert_table(
         &fetch(&mut c, info).await.unwrap(),
         &[
-            "+--------------+----------------+--------------+------------+",
-            "| catalog_name | db_schema_name | table_name   | table_type |",
-            "+--------------+----------------+--------------+------------+",
-            "| marrow       | public         | adapters     | TABLE      |",
-            "| marrow       | public         | memories     | TABLE      |",
-            "| marrow       | public         | people       | TABLE      |",
-            "| marrow       | public         | people_names | VIEW       |",
-            "+--------------+----------------+--------------+------------+",
+            "+--------------+----------------+---------------+------------+",
+            "| catalog_name | db_schema_name | table_name    | table_type |",
+            "+--------------+----------------+---------------+------------+",
+            "| marrow       | public         | adapters      | TABLE      |",
+            "| marrow       | public         | live_memories | VIEW       |",
+            "| marrow       | public         | memories      | TABLE      |",
+            "| marrow       | public         | people        | TABLE      |",
+            "| marrow       | public         | people_names  | VIEW       |",
+            "+--------------+----------------+---------------+------------+",
         ],
     );
     // Table types filter, name pattern and the table's schema.

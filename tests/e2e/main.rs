@@ -1,7 +1,10 @@
 //! Marrow's end-to-end tests: one test binary (see DESIGN.md) holding the sqllogictest runner over `sql/`, the
 //! engine's process-level tests (lock, crash recovery) and the Flight SQL server tests.
 
-#![allow(clippy::print_stdout)] // child processes report progress to the parent test on stdout
+#![allow(clippy::print_stdout)]
+// child processes report progress to the parent test on stdout
+// The Flight server's futures (every statement path of the engine inside) are deep to lay out.
+#![recursion_limit = "256"]
 
 mod ann;
 mod docs;

@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
-use crate::catalog::{META_DEFAULTS, META_EMBED, META_PRIMARY_KEY};
+use lance::dataset::NewColumnTransform;
+
+use crate::catalog::{MarrowSchema, META_DEFAULTS, META_EMBED, META_PRIMARY_KEY};
 use crate::config::MEMORY_EMBEDDING_DIM;
+use crate::error::{Error, Result};
 
 /// The tables every data directory has, created when it is opened.
 pub fn builtin_tables() -> [(&'static str, Schema); 2] {
@@ -15,6 +18,43 @@ pub fn builtin_tables() -> [(&'static str, Schema); 2] {
         ("memories", memories_schema()),
         ("adapters", adapters_schema()),
     ]
+}
+
+/// Bring the built-in tables of a data directory written by an older Marrow up to this version's schemas: columns
+/// added since (nullable, at the end) are added as all-NULL columns, a metadata-only Lance commit. The caller holds
+/// the data directory's lock, so no writer races the commit.
+pub async fn add_missing_columns(schema: &MarrowSchema) -> Result<()> {
+    for (name, wanted) in builtin_tables() {
+        if !schema.lance_table_exists(name) {
+            continue;
+        }
+        let ds = schema.open_dataset(name).await?;
+        let missing: Vec<Field> = wanted
+            .fields()
+            .iter()
+            .filter(|f| ds.schema().field(f.name()).is_none())
+            .map(|f| f.as_ref().clone())
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        if let Some(f) = missing.iter().find(|f| !f.is_nullable()) {
+            return Err(Error::internal(format!(
+                "built-in table {name} lacks the NOT NULL column {}, which cannot be added to existing rows",
+                f.name()
+            )));
+        }
+        let names: Vec<&str> = missing.iter().map(|f| f.name().as_str()).collect();
+        tracing::info!(target: "marrow::catalog", "adding columns {names:?} to {name}");
+        let mut ds = Arc::unwrap_or_clone(ds);
+        ds.add_columns(
+            NewColumnTransform::AllNulls(Arc::new(Schema::new(missing))),
+            None,
+            None,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Schema metadata of a built-in table: primary key `id`, column defaults, and the vector column Marrow embeds from
@@ -72,9 +112,12 @@ pub fn memories_schema() -> Schema {
             Field::new("importance", DataType::Float32, false),
             Field::new("created_at", ts.clone(), false),
             Field::new("updated_at", ts.clone(), false),
-            Field::new("last_accessed_at", ts, true),
+            Field::new("last_accessed_at", ts.clone(), true),
             Field::new("access_count", DataType::Int64, false),
             Field::new("metadata", DataType::Utf8, false),
+            // Added after the first release: columns a newer Marrow adds go last and are nullable (see
+            // `add_missing_columns`). NULL: the memory never expires.
+            Field::new("expires_at", ts, true),
         ],
         metadata,
     )

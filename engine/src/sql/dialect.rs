@@ -2,12 +2,12 @@
 //! `FROM t TIMESTAMP AS OF '…'`, `FROM t FOR SYSTEM_TIME AS OF '…'`).
 //!
 //! sqlparser gates time travel behind a dialect flag that the generic dialect leaves off, so this dialect answers
-//! every question exactly as the generic one does, except that one. It reports itself as the generic dialect
+//! every question exactly as the generic one does, except that one and the precedence of the JSON operators. It reports itself as the generic dialect
 //! (`dialect()`), so the parser's dialect checks treat it the same way.
 
 use std::any::TypeId;
 
-use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect};
+use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect, Precedence};
 
 #[derive(Debug, Default)]
 pub struct MarrowDialect;
@@ -39,6 +39,15 @@ impl Dialect for MarrowDialect {
 
     fn is_identifier_part(&self, ch: char) -> bool {
         GenericDialect {}.is_identifier_part(ch)
+    }
+
+    /// JSON operators (`->`, `->>`, `#>`, `@>`, …) bind tighter than comparisons, as in PostgreSQL, so
+    /// `metadata->>'k' = 'v'` compares the key's text; the generic dialect ranks them below `=`.
+    fn prec_value(&self, prec: Precedence) -> u8 {
+        match prec {
+            Precedence::PgOther => GenericDialect {}.prec_value(Precedence::Pipe),
+            other => GenericDialect {}.prec_value(other),
+        }
     }
 
     as_generic! {

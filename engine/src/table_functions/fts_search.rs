@@ -19,7 +19,6 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use lance::index::DatasetIndexExt;
-use lance_index::scalar::FullTextSearchQuery;
 
 use super::*;
 use crate::catalog::MarrowSchema;
@@ -49,7 +48,8 @@ impl TableFunctionImpl for FtsSearchFunction {
         let k = k_arg(&values[3], NAME)?;
         let schema = table_schema(&self.0, &table, NAME)?;
         text_column(&schema, &table, &column, NAME)?;
-        check_query(&query, NAME)?;
+        // Parsed now so that a malformed query fails when the statement is planned.
+        super::fts_query::parse(&query, &column, NAME)?;
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(SCORE_COLUMN, DataType::Float32, true));
         Ok(Arc::new(FtsSearchProvider {
@@ -165,9 +165,7 @@ impl TableProvider for FtsSearchProvider {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let query = FullTextSearchQuery::new(self.query.clone())
-            .with_column(self.column.clone())
-            .map_err(lance_err)?;
+        let query = super::fts_query::parse(&self.query, &self.column, "fts_search")?;
         let mut scan = ds.scan();
         scan.disable_scoring_autoprojection();
         scan.project(&columns).map_err(lance_err)?;

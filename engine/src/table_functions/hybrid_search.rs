@@ -26,10 +26,9 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{collect, ExecutionPlan};
 /// The row address column Lance adds with `with_row_address()` (`lance_core::ROW_ADDR`).
 const ROW_ADDR: &str = "_rowaddr";
-use lance_index::scalar::FullTextSearchQuery;
 use lance_linalg::distance::DistanceType;
 
-use super::fts_search::{check_query, inverted_index, text_column, SCORE_COLUMN};
+use super::fts_search::{inverted_index, text_column, SCORE_COLUMN};
 use super::*;
 use crate::catalog::MarrowSchema;
 use crate::options::MarrowOptions;
@@ -60,7 +59,7 @@ impl TableFunctionImpl for HybridSearchFunction {
         let query = string_arg(&values[3], NAME, "query_text")?;
         let schema = table_schema(&self.0, &table, NAME)?;
         text_column(&schema, &table, &text, NAME)?;
-        check_query(&query, NAME)?;
+        super::fts_query::parse(&query, &text, NAME)?;
         let vector_type = vector_column(&schema, &table, &vector, NAME)?;
         let query_vector =
             query_vector(&values[4], &table, &vector, &vector_type)?.ok_or_else(|| {
@@ -193,11 +192,11 @@ impl TableProvider for HybridSearchProvider {
         fts.disable_scoring_autoprojection();
         fts.project(&text_columns).map_err(lance_err)?;
         fts.with_row_address();
-        fts.full_text_search(
-            FullTextSearchQuery::new(self.query.clone())
-                .with_column(self.text.clone())
-                .map_err(lance_err)?,
-        )
+        fts.full_text_search(super::fts_query::parse(
+            &self.query,
+            &self.text,
+            "hybrid_search",
+        )?)
         .map_err(lance_err)?;
         fts.prefilter(true);
         if let Some(f) = &filter {

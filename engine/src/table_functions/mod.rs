@@ -25,6 +25,7 @@ use crate::catalog::MarrowSchema;
 use crate::error::Error;
 use crate::vector::{function_for, vector_indexes};
 
+pub mod fts_query;
 pub mod fts_search;
 pub mod hybrid_search;
 pub mod marrow_indexes;
@@ -54,8 +55,8 @@ pub(crate) fn constant_args(args: &TableFunctionArgs, name: &str) -> DFResult<Ve
         .map(|e| match simplifier.simplify(e.clone())? {
             Expr::Literal(v, _) => Ok(v),
             other => Err(plan_err(format!(
-                "{name}: argument {other} must be a constant (a literal, or a function of literals such as embed('…')); \
-                 for a $1 parameter use SELECT … ORDER BY <distance>(column, $1) LIMIT k"
+                "{name}: argument {other} must be a constant (a literal, a function of literals such as embed('…'), \
+                 or a $n parameter of a position that takes one, with a value bound)"
             ))),
         })
         .collect()

@@ -40,9 +40,12 @@ def test_remember_get_recall_update_history(server):
         assert mem.count("alice") == 5 and mem.count("bob") == 1
 
         got = mem.get(other)
-        assert (got.namespace, got.kind, got.content, got.metadata) == ("bob", "fact", "Bob drinks green tea too", {
-            "src": "chat"
-        })
+        assert (got.namespace, got.kind, got.content, got.metadata) == (
+            "bob",
+            "fact",
+            "Bob drinks green tea too",
+            {"src": "chat"},
+        )
         assert got.importance == pytest.approx(0.9) and got.access_count == 0 and got.last_accessed_at is None
 
         hits = mem.recall("what does Alice drink in the morning?", "alice", k=3)
@@ -114,7 +117,9 @@ def test_consolidate_merges_near_duplicates_and_records_it(server):
         items = []
         for j, eps in enumerate(jitter):
             v = base[0] + eps * rng.standard_normal(384).astype(np.float32) / np.sqrt(384)
-            items.append({"content": f"dup {j}", "embedding": (v / np.linalg.norm(v)).tolist(), "importance": 0.3 + j / 10})
+            items.append(
+                {"content": f"dup {j}", "embedding": (v / np.linalg.norm(v)).tolist(), "importance": 0.3 + j / 10}
+            )
         for i in range(1, 4):
             items.append({"content": f"distinct {i}", "embedding": base[i].tolist()})
         ids = mem.remember_many(items, namespace="n")
@@ -138,7 +143,10 @@ def test_consolidate_merges_near_duplicates_and_records_it(server):
             mem.get(ids[0])
         # Nothing left to merge; no temporary tables left behind.
         assert mem.consolidate("n", threshold=0.05) == []
-        assert db.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE '_marrow_consolidate%'") == 0
+        assert (
+            db.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE '_marrow_consolidate%'")
+            == 0
+        )
 
 
 def test_forget_deletes_and_purge_removes_physically(server, tmp_path: Path):
@@ -197,7 +205,7 @@ def test_bad_input_is_refused_and_writes_nothing(server):
             (marrow.InvalidArgumentError, lambda: mem.recall("   ", "alice")),
             (marrow.InvalidArgumentError, lambda: mem.recall("tea", "alice", k=0)),
             (marrow.InvalidArgumentError, lambda: mem.recall(None, "alice", embedding=[0.0] * 12)),
-            (marrow.InvalidArgumentError, lambda: mem.recall("tea", "alice", filters={"content": "x"})),
+            (marrow.InvalidArgumentError, lambda: mem.recall("tea", "alice", filters={"content": {"like": "x"}})),
             (marrow.NotFoundError, lambda: mem.recall("tea", "nobody")),
             (marrow.NotFoundError, lambda: mem.consolidate("nobody")),
             (marrow.NotFoundError, lambda: mem.get("no-such-id")),
@@ -260,3 +268,171 @@ def test_recall_modes_keyword_vector_and_hybrid(server):
         # Quotes in the query text are data, not SQL.
         assert mem.recall("it's Caroline's '; DROP TABLE memories; --", "conv", k=2, mode="hybrid")
         assert mem.count("conv") == 5
+
+
+def _filter_fixture(mem: Memory) -> dict[str, str]:
+    specs = [
+        (
+            "a",
+            "Caroline booked a flight to Paris",
+            "fact",
+            0.9,
+            {"user": "ada", "turn": 1, "score": -1.5, "vip": True, "tags": ["travel", "Paris"]},
+        ),
+        (
+            "b",
+            "Caroline painted the lake at dawn",
+            "fact",
+            0.4,
+            {"user": "grace", "turn": 5, "score": 2.5, "vip": False, "tags": ["art"]},
+        ),
+        (
+            "c",
+            "Melanie asked Caroline about adoption",
+            "event",
+            0.6,
+            {"user": "ada", "turn": 9, "place": {"city": "Boston"}},
+        ),
+        ("d", "Caroline likes rainy weekends", "note", 0.2, {}),
+    ]
+    return {
+        name: mem.remember(content, "filters", kind=kind, importance=imp, metadata=meta)
+        for name, content, kind, imp, meta in specs
+    }
+
+
+# mem0's filter language: each operator, on a column and on metadata keys, with the names of the memories it keeps.
+FILTER_CASES = [
+    ({"kind": "fact"}, "ab"),
+    ({"kind": {"ne": "fact"}}, "cd"),
+    ({"kind": ["event", "note"]}, "cd"),
+    ({"kind": {"in": ["event"]}}, "c"),
+    ({"kind": {"nin": ["fact", "event"]}}, "d"),
+    ({"importance": {"gt": 0.6}}, "a"),
+    ({"importance": {"gte": 0.6}}, "ac"),
+    ({"importance": {"lt": 0.4}}, "d"),
+    ({"importance": {"lte": 0.4, "gt": 0.3}}, "b"),
+    ({"content": {"contains": "lake"}}, "b"),
+    ({"content": {"icontains": "MELANIE"}}, "c"),
+    ({"user": "ada"}, "ac"),
+    ({"user": {"eq": "grace"}}, "b"),
+    # A memory without the key is "not grace" (ne and nin are satisfied by a missing key).
+    ({"user": {"ne": "grace"}}, "acd"),
+    ({"user": {"nin": ["ada"]}}, "bd"),
+    ({"turn": {"gt": 1}}, "bc"),
+    ({"turn": {"gte": 5, "lte": 9}}, "bc"),
+    ({"turn": {"in": [1, 9]}}, "ac"),
+    ({"score": {"lt": 0}}, "a"),
+    ({"vip": True}, "a"),
+    ({"vip": False}, "b"),
+    ({"tags": {"contains": "art"}}, "b"),
+    ({"tags": {"icontains": "paris"}}, "a"),
+    ({"metadata.place.city": "Boston"}, "c"),
+    ({"AND": [{"user": "ada"}, {"turn": {"gt": 3}}]}, "c"),
+    ({"OR": [{"kind": "note"}, {"turn": {"gte": 9}}]}, "cd"),
+    ({"NOT": {"user": "ada"}}, "bd"),
+    ({"NOT": [{"kind": "fact"}, {"user": "ada"}]}, "bcd"),
+    ({"OR": [{"AND": [{"kind": "fact"}, {"NOT": {"vip": True}}]}, {"kind": "note"}]}, "bd"),
+    # Keys no memory has match nothing; that is not an error.
+    ({"no_such_key": "x"}, ""),
+    ({"no_such_key": {"gt": 3}}, ""),
+    ({"min_importance": 0.5, "max_importance": 0.7}, "c"),
+]
+
+
+@pytest.mark.parametrize("mode", ["vector", "keyword", "hybrid"])
+def test_recall_filters_every_operator_in_every_mode(server, mode: str):
+    with marrow.connect(server.uri) as db:
+        mem = Memory(db)
+        ids = _filter_fixture(mem)
+        names = {v: k for k, v in ids.items()}
+        for filters, expected in FILTER_CASES:
+            # "Caroline" is in every memory, so the keyword side can reach each of them.
+            got = mem.recall("Caroline", "filters", k=10, mode=mode, filters=filters, log_access=False)
+            assert "".join(sorted(names[h.id] for h in got)) == expected, (mode, filters)
+
+
+def test_recall_filters_are_pushed_into_the_search(server):
+    """The compiled WHERE is a prefilter: EXPLAIN shows it inside the full-text and hybrid searches, and k hits come
+    back when only that many memories pass it, however many rank above them."""
+    with marrow.connect(server.uri) as db:
+        mem = Memory(db)
+        _filter_fixture(mem)
+        for table, node in (
+            ("fts_search('memories', 'content', 'Caroline', 3)", "FullTextSearchExec"),
+            ("hybrid_search('memories', 'content', 'embedding', 'Caroline', embed('Caroline'), 3)", "HybridSearchExec"),
+        ):
+            plan = db.sql(f"EXPLAIN SELECT id FROM {table} WHERE metadata->>'user' = 'ada'").column("plan").to_pylist()
+            lines = "\n".join(str(p) for p in plan).splitlines()
+            search = [line for line in lines if node in line]
+            assert search and "json_as_text" in search[0] and "filter=" in search[0], lines
+            assert not any("FilterExec" in line for line in lines), lines
+        for mode in ("vector", "keyword", "hybrid"):
+            hits = mem.recall("Caroline", "filters", k=1, mode=mode, filters={"metadata.place.city": "Boston"})
+            assert len(hits) == 1, mode
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"kind": {"like": "f%"}},  # unknown operator
+        {"kind": {}},
+        {"AND": []},
+        {"OR": {"kind": "fact"}},
+        {"NOT": []},
+        {"kind": {"in": []}},
+        {"kind": {"in": ["a", 1]}},  # mixed types
+        {"importance": {"gt": "high"}},  # a number column compared with text
+        {"tags": {"contains": 3}},
+        {"user": None},
+        {"": 1},
+        {"metadata..x": 1},
+        "kind = 'fact'",
+    ],
+)
+def test_bad_filters_are_refused(server, filters):
+    with marrow.connect(server.uri) as db:
+        mem = Memory(db)
+        mem.remember("something", "filters")
+        with pytest.raises(marrow.InvalidArgumentError):
+            mem.recall("something", "filters", filters=filters)
+        assert mem.count("filters") == 1
+
+
+def test_expiry_hides_memories_and_maintain_deletes_them(server):
+    from datetime import datetime, timedelta, timezone
+
+    with marrow.connect(server.uri) as db:
+        mem = Memory(db)
+        keep = mem.remember("the user lives in Lisbon", "ttl")
+        brief = mem.remember("the user is in a meeting until noon", "ttl", ttl=1.5)
+        past = mem.remember(
+            "the user was in Porto last week", "ttl", expires_at=datetime.now(timezone.utc) - timedelta(days=1)
+        )
+        assert mem.get(brief).expires_at is not None and mem.get(keep).expires_at is None
+        # Already expired: invisible to recall, get, recent, count and the live_memories view.
+        with pytest.raises(marrow.NotFoundError):
+            mem.get(past)
+        assert mem.get(past, include_expired=True).content.endswith("Porto last week")
+        assert {h.id for h in mem.recall("where is the user", "ttl", k=5)} == {keep, brief}
+        assert {r.id for r in mem.recent("ttl")} == {keep, brief}
+        assert mem.count("ttl") == 2
+        live = set(db.sql("SELECT id FROM live_memories WHERE namespace = 'ttl'").column("id").to_pylist())
+        assert live == {keep, brief}
+        # The table itself still holds it until maintain().
+        assert db.scalar("SELECT count(*) FROM memories WHERE namespace = 'ttl'") == 3
+        import time
+
+        time.sleep(1.6)
+        assert [h.id for h in mem.recall("where is the user", "ttl", k=5)] == [keep]
+        report = mem.maintain("ttl")
+        assert report.expired == 2
+        assert db.scalar("SELECT count(*) FROM memories WHERE namespace = 'ttl'") == 1
+        # The history keeps the event.
+        assert [e.operation for e in mem.history(past)] == ["add", "expire"]
+        assert mem.maintain("ttl").expired == 0
+        with pytest.raises(marrow.InvalidArgumentError):
+            mem.remember("x", "ttl", ttl=-1)
+        with pytest.raises(marrow.InvalidArgumentError):
+            mem.remember("x", "ttl", ttl=5, expires_at=datetime.now(timezone.utc))
+        assert mem.count("ttl") == 1

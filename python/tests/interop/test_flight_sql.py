@@ -76,6 +76,55 @@ def test_null_parameters_keep_the_prepared_types(server):
         assert cur.fetchall() == [(1,)]
 
 
+def test_prepared_hybrid_search_with_bound_parameters(server):
+    """`$n` in search table functions' arguments: the statement is prepared once (its parameter schema names the
+    query text, k and the namespace) and executed with new values each time."""
+    with marrow.connect(server.uri) as conn, conn.cursor() as cur:
+        marrow.Memory(conn).remember_many(
+            [
+                "Caroline went to the LGBTQ support group",
+                "Melanie painted a sunrise over the lake",
+                "Caroline is researching adoption agencies",
+                "The weather was rainy all week",
+            ],
+            namespace="prep",
+        )
+        sql = (
+            "SELECT content FROM hybrid_search('memories', 'content', 'embedding', $1, embed($1), $2)"
+            " WHERE namespace = $3 ORDER BY _score DESC"
+        )
+        params = cur.adbc_prepare(sql)
+        assert params is not None and params.names == ["$1", "$2", "$3"]
+        assert [params.field(i).type for i in range(3)] == [pa.string(), pa.int64(), pa.string()]
+        cur.execute(sql, parameters=["LGBTQ support", 1, "prep"])
+        assert cur.fetchall() == [("Caroline went to the LGBTQ support group",)]
+        cur.execute(sql, parameters=["sunrise painting", 2, "prep"])
+        rows = cur.fetchall()
+        assert len(rows) == 2 and rows[0] == ("Melanie painted a sunrise over the lake",)
+        cur.execute(sql, parameters=["sunrise painting", 2, "nobody"])
+        assert cur.fetchall() == []
+        # Keyword and vector search take parameters the same way; a vector binds as a list of floats.
+        cur.execute("SELECT content FROM fts_search('memories', 'content', $1, $2)", parameters=["rainy", 5])
+        assert cur.fetchall() == [("The weather was rainy all week",)]
+        vector = conn.scalar("SELECT embed('adoption agencies')")
+        cur.execute(
+            "SELECT content FROM vector_search('memories', 'embedding', $1, 1)",
+            parameters=[pa.array([vector], pa.list_(pa.float32()))[0].as_py()],
+        )
+        assert cur.fetchall() == [("Caroline is researching adoption agencies",)]
+        # Bad values are refused (when the rows are fetched: a prepared query runs then), the server stays up.
+        with pytest.raises(adbc_driver_manager.Error) as e:
+            cur.execute(sql, parameters=["   ", 1, "prep"])
+            cur.fetchall()
+        assert "query is empty" in str(e.value)
+        with pytest.raises(adbc_driver_manager.Error) as e:
+            cur.execute(sql, parameters=["x", 0, "prep"])
+            cur.fetchall()
+        assert "k must be positive" in str(e.value)
+        cur.execute("SELECT 1")
+        assert cur.fetchall() == [(1,)]
+
+
 def test_ingest_modes(server):
     data = pa.table({"id": pa.array([1, 2], pa.int64()), "label": ["a", "b"]})
     more = pa.table({"id": pa.array([3], pa.int64()), "label": ["c"]})
