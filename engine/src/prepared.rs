@@ -427,7 +427,6 @@ impl Session {
                 is_query: false,
             });
         }
-        let mut statement = statement;
         let in_functions = self.probe_table_function_params(&mut statement).await?;
         let plan = self.plan(statement, None).await?;
         let mut parameters = parameter_schema(&plan)?;
