@@ -145,9 +145,9 @@ impl Database {
                 schema.create_lance_table(name, table, rows, false).await?;
             }
         }
-        crate::catalog::builtin::add_missing_columns(&schema).await?;
+        // Boxed, like the view below: Lance's futures inline would make every opener's too deep to lay out.
+        Box::pin(crate::catalog::builtin::add_missing_columns(&schema)).await?;
         crate::statements::index::ensure_memory_text_index(&schema).await?;
-        // Boxed: a whole statement's future inside every opener's would be too deep to lay out.
         Box::pin(db.ensure_live_memories_view()).await?;
         Ok(db)
     }

@@ -427,7 +427,7 @@ impl Session {
                 is_query: false,
             });
         }
-        let in_functions = self.probe_table_function_params(&mut statement).await?;
+        let in_functions = Box::pin(self.probe_table_function_params(&mut statement)).await?;
         let plan = self.plan(statement, None).await?;
         let mut parameters = parameter_schema(&plan)?;
         if !in_functions.is_empty() {

@@ -431,10 +431,13 @@ class Memory:
                 f" WHERE {where} ORDER BY _distance LIMIT {k}"
             )
         else:
+            # The question as words (Lance's match query): quotes, + and - in what people and agents ask are text,
+            # not the full-text operators a hand-written fts_search query may use.
+            words = quote_literal(json.dumps({"match": {"terms": text, "fuzziness": 0}}))
             source = (
-                f"fts_search('memories', 'content', {quote_literal(text)}, {k})"
+                f"fts_search('memories', 'content', {words}, {k})"
                 if mode == "keyword"
-                else f"hybrid_search('memories', 'content', 'embedding', {quote_literal(text)}, {target}, {k})"
+                else f"hybrid_search('memories', 'content', 'embedding', {words}, {target}, {k})"
             )
             sql = (
                 f"SELECT {MEMORY_COLUMNS}, {distance} AS _distance, CAST(_score AS DOUBLE) AS _rank FROM {source}"

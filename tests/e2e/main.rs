@@ -3,8 +3,6 @@
 
 #![allow(clippy::print_stdout)]
 // child processes report progress to the parent test on stdout
-// The Flight server's futures (every statement path of the engine inside) are deep to lay out.
-#![recursion_limit = "256"]
 
 mod ann;
 mod docs;
