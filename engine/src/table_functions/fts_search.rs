@@ -137,16 +137,7 @@ impl TableProvider for FtsSearchProvider {
         &self,
         filters: &[&Expr],
     ) -> DFResult<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if f.column_refs().iter().any(|c| c.name == SCORE_COLUMN) {
-                    TableProviderFilterPushDown::Unsupported
-                } else {
-                    TableProviderFilterPushDown::Exact
-                }
-            })
-            .collect())
+        Ok(prefilter_pushdown(filters, &[SCORE_COLUMN]))
     }
 
     async fn scan(

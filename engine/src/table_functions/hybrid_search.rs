@@ -153,20 +153,10 @@ impl TableProvider for HybridSearchProvider {
         &self,
         filters: &[&Expr],
     ) -> DFResult<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| {
-                let computed = [SCORE_COLUMN, TEXT_SCORE, DISTANCE_COLUMN];
-                if f.column_refs()
-                    .iter()
-                    .any(|c| computed.contains(&c.name.as_str()))
-                {
-                    TableProviderFilterPushDown::Unsupported
-                } else {
-                    TableProviderFilterPushDown::Exact
-                }
-            })
-            .collect())
+        Ok(prefilter_pushdown(
+            filters,
+            &[SCORE_COLUMN, TEXT_SCORE, DISTANCE_COLUMN],
+        ))
     }
 
     async fn scan(

@@ -44,6 +44,28 @@ fn plan_err(msg: impl Into<String>) -> DataFusionError {
     DataFusionError::from(Error::invalid(msg))
 }
 
+/// Filter pushdown of a search table function: a condition on the table's columns is applied exactly, as the
+/// search's prefilter; one that reads a column the search computes (`computed`) stays above it.
+pub(crate) fn prefilter_pushdown(
+    filters: &[&Expr],
+    computed: &[&str],
+) -> Vec<datafusion::logical_expr::TableProviderFilterPushDown> {
+    use datafusion::logical_expr::TableProviderFilterPushDown;
+    filters
+        .iter()
+        .map(|f| {
+            if f.column_refs()
+                .iter()
+                .any(|c| computed.contains(&c.name.as_str()))
+            {
+                TableProviderFilterPushDown::Unsupported
+            } else {
+                TableProviderFilterPushDown::Exact
+            }
+        })
+        .collect()
+}
+
 pub(crate) fn constant_args(args: &TableFunctionArgs, name: &str) -> DFResult<Vec<ScalarValue>> {
     let simplifier = ExprSimplifier::new(
         SimplifyContext::builder()
