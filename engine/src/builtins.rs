@@ -73,6 +73,7 @@ pub fn builtins(schema: &Arc<MarrowSchema>, config: &Config) -> Extensions {
             (6, ParamArg::Number),
             (7, ParamArg::Number),
             (8, ParamArg::Number),
+            (9, ParamArg::Integer),
         ])
         .table_function(
             "vector_search_batch",

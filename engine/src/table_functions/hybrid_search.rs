@@ -1,9 +1,11 @@
 //! `hybrid_search(table, text_column, vector_column, query_text, query_vector, k [, rrf_k [, text_weight,
-//! vector_weight]])`: a keyword search (BM25 over `text_column`, as `fts_search`) and a vector search (nearest
+//! vector_weight [, window]]]])`: a keyword search (BM25 over `text_column`, as `fts_search`) and a vector search (nearest
 //! `vector_column` to `query_vector`, through its index when there is one) fused by reciprocal rank:
 //! `score = text_weight / (rrf_k + text_rank) + vector_weight / (rrf_k + vector_rank)`, a side that did not find a
-//! row adding nothing, so rows found by only one side stay (a full outer fusion). Each side ranks its best
-//! `max(2k, 50)` candidates. A WHERE clause on the table's columns filters both sides before they rank. The result:
+//! row adding nothing, so rows found by only one side stay (a full outer fusion). Each side ranks its best `window`
+//! candidates (default k, as Elasticsearch's `rank_window_size` and LanceDB's hybrid query): with deeper lists a row
+//! both sides rank lowly outscores one side's best (1/(60+30) twice beats 1/(60+1) once), which measured worse on
+//! LoCoMo (R@5 0.482 at 50 per side against 0.551 at k = 10). A WHERE clause on the table's columns filters both sides before they rank. The result:
 //! the table's columns, `_score` (the fused score, best first), `_text_score` (BM25, NULL when the keyword side did
 //! not find the row) and `_distance` (NULL when the vector side did not).
 
@@ -39,7 +41,7 @@ pub const DEFAULT_RRF_K: f64 = 60.0;
 const TEXT_SCORE: &str = "_text_score";
 
 /// `hybrid_search(table, text_column, vector_column, query_text, query_vector, k [, rrf_k [, text_weight,
-/// vector_weight]])`.
+/// vector_weight [, window]]])`.
 #[derive(Debug)]
 pub struct HybridSearchFunction(pub Arc<MarrowSchema>);
 
@@ -47,10 +49,10 @@ impl TableFunctionImpl for HybridSearchFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
         const NAME: &str = "hybrid_search";
         let values = constant_args(&args, NAME)?;
-        if !matches!(values.len(), 6 | 7 | 9) {
+        if !matches!(values.len(), 6 | 7 | 9 | 10) {
             return Err(plan_err(
                 "hybrid_search(table, text_column, vector_column, query_text, query_vector, k [, rrf_k \
-                 [, text_weight, vector_weight]]) takes 6, 7 or 9 arguments",
+                 [, text_weight, vector_weight [, window]]]) takes 6, 7, 9 or 10 arguments",
             ));
         }
         let table = string_arg(&values[0], NAME, "table")?;
@@ -94,6 +96,17 @@ impl TableFunctionImpl for HybridSearchFunction {
                 "{NAME}: text_weight and vector_weight are both 0; give one side a weight"
             )));
         }
+        let window = match values.get(9) {
+            Some(v) => match v.cast_to(&DataType::Int64)? {
+                ScalarValue::Int64(Some(w)) if w >= k as i64 && w <= MAX_K => w as usize,
+                _ => {
+                    return Err(plan_err(format!(
+                        "{NAME}: window (candidates per side) must be an integer from k = {k} to {MAX_K}, got {v}"
+                    )))
+                }
+            },
+            None => k,
+        };
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(SCORE_COLUMN, DataType::Float64, false));
         fields.push(Field::new(TEXT_SCORE, DataType::Float32, true));
@@ -108,6 +121,7 @@ impl TableFunctionImpl for HybridSearchFunction {
             query,
             query_vector,
             k,
+            window,
             fusion: Fusion {
                 rrf_k,
                 text_weight,
@@ -135,6 +149,7 @@ struct HybridSearchProvider {
     query: String,
     query_vector: ArrayRef,
     k: usize,
+    window: usize,
     fusion: Fusion,
 }
 
@@ -169,7 +184,7 @@ impl TableProvider for HybridSearchProvider {
         let table = self.catalog.open_table(&self.table, false).await?;
         let ds = table.dataset();
         let opts = MarrowOptions::of(state.config_options());
-        let candidates = (self.k * 2).max(50).min(MAX_K as usize);
+        let candidates = self.window;
         let columns: Vec<String> = self.schema.fields()[..self.table_columns]
             .iter()
             .map(|f| f.name().clone())

@@ -7,10 +7,10 @@
 pub mod bert;
 mod functions;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
@@ -44,6 +44,38 @@ impl std::fmt::Debug for TextModels {
 pub struct Embedder {
     tokenizer: Tokenizer,
     bert: bert::Bert,
+    recent: Mutex<RecentQueries>,
+}
+
+/// Embeddings of the last few single-text calls. A recall embeds its question more than once per statement (the
+/// search's query vector and the reported distance) and agents repeat questions; a model forward pass costs
+/// milliseconds, a lookup nanoseconds. First in, first out; bounded by count and by text length.
+#[derive(Default)]
+struct RecentQueries {
+    map: HashMap<String, Vec<f32>>,
+    order: VecDeque<String>,
+}
+
+const RECENT_QUERIES: usize = 256;
+const RECENT_QUERY_BYTES: usize = 1024;
+
+impl RecentQueries {
+    fn get(&self, text: &str) -> Option<Vec<f32>> {
+        self.map.get(text).cloned()
+    }
+
+    fn put(&mut self, text: &str, v: &[f32]) {
+        if text.len() > RECENT_QUERY_BYTES || self.map.contains_key(text) {
+            return;
+        }
+        if self.order.len() >= RECENT_QUERIES {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        self.order.push_back(text.to_string());
+        self.map.insert(text.to_string(), v.to_vec());
+    }
 }
 
 fn load_tokenizer(path: &Path) -> Result<Tokenizer, String> {
@@ -161,7 +193,11 @@ impl TextModels {
                         bert.vocab_size()
                     ));
                 }
-                Ok(Arc::new(Embedder { tokenizer, bert }))
+                Ok(Arc::new(Embedder {
+                    tokenizer,
+                    bert,
+                    recent: Mutex::default(),
+                }))
             })
             .clone()
     }
@@ -197,6 +233,18 @@ impl Embedder {
 
     /// Embeddings for many texts: sorted by length so that batches pad little, and spread over the machine's cores.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        if let [text] = texts {
+            if let Some(v) = self.recent.lock().expect("recent lock").get(text) {
+                return Ok(vec![v]);
+            }
+            let out = self.embed_uncached(texts)?;
+            self.recent.lock().expect("recent lock").put(text, &out[0]);
+            return Ok(out);
+        }
+        self.embed_uncached(texts)
+    }
+
+    fn embed_uncached(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         let ids = self.tokenize(texts)?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
