@@ -24,6 +24,7 @@ from .conditioner import ConditionedContext, MemoryConditioner, ScoredMemory, We
 from .errors import (
     AlreadyExistsError,
     AuthenticationError,
+    FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
     MarrowConnectionError,
@@ -36,7 +37,7 @@ from .errors import (
     SQLError,
     deprecated_alias,
 )
-from .memory import ForgetReport, MaintenanceReport, Memory, Merge
+from .memory import ForgetReport, MaintenanceReport, Memory, Merge, judge_by_words, scope
 from .records import Hit, MemoryEvent, MemoryRecord
 from .router import Action, AdapterMatch, Decision, EvolutionRouter, Level, MaintenanceResult, Thresholds
 from .uncertainty import Uncertainty, UncertaintyEstimator
@@ -52,6 +53,7 @@ __all__ = [
     "EvolutionRouter",
     "ForgetReport",
     "Hit",
+    "FailedPreconditionError",
     "InternalError",
     "InvalidArgumentError",
     "Level",
@@ -77,6 +79,8 @@ __all__ = [
     "Weights",
     "connect",
     "ensure_tables",
+    "judge_by_words",
+    "scope",
 ]
 
 

@@ -43,7 +43,7 @@ def load(db: Client, table: str, namespace: str, defaults: P) -> P:
 
 def store(db: Client, table: str, namespace: str, params: DataclassInstance) -> None:
     """Insert or replace the namespace's row of ``table`` (``'*'``: the default row)."""
-    _validate.text(namespace, "namespace")
+    _validate.namespace(namespace)
     columns = _columns(params)
     names = [c for c, _ in columns]
     marks = ", ".join(f"${i + 2}" for i in range(len(names)))

@@ -108,12 +108,20 @@ DDL: dict[str, str] = {
     status TEXT DEFAULT 'requested',
     decision_id TEXT,
     requested_at TIMESTAMP DEFAULT now())""",
+    # The engine's weight tables (catalog::builtin::TENSORS_DDL / MODELS_DDL, created by the first weight import):
+    # the same statements, for query adapters stored before any import.
+    "tensors": """CREATE TABLE IF NOT EXISTS tensors (model TEXT NOT NULL, name TEXT NOT NULL, dtype TEXT NOT NULL,
+    shape BIGINT[] NOT NULL, quantization TEXT, chunk INT NOT NULL, n_chunks INT NOT NULL, data BYTEA NOT NULL,
+    PRIMARY KEY (model, name, chunk))""",
+    "models": """CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, format TEXT NOT NULL, metadata TEXT,
+    tensors BIGINT NOT NULL, bytes BIGINT NOT NULL, imported_at TIMESTAMP NOT NULL)""",
 }
 
 # The tables each part of the layer needs, in creation order.
 MEMORY = ("memory_events", "memory_access_log")
 CONDITIONER = ("conditioner_weights", "memory_feedback")
 ROUTER = ("router_thresholds", "router_decisions", "router_outcomes", "training_jobs")
+WEIGHTS = ("tensors", "models")
 
 
 def ensure_tables(client: Client, *names: str) -> None:

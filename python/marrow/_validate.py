@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import InvalidArgumentError
 
-__all__ = ["text", "importance", "metadata", "embedding", "int_in_range", "expiry"]
+__all__ = ["text", "namespace", "importance", "metadata", "embedding", "int_in_range", "expiry"]
 
 
 def text(value: Any, what: str) -> str:
@@ -22,6 +22,16 @@ def text(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidArgumentError(f"{what} must be a non-empty string")
     return value
+
+
+def namespace(value: Any) -> str:
+    """A namespace: a path of one or more non-empty ``/``-separated segments (``alice``, ``user=alice/agent=bot``)."""
+    text(value, "namespace")
+    if any(not part.strip() for part in value.split("/")):
+        raise InvalidArgumentError(
+            f"namespace {value!r} has an empty segment: use non-empty parts separated by single '/'"
+        )
+    return str(value)
 
 
 def importance(value: Any) -> float:

@@ -1,16 +1,21 @@
 """MemoryConditioner: retrieval as one SQL query scoring relevance, recency and importance (Generative Agents).
 
-For a query ``q`` and a memory ``m`` (all three features in [0, 1])::
+For a query ``q`` and a memory ``m`` of the candidate pool::
 
-    relevance(m)  = max(0, 1 - cosine_distance(m.embedding, embed(q)))
+    relevance(m)  = the search's own score of m (fused RRF in hybrid mode, BM25 in keyword mode, 1 - cosine
+                    distance in vector mode), scaled to [0, 1] over the pool (best 1, worst 0)
     recency(m)    = 0.5 ** (hours since coalesce(m.last_accessed_at, m.created_at) / half_life_hours)
     importance(m) = m.importance
-    score(m)      = w_rel · relevance + w_rec · recency + w_imp · importance
+    feedback(m)   = (helpful - unhelpful judgments of m) / (judgments + 2), in (-1, 1): what was learned about
+                    this memory itself
+    score(m)      = w_rel · relevance + w_rec · recency + w_imp · importance + W_FEEDBACK · feedback
 
 The query takes a candidate pool of ``pool`` memories from :meth:`Memory.recall`'s search (hybrid keyword + vector
 by default, the namespace, expiry and filters as its prefilter) and ranks the pool by ``score`` in SQL; the ``k``
-best are the conditioned context. ``last_accessed_at`` is what maintenance folded from the access log, so recency is
-"recently used" once maintenance has run and "recently written" before.
+best are the conditioned context. The default weights put relevance first (0.8 against 0.1 and 0.1): importance and
+recency break near-ties and never lift an unrelated memory over a relevant one. ``last_accessed_at`` is what
+maintenance folded from the access log, so recency is "recently used" once maintenance has run and "recently
+written" before.
 
 **Weights live in ``conditioner_weights``** (one row per namespace; the row ``'*'`` is the default for namespaces
 without one; without either the constructor's defaults apply). They are read on every call, so a change made by SQL
@@ -28,29 +33,36 @@ with one kind only, nothing changes and the rows stay pending.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
 
 import pyarrow as pa
 
 from . import _params, _schema, _validate
+from .client import quote_literal
 from .errors import InvalidArgumentError, NotFoundError
 from .memory import Memory
 from .records import Hit, MemoryRecord
 
+if TYPE_CHECKING:
+    from .adapters import QueryAdapter
+
 __all__ = ["ConditionedContext", "MemoryConditioner", "ScoredMemory", "Weights"]
 
 W_MIN = 0.02
+#: Weight of the per-memory feedback feature.
+W_FEEDBACK = 0.2
 
 
 @dataclass(frozen=True)
 class Weights:
     """The conditioner's parameters for one namespace (``source``: the row they came from, or ``defaults``)."""
 
-    w_relevance: float = 0.6
-    w_recency: float = 0.15
-    w_importance: float = 0.25
+    w_relevance: float = 0.8
+    w_recency: float = 0.1
+    w_importance: float = 0.1
     half_life_hours: float = 72.0
     pool: int = 30
     learning_rate: float = 0.5
@@ -111,18 +123,28 @@ class MemoryConditioner:
         _params.store(self.db, "conditioner_weights", namespace, weights)
 
     # -- retrieval -------------------------------------------------------------------------------------------
-    def query_sql(self, weights: Weights, pool_sql: str) -> str:
-        """The SQL of a conditioned retrieval: ``pool_sql`` (a :meth:`Memory.search_sql` statement) is the
-        candidate pool, ranked here by ``score``."""
+    def query_sql(self, weights: Weights, pool_sql: str, namespace: str, mode: str) -> str:
+        """The SQL of a conditioned retrieval: ``pool_sql`` (a :meth:`Memory.search_sql` statement in ``mode``) is
+        the candidate pool, ranked here by ``score``."""
+        raw = "1.0 - _distance" if mode == "vector" else "_rank"
         return f"""WITH pool AS ({pool_sql}),
+judged AS (
+    SELECT memory_id, sum(CASE WHEN helpful THEN 1.0 ELSE -1.0 END) / (count(*) + 2.0) AS feedback
+    FROM memory_feedback WHERE namespace = {quote_literal(namespace)} GROUP BY memory_id),
 features AS (
-    SELECT *, greatest(0.0, 1.0 - _distance) AS relevance,
+    SELECT pool.*, coalesce({raw}, 0.0) AS raw_relevance, coalesce(judged.feedback, 0.0) AS feedback,
            power(0.5, (date_part('epoch', now()) - date_part('epoch', coalesce(last_accessed_at, created_at)))
                       / 3600.0 / {float(weights.half_life_hours)!r}) AS recency
-    FROM pool)
+    FROM pool LEFT JOIN judged ON judged.memory_id = pool.id),
+scaled AS (
+    SELECT *, CASE WHEN max(raw_relevance) OVER () > min(raw_relevance) OVER ()
+                   THEN (raw_relevance - min(raw_relevance) OVER ())
+                        / (max(raw_relevance) OVER () - min(raw_relevance) OVER ())
+                   ELSE 1.0 END AS relevance
+    FROM features)
 SELECT *, {float(weights.w_relevance)!r} * relevance + {float(weights.w_recency)!r} * recency
-          + {float(weights.w_importance)!r} * importance AS score
-FROM features ORDER BY score DESC, _distance ASC"""
+          + {float(weights.w_importance)!r} * importance + {W_FEEDBACK!r} * feedback AS score
+FROM scaled ORDER BY score DESC, _distance ASC NULLS LAST, id"""
 
     def condition(
         self,
@@ -134,37 +156,48 @@ FROM features ORDER BY score DESC, _distance ASC"""
         log_access: bool = True,
         mode: Optional[str] = None,
         filters: Optional[Mapping[str, Any]] = None,
+        adapter: Optional[QueryAdapter] = None,
+        descendants: bool = False,
     ) -> ConditionedContext:
         """The ``k`` best memories for ``query`` by ``score`` (module docstring), with the current weights.
 
         The candidate pool is :meth:`Memory.recall`'s search (``mode``: hybrid by default, ``filters``: mem0's
         filter language; expired memories are never candidates) for ``pool`` memories.
 
-        The returned memories are logged to the access log like :meth:`Memory.recall`'s. Unknown namespace →
-        :class:`NotFoundError`; empty query → :class:`InvalidArgumentError`; nothing is written in either case.
+        ``adapter`` maps the query vector (:meth:`Memory.recall`); ``descendants`` searches the namespaces below.
+        The returned memories are logged to the access log like :meth:`Memory.recall`'s. A namespace without
+        memories gives an empty context; an empty query raises :class:`InvalidArgumentError` and writes nothing.
         """
         if not isinstance(k, int) or k < 1:
             raise InvalidArgumentError(f"k must be a positive integer, got {k!r}")
         if embedding is None:
             _validate.text(query, "query")
-        _validate.text(namespace, "namespace")
+        _validate.namespace(namespace)
         weights = self.weights(namespace)
+        mode = self.memory.resolve_mode(query or None, mode, embedding)
         pool_sql, params = self.memory.search_sql(
-            query or None, namespace, max(int(weights.pool), k), filters, mode=mode, embedding=embedding
+            query or None,
+            namespace,
+            max(int(weights.pool), k),
+            filters,
+            mode=mode,
+            embedding=embedding,
+            adapter=adapter,
+            descendants=descendants,
         )
-        rows = self.db.sql(self.query_sql(weights, pool_sql), params).to_pylist()
-        if not rows:
-            self.memory.require_namespace(namespace)
+        rows = self.db.sql(self.query_sql(weights, pool_sql, namespace, mode), params).to_pylist()
         items = [
             Hit(
                 memory=MemoryRecord.from_row(r),
-                distance=float(r["_distance"]),
+                distance=math.inf if r["_distance"] is None else float(r["_distance"]),
                 recency=float(r["recency"]),
                 score=float(r["score"]),
+                relevance_feature=float(r["relevance"]),
+                feedback=float(r["feedback"]),
             )
             for r in rows[: max(k, 0)]
         ]
-        pool = sorted(float(r["_distance"]) for r in rows)
+        pool = sorted(math.inf if r["_distance"] is None else float(r["_distance"]) for r in rows)
         logged = False
         if items and log_access:
             self.memory.log_access(items, namespace, query)
@@ -178,7 +211,7 @@ FROM features ORDER BY score DESC, _distance ASC"""
         The features are recomputed in SQL for the named memories; a memory that does not exist in the namespace
         raises :class:`NotFoundError` and nothing is written.
         """
-        _validate.text(namespace, "namespace")
+        _validate.namespace(namespace)
         _validate.text(query, "query")
         if not judgments:
             raise InvalidArgumentError("feedback needs at least one memory id")
@@ -224,7 +257,7 @@ FROM features ORDER BY score DESC, _distance ASC"""
 
     def learn(self, namespace: str) -> Weights:
         """Apply the update rule (module docstring) to the namespace's pending feedback; the weights after it."""
-        _validate.text(namespace, "namespace")
+        _validate.namespace(namespace)
         rows = self.db.sql(
             "SELECT id, helpful, relevance, recency, importance FROM memory_feedback"
             " WHERE namespace = $1 AND applied = false",

@@ -83,6 +83,10 @@ class NotSupportedError(MarrowError, adbc.NotSupportedError):
     """The server does not support the statement (gRPC UNIMPLEMENTED)."""
 
 
+class FailedPreconditionError(MarrowError, adbc.ProgrammingError):
+    """The system is not in the state the call needs, e.g. no embedding model (gRPC FAILED_PRECONDITION)."""
+
+
 class ResourceExhaustedError(MarrowError, adbc.OperationalError):
     """A memory limit or a full disk (gRPC RESOURCE_EXHAUSTED)."""
 
@@ -103,6 +107,7 @@ _BY_GRPC: dict[int, tuple[str, type[MarrowError]]] = {
     6: ("ALREADY_EXISTS", AlreadyExistsError),
     7: ("PERMISSION_DENIED", PermissionDeniedError),
     8: ("RESOURCE_EXHAUSTED", ResourceExhaustedError),
+    9: ("FAILED_PRECONDITION", FailedPreconditionError),
     12: ("UNIMPLEMENTED", NotSupportedError),
     13: ("INTERNAL", InternalError),
     14: ("UNAVAILABLE", MarrowConnectionError),

@@ -16,21 +16,28 @@ unknown namespace or memory) is rejected before anything is written.
 from __future__ import annotations
 
 import json
+import math
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
 
 from . import _filters, _schema, _validate
 from .client import Client, quote_literal
-from .errors import InvalidArgumentError, NotFoundError
+from .errors import FailedPreconditionError, InvalidArgumentError, MarrowError, NotFoundError
 from .records import MEMORY_COLUMNS, Hit, MemoryEvent, MemoryRecord
+
+if TYPE_CHECKING:
+    from .adapters import QueryAdapter
 
 __all__ = [
     "Memory",
+    "scope",
+    "judge_by_words",
     "MemoryRecord",
     "Hit",
     "MemoryEvent",
@@ -50,13 +57,43 @@ RECALL_MODES = ("hybrid", "vector", "keyword")
 LIVE = "(expires_at IS NULL OR expires_at > now())"
 
 
+def scope(user_id: Optional[str] = None, agent_id: Optional[str] = None, run_id: Optional[str] = None) -> str:
+    """The namespace of a user / agent / run scope (mem0's ``user_id``, ``agent_id``, ``run_id``), a path from the
+    widest scope to the narrowest: ``scope("alice", "planner", "r7") == "user=alice/agent=planner/run=r7"``.
+
+    Namespaces are paths, so a search with ``descendants=True`` over ``scope("alice")`` covers all of Alice's agents
+    and runs, and one over ``scope("alice", "planner")`` all runs of that agent.
+    """
+    parts = [(name, value) for name, value in (("user", user_id), ("agent", agent_id), ("run", run_id)) if value]
+    if not parts:
+        raise InvalidArgumentError("scope needs at least one of user_id, agent_id, run_id")
+    for name, value in parts:
+        if not isinstance(value, str) or not value.strip() or "/" in value:
+            raise InvalidArgumentError(f"{name}_id must be a non-empty string without '/', got {value!r}")
+    return "/".join(f"{name}={value}" for name, value in parts)
+
+
+def namespace_predicate(namespace: str, descendants: bool, params: list[Any]) -> str:
+    """The WHERE condition for a namespace, and with ``descendants`` every namespace below it (``namespace/…``)."""
+    params.append(_validate.namespace(namespace))
+    if not descendants:
+        return f"namespace = ${len(params)}"
+    params.append(namespace + "/")
+    return f"(namespace = ${len(params) - 1} OR starts_with(namespace, ${len(params)}))"
+
+
 @dataclass(frozen=True)
 class Merge:
-    """``merged`` was folded into ``kept`` by :meth:`Memory.consolidate` (cosine distance ``distance``)."""
+    """``merged`` was folded into ``kept`` by :meth:`Memory.consolidate` (cosine distance ``distance``).
+
+    ``relation`` is the judge's verdict: ``"duplicate"`` (the same fact; the more specific text is kept, the newer
+    on a tie) or ``"contradiction"`` (a changed fact; the newer is kept, the older superseded).
+    """
 
     kept: str
     merged: str
     distance: float
+    relation: str = "duplicate"
 
 
 @dataclass(frozen=True)
@@ -79,6 +116,58 @@ class ForgetReport:
 
 MemoryInput = Union[str, Mapping[str, Any]]
 
+#: ``judge(older, newer)`` → ``"duplicate"``, ``"contradiction"`` or ``"distinct"`` (see :meth:`Memory.consolidate`).
+Judge = Callable[[MemoryRecord, MemoryRecord], str]
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_NEGATIONS = frozenset({"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "without", "cannot"})
+# Words that carry no fact of their own: a pair that differs only in these says the same thing.
+_FILLER = frozenset(
+    "a an the is are was were be been being am do does did has have had will would shall should can could may might"
+    " must to of in on at by for with from as and or but so that this these those it its it's i me my we our you your"
+    " he him his she her they them their there here very really just also too quite called named currently now"
+    " still already".split()
+)
+
+
+def _words(text: str) -> list[str]:
+    words = []
+    for w in _WORD.findall(text.lower()):
+        if w.endswith("n't"):
+            words += [w[:-3] or w, "not"]
+        else:
+            words.append(w)
+    return words
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _words(text) if w not in _FILLER and w not in _NEGATIONS}
+
+
+def _negated(text: str) -> bool:
+    return sum(w in _NEGATIONS for w in _words(text)) % 2 == 1
+
+
+def judge_by_words(older: MemoryRecord, newer: MemoryRecord) -> str:
+    """The default judge of :meth:`Memory.consolidate`, for two memories the embedding puts close together.
+
+    - ``"contradiction"``: one is negated and the other not ("is vegetarian" / "is not vegetarian"), a word
+      replaced by another, one on each side ("likes" / "dislikes", "on Monday" / "on Tuesday", "at 3pm" / "at
+      4pm"): a fact whose value changed.
+    - ``"duplicate"``: the same content words, or one's content words inside the other's (a more specific
+      restatement).
+    - ``"distinct"``: anything else; both stay.
+    """
+    a, b = _content_words(older.content), _content_words(newer.content)
+    if _negated(older.content) != _negated(newer.content):
+        return "contradiction"
+    only_a, only_b = a - b, b - a
+    if len(only_a) == 1 and len(only_b) == 1:
+        return "contradiction"
+    if not only_a or not only_b:
+        return "duplicate"
+    return "distinct"
+
 
 class Memory:
     """Memories of one Marrow database, scoped by namespace.
@@ -96,6 +185,7 @@ class Memory:
         self.access_flush_every = max(1, int(access_flush_every))
         self._access_buffer: list[pa.Table] = []
         self._text_index: Optional[bool] = None
+        self._embedder_error: Optional[str] = None
         _schema.ensure_tables(client, *_schema.MEMORY)
         schema = self.db.sql("SELECT embedding FROM memories LIMIT 0").schema
         typ = schema.field("embedding").type
@@ -103,11 +193,26 @@ class Memory:
             raise InvalidArgumentError(f"memories.embedding is {typ}, expected FLOAT[n]")
         self.dimension: int = typ.list_size
 
+    def require_embedder(self) -> None:
+        """Raise unless the server can embed text (asked once per :class:`Memory`): a memory stored without an
+        embedding would never be found by a vector or hybrid recall."""
+        if self._embedder_error is None:
+            try:
+                self.db.scalar("SELECT embed('marrow embedding probe') IS NOT NULL")
+                self._embedder_error = ""
+            except MarrowError as e:
+                self._embedder_error = str(e)
+        if self._embedder_error:
+            raise FailedPreconditionError(
+                "the server cannot embed text, so memories without an embedding cannot be stored: pass embedding=…"
+                f" with each memory, or start marrow with an embedding model ({self._embedder_error})"
+            )
+
     def namespace_exists(self, namespace: str) -> bool:
         return bool(self.db.scalar("SELECT count(*) FROM memories WHERE namespace = $1", [namespace]))
 
     def require_namespace(self, namespace: str) -> None:
-        _validate.text(namespace, "namespace")
+        _validate.namespace(namespace)
         if not self.namespace_exists(namespace):
             raise NotFoundError(f"unknown namespace {namespace!r}: it has no memories", grpc_code="NOT_FOUND")
 
@@ -152,7 +257,7 @@ class Memory:
         anything is written.
         Items with an embedding and items without are sent as two ingests (the server embeds the latter).
         """
-        _validate.text(namespace, "namespace")
+        _validate.namespace(namespace)
         rows: list[dict[str, Any]] = []
         for item in items:
             spec: Mapping[str, Any] = {"content": item} if isinstance(item, str) else item
@@ -172,7 +277,7 @@ class Memory:
             rows.append(
                 {
                     "id": spec.get("id") or str(uuid.uuid4()),
-                    "namespace": _validate.text(spec.get("namespace") or namespace, "namespace"),
+                    "namespace": _validate.namespace(spec.get("namespace") or namespace),
                     "kind": _validate.text(spec.get("kind") or "note", "kind"),
                     "content": _validate.text(spec.get("content"), "content"),
                     "importance": _validate.importance(spec.get("importance", 0.5)),
@@ -197,6 +302,8 @@ class Memory:
         ]
         with_vec = [r for r in rows if r["embedding"] is not None]
         without = [r for r in rows if r["embedding"] is None]
+        if without:
+            self.require_embedder()
         for group, has_vec in ((with_vec, True), (without, False)):
             if not group:
                 continue
@@ -225,8 +332,14 @@ class Memory:
         importance: Optional[float] = None,
         metadata: Optional[Mapping[str, Any]] = None,
         kind: Optional[str] = None,
+        replace_metadata: bool = False,
     ) -> MemoryRecord:
-        """Change a memory (a new content is re-embedded by the server) and record an ``update`` event."""
+        """Change a memory (a new content is re-embedded by the server) and record an ``update`` event.
+
+        ``metadata`` is a patch: its keys are set, a key set to ``None`` is removed, other keys stay. With
+        ``replace_metadata=True`` it replaces the whole dict instead."""
+        if content is None and importance is None and metadata is None and kind is None:
+            raise InvalidArgumentError("update needs at least one of content, importance, metadata, kind")
         sets: list[str] = []
         params: list[Any] = []
         if content is not None:
@@ -235,15 +348,16 @@ class Memory:
         if importance is not None:
             params.append(_validate.importance(importance))
             sets.append(f"importance = ${len(params)}")
-        if metadata is not None:
-            params.append(_validate.metadata(metadata))
-            sets.append(f"metadata = ${len(params)}")
         if kind is not None:
             params.append(_validate.text(kind, "kind"))
             sets.append(f"kind = ${len(params)}")
-        if not sets:
-            raise InvalidArgumentError("update needs at least one of content, importance, metadata, kind")
+        if metadata is not None:
+            _validate.metadata(metadata)
         old = self.get(memory_id)
+        if metadata is not None:
+            merged = dict(metadata) if replace_metadata else {**old.metadata, **metadata}
+            params.append(_validate.metadata({key: v for key, v in merged.items() if v is not None}))
+            sets.append(f"metadata = ${len(params)}")
         params.append(memory_id)
         self.db.execute(f"UPDATE memories SET {', '.join(sets)}, updated_at = now() WHERE id = ${len(params)}", params)
         new = self.get(memory_id)
@@ -273,18 +387,24 @@ class Memory:
         )
 
     def forget(self, memory_id: str, *, purge: bool = False) -> ForgetReport:
-        """Delete a memory, its events (and those of memories merged into it) and its access-log rows.
+        """Delete a memory and its access-log rows; its history stays, with a ``delete`` event holding the text.
 
         A ``DELETE`` only hides rows from new versions: the content stays readable by time travel (``VERSION AS
-        OF``) and on disk until old versions are cleaned up. With ``purge=True`` the memory is removed physically:
-        ``CALL compact_table`` rewrites each table's files without the deleted rows, then ``CALL
-        cleanup_versions(table, INTERVAL '0 seconds')`` deletes every older version. That also drops time travel
-        to earlier versions of those tables for everyone (tagged versions are kept and still hold the memory —
-        untag them first). A user who says "forget this" means it: use ``purge=True``.
+        OF``) and on disk until old versions are cleaned up. With ``purge=True`` the memory is removed physically,
+        its history too (the ``delete`` event then records that it was purged, not what it said): ``CALL
+        compact_table`` rewrites each table's files without the deleted rows, then ``CALL cleanup_versions(table,
+        INTERVAL '0 seconds')`` deletes every older version. That also drops time travel to earlier versions of
+        those tables for everyone (tagged versions are kept and still hold the memory — untag them first). A user
+        who says "forget this" means it: use ``purge=True``.
         """
         record = self.get(memory_id, include_expired=True)
+        if not purge:
+            # The event first: a failure before the delete leaves an extra event, never a silent deletion.
+            self._event(record.id, record.namespace, "delete", record.content, None)
         self.db.execute("DELETE FROM memories WHERE id = $1", [memory_id])
-        events = self.db.execute("DELETE FROM memory_events WHERE memory_id = $1 OR related_id = $1", [memory_id])
+        events = 0
+        if purge:
+            events = self.db.execute("DELETE FROM memory_events WHERE memory_id = $1 OR related_id = $1", [memory_id])
         access = self.db.execute("DELETE FROM memory_access_log WHERE memory_id = $1", [memory_id])
         extra = self._forget_hook(record)
         purged: list[str] = []
@@ -293,7 +413,36 @@ class Memory:
                 self.db.execute(f"CALL compact_table({quote_literal(table)})")
                 self.db.execute(f"CALL cleanup_versions({quote_literal(table)}, INTERVAL '0 seconds')")
                 purged.append(table)
+            self._event(record.id, record.namespace, "delete", None, None, details={"purged": True})
         return ForgetReport(memory_id, events, access, purged)
+
+    def delete_all(self, namespace: str, *, descendants: bool = False) -> int:
+        """Delete every memory of ``namespace`` (with ``descendants``, of the namespaces below it too); returns how
+        many. Each keeps its history with a ``delete`` event (one ingest), then one ``DELETE`` removes them all;
+        their access-log and feedback rows go too. An empty namespace deletes nothing and returns 0."""
+        params: list[Any] = []
+        where = namespace_predicate(namespace, descendants, params)
+        rows = self.db.sql(f"SELECT id, namespace, content FROM memories WHERE {where}", params).to_pylist()
+        if not rows:
+            return 0
+        self.db.ingest(
+            "memory_events",
+            pa.table(
+                {
+                    "memory_id": [r["id"] for r in rows],
+                    "namespace": [r["namespace"] for r in rows],
+                    "operation": ["delete"] * len(rows),
+                    "old_content": [r["content"] for r in rows],
+                    "actor": [self.actor] * len(rows),
+                    "details": [json.dumps({"delete_all": namespace})] * len(rows),
+                }
+            ),
+        )
+        deleted = self.db.execute(f"DELETE FROM memories WHERE {where}", params)
+        self.db.execute(f"DELETE FROM memory_access_log WHERE {where}", params)
+        if self.db.table_exists("memory_feedback"):
+            self.db.execute(f"DELETE FROM memory_feedback WHERE {where}", params)
+        return deleted
 
     def _forget_hook(self, record: MemoryRecord) -> list[str]:
         """Other tables holding rows about a memory (the conditioner's feedback); deletes them, returns their
@@ -313,24 +462,58 @@ class Memory:
             raise NotFoundError(f"no memory with id {memory_id!r}", grpc_code="NOT_FOUND")
         return MemoryRecord.from_row(rows[0])
 
-    def recent(self, namespace: str, *, limit: int = 100) -> list[MemoryRecord]:
-        """The namespace's memories, newest first."""
+    def recent(
+        self, namespace: str, *, limit: int = 100, offset: int = 0, descendants: bool = False
+    ) -> list[MemoryRecord]:
+        """A page of the namespace's memories, newest first: ``limit`` (1 to 10,000) from ``offset`` on. An empty
+        namespace gives ``[]``. :meth:`all` walks every page."""
+        _validate.int_in_range(limit, "limit", 1, 10_000)
+        _validate.int_in_range(offset, "offset", 0, 2**62)
+        params: list[Any] = []
+        where = namespace_predicate(namespace, descendants, params)
         rows = self.db.sql(
-            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE namespace = $1 AND {LIVE}"
-            f" ORDER BY created_at DESC LIMIT {int(limit)}",
-            [namespace],
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE {where} AND {LIVE}"
+            f" ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}",
+            params,
         ).to_pylist()
         return [MemoryRecord.from_row(r) for r in rows]
 
-    def count(self, namespace: Optional[str] = None) -> int:
+    def all(self, namespace: str, *, page_size: int = 1000, descendants: bool = False) -> Iterator[MemoryRecord]:
+        """Every memory of the namespace, newest first, fetched ``page_size`` at a time by keyset pagination (each
+        page starts after the last one's (created_at, id), so writes in between neither repeat nor skip rows
+        that were already there)."""
+        _validate.int_in_range(page_size, "page_size", 1, 10_000)
+        after: Optional[MemoryRecord] = None
+        while True:
+            params: list[Any] = []
+            where = namespace_predicate(namespace, descendants, params)
+            if after is not None:
+                params += [after.created_at, after.id]
+                n = len(params)
+                where += f" AND (created_at < ${n - 1} OR (created_at = ${n - 1} AND id < ${n}))"
+            rows = self.db.sql(
+                f"SELECT {MEMORY_COLUMNS} FROM memories WHERE {where} AND {LIVE}"
+                f" ORDER BY created_at DESC, id DESC LIMIT {page_size}",
+                params,
+            ).to_pylist()
+            records = [MemoryRecord.from_row(r) for r in rows]
+            yield from records
+            if len(records) < page_size:
+                return
+            after = records[-1]
+
+    def count(self, namespace: Optional[str] = None, *, descendants: bool = False) -> int:
         """Memories that have not expired (of one namespace, or all)."""
         if namespace is None:
             return int(self.db.scalar(f"SELECT count(*) FROM memories WHERE {LIVE}"))
-        return int(self.db.scalar(f"SELECT count(*) FROM memories WHERE namespace = $1 AND {LIVE}", [namespace]))
+        params: list[Any] = []
+        where = namespace_predicate(namespace, descendants, params)
+        return int(self.db.scalar(f"SELECT count(*) FROM memories WHERE {where} AND {LIVE}", params))
 
-    def _where(self, namespace: str, filters: Optional[Mapping[str, Any]], params: list[Any]) -> str:
-        params.append(namespace)
-        where = f"namespace = ${len(params)} AND {LIVE}"
+    def _where(
+        self, namespace: str, filters: Optional[Mapping[str, Any]], params: list[Any], descendants: bool = False
+    ) -> str:
+        where = f"{namespace_predicate(namespace, descendants, params)} AND {LIVE}"
         if filters:
             where += f" AND ({_filters.compile_filters(filters, params)})"
         return where
@@ -351,6 +534,8 @@ class Memory:
         mode: Optional[str] = None,
         embedding: Optional[Sequence[float]] = None,
         log_access: bool = True,
+        descendants: bool = False,
+        adapter: Optional[QueryAdapter] = None,
     ) -> list[Hit]:
         """The ``k`` memories of ``namespace`` that best match ``query``, best first.
 
@@ -370,22 +555,23 @@ class Memory:
         ``Hit.rank_score`` is the mode's own score (fused RRF score, BM25, or ``1 - distance``). Pass ``embedding``
         to search with a precomputed vector instead of ``embed(query)``.
 
-        Access is appended to ``memory_access_log`` (one ingest), never written into ``memories``. An unknown
-        namespace raises :class:`NotFoundError`; an empty query or an unknown mode :class:`InvalidArgumentError`.
+        ``adapter`` (a :class:`~marrow.adapters.QueryAdapter`, trained from feedback) maps the query vector with
+        the server's ``apply_lora`` before the vector search. ``descendants=True`` searches the namespaces below
+        ``namespace`` too (all agents and runs of a
+        :func:`scope` user). Access is appended to ``memory_access_log`` (one ingest), never written into
+        ``memories``. A namespace without memories gives ``[]``; an empty query or an unknown mode raises
+        :class:`InvalidArgumentError`.
         """
-        sql, params = self.search_sql(query, namespace, k, filters, mode=mode, embedding=embedding)
+        sql, params = self.search_sql(
+            query, namespace, k, filters, mode=mode, embedding=embedding, descendants=descendants, adapter=adapter
+        )
         table = self.db.sql(sql, params)
-        hits = [
-            Hit(
-                MemoryRecord.from_row(r),
-                float(r["_distance"]),
-                rank_score=float(r["_rank"]) if "_rank" in r else 1.0 - float(r["_distance"]),
-            )
-            for r in table.to_pylist()
-        ]
-        if not hits:
-            # Only an empty answer pays for telling an unknown namespace from a filter that matched nothing.
-            self.require_namespace(namespace)
+        hits = []
+        for r in table.to_pylist():
+            # A memory stored without an embedding (by SQL on a server without a model) has no distance.
+            distance = math.inf if r["_distance"] is None else float(r["_distance"])
+            rank = float(r["_rank"]) if "_rank" in r else 1.0 - distance
+            hits.append(Hit(MemoryRecord.from_row(r), distance, rank_score=rank))
         if hits and log_access:
             self.log_access(hits, namespace, query)
         return hits
@@ -399,6 +585,8 @@ class Memory:
         *,
         mode: Optional[str] = None,
         embedding: Optional[Sequence[float]] = None,
+        descendants: bool = False,
+        adapter: Optional[QueryAdapter] = None,
     ) -> tuple[str, list[Any]]:
         """The statement :meth:`recall` runs and its parameters: the ``k`` best memories with the columns of
         ``MEMORY_COLUMNS``, ``_distance`` (cosine distance to the query) and, except in vector mode, ``_rank`` (the
@@ -407,13 +595,8 @@ class Memory:
         vector = _validate.embedding(embedding, self.dimension)
         if vector is None or query is not None:
             _validate.text(query, "query")
-        _validate.text(namespace, "namespace")
-        if mode is None:
-            mode = "hybrid" if query is not None and self.has_text_index() else "vector"
-        if mode not in RECALL_MODES:
-            raise InvalidArgumentError(f"unknown recall mode {mode!r}; use one of {list(RECALL_MODES)}")
-        if mode != "vector" and query is None:
-            raise InvalidArgumentError(f"recall mode {mode!r} needs query text", grpc_code="INVALID_ARGUMENT")
+        _validate.namespace(namespace)
+        mode = self.resolve_mode(query, mode, embedding)
         text = query or ""
         params: list[Any] = []
         if mode == "vector":
@@ -423,7 +606,9 @@ class Memory:
         else:
             # The query text and vector are arguments of the search functions, which take constants.
             target = _vector_literal(vector) if vector is not None else f"embed({quote_literal(text)})"
-        where = self._where(namespace, filters, params)
+        if adapter is not None:
+            target = adapter.sql(target)
+        where = self._where(namespace, filters, params, descendants)
         distance = f"cosine_distance(embedding, {target})"
         if mode == "vector":
             sql = (
@@ -444,6 +629,19 @@ class Memory:
                 f" WHERE {where} ORDER BY _score DESC LIMIT {k}"
             )
         return sql, params
+
+    def resolve_mode(
+        self, query: Optional[str], mode: Optional[str], embedding: Optional[Sequence[float]] = None
+    ) -> str:
+        """The recall mode a search runs in: ``mode`` checked, or the default (hybrid with query text and a
+        full-text index, else vector)."""
+        if mode is None:
+            mode = "hybrid" if query is not None and self.has_text_index() else "vector"
+        if mode not in RECALL_MODES:
+            raise InvalidArgumentError(f"unknown recall mode {mode!r}; use one of {list(RECALL_MODES)}")
+        if mode != "vector" and query is None:
+            raise InvalidArgumentError(f"recall mode {mode!r} needs query text", grpc_code="INVALID_ARGUMENT")
+        return mode
 
     def has_text_index(self) -> bool:
         """Whether ``memories.content`` has a full-text (INVERTED) index (asked once per :class:`Memory`)."""
@@ -496,104 +694,180 @@ class Memory:
         return [MemoryEvent.from_row(r) for r in rows]
 
     # -- maintenance -----------------------------------------------------------------------------------------
-    def consolidate(self, namespace: str, threshold: float = 0.1, *, k: int = 4) -> list[Merge]:
-        """Merge near-duplicate memories of ``namespace``: pairs within cosine distance ``threshold``.
+    def consolidate(
+        self,
+        namespace: str,
+        threshold: float = 0.1,
+        *,
+        k: int = 4,
+        dry_run: bool = False,
+        judge: Optional[Judge] = None,
+    ) -> list[Merge]:
+        """Fold near-duplicate memories of ``namespace`` together and let corrections replace what they correct.
 
-        Candidates come from one batch nearest-neighbour query, ``vector_search_batch(t, 'embedding', t,
-        'embedding', k)`` over a temporary copy ``t`` of the namespace's (id, embedding) — each memory's k nearest,
-        not an O(n²) self-join. Pairs below the threshold are joined into groups (union-find); each group keeps
-        its most important memory (then the oldest, then the smallest id), which takes the group's maximum
-        importance, summed access count and ``metadata.merged_from``. The others are deleted, their access-log
-        rows re-pointed to the keeper, and both sides get events: ``merge`` on the keeper (``old_content`` =
-        the merged memory's text, ``related_id`` = its id) and ``merged_into`` on the merged id.
+        Candidates are pairs within cosine distance ``threshold``, from one batch nearest-neighbour query
+        (``vector_search_batch`` of the namespace's vectors against themselves, each memory's ``k`` nearest; not an
+        O(n²) self-join). Embedding distance cannot tell "dentist on Monday" from "dentist on Tuesday", so each pair
+        goes to ``judge(older, newer)``, which answers ``"duplicate"`` (the same fact), ``"contradiction"`` (the
+        fact changed) or ``"distinct"`` (both stay). The default judge reads the words (:func:`judge_by_words`);
+        pass a callable (e.g. an LLM prompt) for a better one. A contradiction keeps the **newer** memory and
+        supersedes the older; a duplicate keeps the one with more to say (the newer on a tie). Nothing newer is
+        ever replaced by something older. Pairs are taken closest first; a memory merges at most once per run.
+
+        The keeper takes the group's maximum importance, summed access count and ``metadata.merged_from``; each
+        merged memory's access-log and feedback rows move to it. Both sides get events (``merge`` on the keeper
+        with the merged text, ``merged_into`` or ``superseded_by`` on the merged id). All merges of one run are
+        one write per table (events, keepers, deletions, access log, feedback), not a few statements per merge.
+        ``dry_run=True`` returns the plan and writes nothing.
         """
         if not 0.0 <= threshold < 2.0:
             raise InvalidArgumentError(f"threshold is a cosine distance in [0, 2), got {threshold!r}")
         _validate.int_in_range(k, "k", 2, 100)
-        self.require_namespace(namespace)
-        tmp = f"_marrow_consolidate_{uuid.uuid4().hex}"
-        # vector_search_batch takes table names (not views): a temporary table holds the namespace's rows, and
-        # searching it against itself keeps neighbours inside the namespace.
-        self.db.execute(
-            f"CREATE TABLE {tmp} AS SELECT id, embedding FROM memories"
-            f" WHERE namespace = {quote_literal(namespace)} AND embedding IS NOT NULL"
-        )
-        try:
-            pairs = self.db.sql(
-                f"SELECT query_id, id, _distance FROM vector_search_batch('{tmp}', 'embedding', '{tmp}',"
-                f" 'embedding', {k}) WHERE id <> query_id AND _distance <= {float(threshold)!r}"
-            ).to_pylist()
-        finally:
-            self.db.execute(f"DROP TABLE {tmp}")
+        _validate.namespace(namespace)
+        judge = judge or judge_by_words
+        if not callable(judge):
+            raise InvalidArgumentError(
+                "judge must be a callable (older, newer) -> 'duplicate', 'contradiction' or 'distinct'"
+            )
+        pairs = self._near_pairs(namespace, threshold, k)
         if not pairs:
             return []
-        parent: dict[str, str] = {}
-
-        def find(x: str) -> str:
-            parent.setdefault(x, x)
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        best: dict[tuple[str, str], float] = {}
-        for p in pairs:
-            a, b = sorted((p["query_id"], p["id"]))
-            best[(a, b)] = min(best.get((a, b), 2.0), float(p["_distance"]))
-            parent[find(a)] = find(b)
-        groups: dict[str, list[str]] = {}
-        for x in list(parent):
-            groups.setdefault(find(x), []).append(x)
-        ids = sorted(parent)
+        ids = sorted({p[0] for p in pairs} | {p[1] for p in pairs})
         marks = ", ".join(f"${i + 1}" for i in range(len(ids)))
         records = {
             r["id"]: MemoryRecord.from_row(r)
             for r in self.db.sql(f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id IN ({marks})", ids).to_pylist()
         }
         merges: list[Merge] = []
-        for members in groups.values():
-            present = [records[m] for m in members if m in records]
-            if len(present) < 2:
+        gone: set[str] = set()
+        for a, b, distance in sorted(pairs, key=lambda p: (p[2], p[0], p[1])):
+            if a in gone or b in gone or a not in records or b not in records:
                 continue
-            present.sort(key=lambda r: (-r.importance, r.created_at, r.id))
-            keeper, rest = present[0], present[1:]
-            meta = dict(keeper.metadata)
-            meta["merged_from"] = sorted(set(meta.get("merged_from", [])) | {r.id for r in rest})
-            rest_ids = [r.id for r in rest]
-            rest_marks = ", ".join(f"${i + 2}" for i in range(len(rest_ids)))
-            # Deleting first: if a later statement fails, nothing is duplicated, and the events say what happened.
-            self.db.execute(
-                f"DELETE FROM memories WHERE namespace = $1 AND id IN ({rest_marks})", [namespace, *rest_ids]
-            )
-            self.db.execute(
-                "UPDATE memories SET importance = $1, access_count = $2, metadata = $3, updated_at = now()"
-                " WHERE id = $4",
-                [
-                    max(r.importance for r in present),
-                    sum(r.access_count for r in present),
-                    json.dumps(meta, sort_keys=True),
-                    keeper.id,
-                ],
-            )
-            self.db.execute(
-                f"UPDATE memory_access_log SET memory_id = $1 WHERE id IN (SELECT id FROM memory_access_log"
-                f" WHERE memory_id IN ({rest_marks}))",
-                [keeper.id, *rest_ids],
-            )
-            if self.db.table_exists("memory_feedback"):
-                self.db.execute(
-                    f"UPDATE memory_feedback SET memory_id = $1 WHERE memory_id IN ({rest_marks})",
-                    [keeper.id, *rest_ids],
+            older, newer = sorted((records[a], records[b]), key=lambda r: (r.created_at, r.id))
+            verdict = judge(older, newer)
+            if verdict not in ("duplicate", "contradiction", "distinct"):
+                raise InvalidArgumentError(
+                    f"the judge answered {verdict!r} for ({older.id}, {newer.id}); expected 'duplicate',"
+                    " 'contradiction' or 'distinct'"
                 )
-            for r in rest:
-                lo, hi = sorted((keeper.id, r.id))
-                d = best.get((lo, hi), min((v for (a, b), v in best.items() if r.id in (a, b)), default=threshold))
-                merges.append(Merge(keeper.id, r.id, d))
-                self._event(
-                    keeper.id, namespace, "merge", r.content, keeper.content, related=r.id, details={"distance": d}
-                )
-                self._event(r.id, namespace, "merged_into", r.content, None, related=keeper.id, details={"distance": d})
+            if verdict == "distinct":
+                continue
+            keeper, loser = newer, older
+            if verdict == "duplicate" and len(_content_words(older.content)) > len(_content_words(newer.content)):
+                keeper, loser = older, newer
+            # A loser that absorbed others earlier in the run takes them along (see _apply_merges).
+            gone.add(loser.id)
+            merges.append(Merge(keeper.id, loser.id, distance, verdict))
+        if dry_run or not merges:
+            return merges
+        self._apply_merges(namespace, merges, records)
         return merges
+
+    def _near_pairs(self, namespace: str, threshold: float, k: int) -> list[tuple[str, str, float]]:
+        """(a, b, distance) with a < b for memories of the namespace within ``threshold`` of each other."""
+        tmp = f"_marrow_consolidate_{uuid.uuid4().hex}"
+        # vector_search_batch takes table names (not views): a temporary table holds the namespace's rows, and
+        # searching it against itself keeps neighbours inside the namespace.
+        self.db.execute(
+            f"CREATE TABLE {tmp} AS SELECT id, embedding FROM memories"
+            f" WHERE namespace = {quote_literal(namespace)} AND embedding IS NOT NULL AND {LIVE}"
+        )
+        try:
+            rows = self.db.sql(
+                f"SELECT query_id, id, _distance FROM vector_search_batch('{tmp}', 'embedding', '{tmp}',"
+                f" 'embedding', {k}) WHERE id <> query_id AND _distance <= {float(threshold)!r}"
+            ).to_pylist()
+        finally:
+            self.db.execute(f"DROP TABLE {tmp}")
+        best: dict[tuple[str, str], float] = {}
+        for r in rows:
+            a, b = sorted((r["query_id"], r["id"]))
+            best[(a, b)] = min(best.get((a, b), 2.0), float(r["_distance"]))
+        return [(a, b, d) for (a, b), d in best.items()]
+
+    def _apply_merges(
+        self,
+        namespace: str,
+        merges: list[Merge],
+        records: Mapping[str, MemoryRecord],
+    ) -> None:
+        """Write a consolidation plan: events first (a failure later leaves events and both memories, and the next
+        run merges again), then the keepers, then the deletions, then the rows that point at merged memories."""
+        final = {m.merged: m.kept for m in merges}
+        for merged in list(final):
+            seen = {merged}
+            while final[merged] in final and final[merged] not in seen:
+                seen.add(final[merged])
+                final[merged] = final[final[merged]]
+        keepers = sorted({final[m.merged] for m in merges})
+        by_keeper: dict[str, list[MemoryRecord]] = {key: [] for key in keepers}
+        for merged, kept in final.items():
+            by_keeper[kept].append(records[merged])
+        events: dict[str, list[Any]] = {
+            f: [] for f in ("memory_id", "operation", "old_content", "new_content", "related_id", "details")
+        }
+
+        def event(memory_id: str, op: str, old: Optional[str], new: Optional[str], related: str, d: Any) -> None:
+            for f, v in zip(events, (memory_id, op, old, new, related, json.dumps(d, default=str)), strict=True):
+                events[f].append(v)
+
+        for m in merges:
+            winner, loser = records[m.kept], records[m.merged]
+            details = {"distance": m.distance, "relation": m.relation}
+            event(winner.id, "merge", loser.content, winner.content, loser.id, details)
+            op = "superseded_by" if m.relation == "contradiction" else "merged_into"
+            event(loser.id, op, loser.content, None, winner.id, details)
+        n = len(events["memory_id"])
+        self.db.ingest(
+            "memory_events",
+            pa.table({**events, "namespace": [namespace] * n, "actor": [self.actor] * n}),
+        )
+        plan = pa.table(
+            {
+                "id": keepers,
+                "importance": [max(r.importance for r in [records[key], *by_keeper[key]]) for key in keepers],
+                "access_count": [sum(r.access_count for r in [records[key], *by_keeper[key]]) for key in keepers],
+                "metadata": [
+                    json.dumps(
+                        {
+                            **records[key].metadata,
+                            "merged_from": sorted(
+                                set(records[key].metadata.get("merged_from", []))
+                                | {r.id for r in by_keeper[key]}
+                                | {x for r in by_keeper[key] for x in r.metadata.get("merged_from", [])}
+                            ),
+                        },
+                        sort_keys=True,
+                    )
+                    for key in keepers
+                ],
+            }
+        )
+        moves = pa.table({"merged": list(final), "kept": [final[m] for m in final]})
+        tmp = f"_marrow_merge_{uuid.uuid4().hex}"
+        self.db.ingest(tmp + "_keep", plan, mode="create")
+        try:
+            self.db.ingest(tmp + "_move", moves, mode="create")
+            try:
+                self.db.execute(
+                    "UPDATE memories SET"
+                    f" importance = (SELECT p.importance FROM {tmp}_keep p WHERE p.id = memories.id),"
+                    f" access_count = (SELECT p.access_count FROM {tmp}_keep p WHERE p.id = memories.id),"
+                    f" metadata = (SELECT p.metadata FROM {tmp}_keep p WHERE p.id = memories.id),"
+                    f" updated_at = now() WHERE id IN (SELECT id FROM {tmp}_keep)"
+                )
+                self.db.execute(f"DELETE FROM memories WHERE id IN (SELECT merged FROM {tmp}_move)")
+                for table in ("memory_access_log", "memory_feedback"):
+                    if table == "memory_feedback" and not self.db.table_exists(table):
+                        continue
+                    self.db.execute(
+                        f"UPDATE {table} SET memory_id = (SELECT m.kept FROM {tmp}_move m"
+                        f" WHERE m.merged = {table}.memory_id) WHERE memory_id IN (SELECT merged FROM {tmp}_move)"
+                    )
+            finally:
+                self.db.execute(f"DROP TABLE {tmp}_move")
+        finally:
+            self.db.execute(f"DROP TABLE {tmp}_keep")
 
     def maintain(self, namespace: Optional[str] = None) -> MaintenanceReport:
         """Delete expired memories (each gets an ``expire`` event: the history keeps it), then fold the access log
@@ -607,7 +881,7 @@ class Memory:
         scope = ""
         params: list[Any] = []
         if namespace is not None:
-            _validate.text(namespace, "namespace")
+            _validate.namespace(namespace)
             params.append(namespace)
             scope = " AND namespace = $2"
         expired = self._expire(namespace)

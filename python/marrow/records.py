@@ -92,6 +92,10 @@ class Hit:
     #: The recall mode's own ranking score, higher is better: the fused RRF score (hybrid), BM25 (keyword) or
     #: ``1 - distance`` (vector). None when the hit did not come from :meth:`marrow.Memory.recall`.
     rank_score: Optional[float] = None
+    #: The conditioner's relevance feature (the mode's score scaled to [0, 1] over the candidate pool) and the
+    #: memory's feedback feature (net helpful judgments, in (-1, 1)); None outside the conditioner.
+    relevance_feature: Optional[float] = None
+    feedback: Optional[float] = None
 
     @property
     def id(self) -> str:
@@ -111,7 +115,9 @@ class Hit:
 
     @property
     def relevance(self) -> float:
-        """The conditioner's relevance feature: the similarity, floored at 0."""
+        """The conditioner's relevance feature when set, else the similarity floored at 0."""
+        if self.relevance_feature is not None:
+            return self.relevance_feature
         return max(0.0, self.similarity)
 
 

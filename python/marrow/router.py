@@ -5,15 +5,25 @@ conditioned retrieval and thresholds ``t0 <= t1`` and ``t_adapter`` of the names
 
 - **L0** ``u <= t0``: answer from memory — the best memory is the answer, no model call needed.
 - **L1** ``u <= t1``: retrieve and condition — the model answers with the conditioned context.
-- **L2** otherwise, if the stored adapter whose description is nearest to ``q`` (``SELECT … FROM adapters ORDER BY
-  cosine_distance(description_embedding, embed(q)) LIMIT 1``) is within ``t_adapter``: apply that adapter (with the
-  context).
-- **L3** otherwise: request a new adapter — a ``training_jobs`` row with the task and the SQL that selects its
-  training examples. A similar open request (task within ``t_adapter``) is joined instead of duplicated.
+- **A missing fact** (``u > t1`` and the best memory's similarity below ``missing_fact_similarity``, or no memory
+  at all): nothing stored is about the question, and no adapter can supply a fact — the action is
+  ``ask_or_remember`` (level 1): ask the user or a tool, then :meth:`Memory.remember` the answer.
+- **L2** otherwise, if the namespace has a query adapter (:mod:`marrow.adapters`, trained from its feedback) that
+  measured a gain on held-out questions: retrieve again with it (``apply_lora`` on the server) and answer with that
+  context. Else, if a stored adapter's description is nearest to ``q`` within ``t_adapter``: apply that adapter.
+- **L3** otherwise: request an adapter — a ``training_jobs`` row (a similar open request is joined instead of
+  duplicated). :meth:`EvolutionRouter.train` (run by :meth:`maintain`) consumes the namespace's open jobs: it trains
+  a query adapter from the feedback the conditioner recorded and marks the jobs ``done``, or leaves them
+  ``requested`` with the reason while there is too little feedback.
 - **L4** maintenance (:meth:`EvolutionRouter.maintain`, also run by :meth:`route` once the namespace's unfolded
-  access-log rows reach ``maintenance_every``): fold the access log, consolidate near-duplicates, quantize (build
-  the IVF_HNSW_SQ index — scalar-quantized vectors — once the table is big enough, else ``OPTIMIZE TABLE`` to fold
-  new rows into it), compact.
+  access-log rows reach ``maintenance_every``): fold the access log, expire, consolidate, train requested
+  adapters, quantize (build the IVF_HNSW_SQ index — scalar-quantized vectors — once the table is big enough, else
+  ``OPTIMIZE TABLE`` to fold new rows into it), compact every table the layer writes.
+
+**Round trips.** A decision costs one retrieval statement plus the access-log ingest (none when the memory buffers
+it); thresholds are cached for ``thresholds_ttl`` seconds, decisions are written ``decision_flush_every`` at a time
+(and before :meth:`record_outcome`, :meth:`learn`, :meth:`maintain` and :meth:`flush`), and the maintenance check
+reads the server every ``maintenance_check_every`` decisions.
 
 **Tables.** ``router_thresholds`` (one row per namespace, ``'*'`` the default) is read on every decision, so a
 change made by SQL or by :meth:`learn` elsewhere applies without a restart. ``router_decisions`` gets one row per
@@ -21,28 +31,37 @@ decision (level, action, uncertainty and its top similarity, adapter and its dis
 memories used), ``router_outcomes`` one per reported outcome, ``training_jobs`` one per L3 request; analyse them
 with SQL and export them with :meth:`export_decisions`.
 
-**Learning** (:meth:`learn`), from the namespace's outcomes not yet applied, per level ℓ with ``n_ℓ`` outcomes and
-failure rate ``f_ℓ`` (``ε`` = ``target_failure_rate``, ``η`` = ``learning_rate``)::
+**Learning** (:meth:`learn`), from the namespace's outcomes not yet applied, per level ℓ with ``n_ℓ`` outcomes of
+which ``x_ℓ`` failed (``ε`` = ``target_failure_rate``, ``η`` = ``learning_rate``). The failure rate is smoothed
+toward the target by a prior worth ``N0 = 5`` outcomes, ``f̂_ℓ = (x_ℓ + ε·N0) / (n_ℓ + N0)``, so the step
+``η · (ε - f̂_ℓ)`` grows with the evidence: one outcome moves a threshold a sixth as far as a long record::
 
-    t ← clip(t + η · (ε - f_ℓ) · min(1, n_ℓ / 5), bounds)
+    t0 ← clip(t0 + η · (ε - f̂_0), [0, t1])          (L0 outcomes)
+    t1 ← clip(t1 + η · (ε - f̂_1), [t0, 1])          (L1 outcomes, ask_or_remember excluded)
+    t1 ← clip(t1 + η · max(0, ε - f̂_23), [t0, 1])   (L2 and L3 outcomes)
+    t_adapter ← clip(t_adapter + η · (ε - f̂_2), [0, 2])
 
-for ``t0`` (L0 outcomes; bounds [0, t1]), ``t1`` (L1; [t0, 1]) and ``t_adapter`` (L2; [0, 2]): a level failing
-more often than ``ε`` gets a stricter threshold (fewer tasks routed to it), one failing less gets a looser one, and
-few outcomes move it less. L3/L4 outcomes are recorded but do not move thresholds.
+A level failing more often than ``ε`` gets a stricter threshold, one failing less a looser one. Tasks escalated to
+L2/L3 that then succeed anyway (with the plain context or an adapter) show that ``t1`` is stricter than it needs to
+be, so they loosen it; their failures do not tighten it (a hard task says nothing against L1).
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Any, Literal, Optional, Sequence
 
-from . import _params, _schema, _validate
+import pyarrow as pa
+
+from . import _params, _schema, _validate, adapters
+from .adapters import QueryAdapter
 from .client import quote_literal
 from .conditioner import ConditionedContext, MemoryConditioner
-from .errors import InvalidArgumentError, NotFoundError
+from .errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from .memory import MaintenanceReport, Memory, Merge
 from .uncertainty import Uncertainty, UncertaintyEstimator
 
@@ -50,6 +69,8 @@ __all__ = ["Action", "AdapterMatch", "Decision", "EvolutionRouter", "Level", "Ma
 
 # The tables the router reads and writes (all created by its constructor).
 ROUTER_TABLES = _schema.ROUTER
+# Every table the layer writes, which maintenance compacts (those that exist).
+LAYER_TABLES = ("memories", *_schema.MEMORY, *_schema.CONDITIONER, *_schema.ROUTER, "adapters")
 
 
 class Level(IntEnum):
@@ -69,8 +90,14 @@ Action = Literal[
     "apply_adapter",
     "request_adapter",
     "join_training_job",
+    "ask_or_remember",
     "maintenance",
 ]
+
+#: Below this similarity of the best memory, an uncertain question is about a fact the memory does not hold.
+MISSING_FACT_SIMILARITY = 0.35
+#: Outcomes the smoothed failure rate's prior is worth (see the module docstring).
+PRIOR_OUTCOMES = 5.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +146,8 @@ class Decision:
     adapter: Optional[AdapterMatch] = None
     job_id: Optional[str] = None
     maintenance: Optional[MaintenanceResult] = None
+    #: The query adapter an L2 decision retrieved with.
+    query_adapter: Optional[QueryAdapter] = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +157,18 @@ class MaintenanceResult:
     index: str
     compacted: list[str]
     decision_id: str
+    #: Adapters trained for the namespace's open training jobs, and why none was when jobs stay open.
+    trained: list[str] = field(default_factory=list)
+    training_note: Optional[str] = None
+    expired: int = 0
+
+
+def _measured_gain(metrics: dict[str, Any]) -> bool:
+    """Whether a query adapter's training measured a gain: on held-out questions when it had enough of them,
+    else on its training questions."""
+    if "holdout_r5_after" in metrics:
+        return float(metrics["holdout_r5_after"]) > float(metrics["holdout_r5_before"])
+    return float(metrics.get("train_r5_after", 0.0)) > float(metrics.get("train_r5_before", 0.0))
 
 
 class EvolutionRouter:
@@ -145,6 +186,9 @@ class EvolutionRouter:
         examples_per_job: int = 256,
         index_min_rows: int = 5000,
         consolidate_threshold: float = 0.1,
+        thresholds_ttl: float = 5.0,
+        decision_flush_every: int = 16,
+        maintenance_check_every: int = 50,
     ) -> None:
         self.memory = memory
         self.db = memory.db
@@ -156,16 +200,44 @@ class EvolutionRouter:
         self.examples_per_job = examples_per_job
         self.index_min_rows = index_min_rows
         self.consolidate_threshold = consolidate_threshold
+        self.thresholds_ttl = float(thresholds_ttl)
+        self.decision_flush_every = max(1, int(decision_flush_every))
+        self.maintenance_check_every = max(1, int(maintenance_check_every))
+        self._thresholds: dict[str, tuple[float, Thresholds]] = {}
+        self._adapters: dict[str, tuple[float, Optional[QueryAdapter]]] = {}
+        self._pending: list[dict[str, Any]] = []
+        self._since_check: dict[str, int] = {}
         _schema.ensure_tables(self.db, *_schema.ROUTER)
 
     # -- parameters ------------------------------------------------------------------------------------------
-    def thresholds(self, namespace: str) -> Thresholds:
-        """The namespace's thresholds as stored now (its row, else ``'*'``, else the defaults)."""
-        return _params.load(self.db, "router_thresholds", namespace, self.defaults)
+    def thresholds(self, namespace: str, *, max_age: Optional[float] = 0.0) -> Thresholds:
+        """The namespace's thresholds (its row, else ``'*'``, else the defaults), read from the table unless this
+        router read them less than ``max_age`` seconds ago (:meth:`route` passes ``thresholds_ttl``)."""
+        cached = self._thresholds.get(namespace)
+        now = time.monotonic()
+        if cached is not None and max_age and now - cached[0] < max_age:
+            return cached[1]
+        t = _params.load(self.db, "router_thresholds", namespace, self.defaults)
+        self._thresholds[namespace] = (now, t)
+        return t
 
     def set_thresholds(self, namespace: str, t: Thresholds) -> None:
         """Store ``t`` for ``namespace`` (``'*'`` for the default row)."""
         _params.store(self.db, "router_thresholds", namespace, t)
+        self._thresholds.clear()
+
+    def query_adapter(self, namespace: str) -> Optional[QueryAdapter]:
+        """The namespace's newest query adapter if it measured a gain on held-out questions (cached like the
+        thresholds)."""
+        cached = self._adapters.get(namespace)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.thresholds_ttl:
+            return cached[1]
+        qa = adapters.latest_query_adapter(self.memory, namespace) if self.db.table_exists("tensors") else None
+        if qa is not None and not _measured_gain(qa.metrics):
+            qa = None
+        self._adapters[namespace] = (now, qa)
+        return qa
 
     # -- routing ---------------------------------------------------------------------------------------------
     def best_adapter(self, query: str) -> Optional[AdapterMatch]:
@@ -188,16 +260,17 @@ class EvolutionRouter:
     ) -> Decision:
         """Decide how to handle ``query`` (module docstring), log the decision, and return it.
 
-        Unknown namespace → :class:`NotFoundError`, empty query → :class:`InvalidArgumentError`; nothing is
-        written then.
+        A namespace without memories routes to ``ask_or_remember``; an empty query raises
+        :class:`InvalidArgumentError` and writes nothing.
         """
         _validate.text(query, "query")
-        _validate.text(namespace, "namespace")
-        t = self.thresholds(namespace)
+        _validate.namespace(namespace)
+        t = self.thresholds(namespace, max_age=self.thresholds_ttl)
         ctx = self.conditioner.condition(query, namespace, self.k)
         unc = self.estimator.estimate(ctx.pool_distances[: self.k], logprobs)
         decision_id = str(uuid.uuid4())
         adapter: Optional[AdapterMatch] = None
+        qa: Optional[QueryAdapter] = None
         job_id: Optional[str] = None
         answer: Optional[str] = None
         level: Level
@@ -207,17 +280,25 @@ class EvolutionRouter:
             answer = ctx.items[0].content
         elif unc.score <= t.l1_max_uncertainty:
             level, action = Level.RETRIEVE_AND_CONDITION, "retrieve_and_condition"
+        elif not ctx.items or unc.top_similarity < MISSING_FACT_SIMILARITY:
+            level, action = Level.RETRIEVE_AND_CONDITION, "ask_or_remember"
         else:
-            adapter = self.best_adapter(query)
-            if adapter is not None and adapter.distance <= t.l2_max_adapter_distance:
+            qa = self.query_adapter(namespace)
+            if qa is not None:
                 level, action = Level.APPLY_ADAPTER, "apply_adapter"
+                adapter = AdapterMatch(qa.id, 0.0, adapters.BASE_MODEL, f"query adapter v{qa.version}")
+                ctx = self.conditioner.condition(query, namespace, self.k, adapter=qa)
             else:
-                level = Level.REQUEST_ADAPTER
-                job_id, joined = self._request_adapter(query, namespace, decision_id, t)
-                action = "join_training_job" if joined else "request_adapter"
+                adapter = self.best_adapter(query)
+                if adapter is not None and adapter.distance <= t.l2_max_adapter_distance:
+                    level, action = Level.APPLY_ADAPTER, "apply_adapter"
+                else:
+                    level = Level.REQUEST_ADAPTER
+                    job_id, joined = self._request_adapter(query, namespace, decision_id, t)
+                    action = "join_training_job" if joined else "request_adapter"
         self._log(decision_id, namespace, query, level, action, unc, ctx, t, adapter=adapter, job_id=job_id)
         maintenance = None
-        if auto_maintain and self._unfolded(namespace) >= t.maintenance_every:
+        if auto_maintain and self._maintenance_due(namespace, t):
             maintenance = self.maintain(namespace)
         return Decision(
             id=decision_id,
@@ -232,7 +313,18 @@ class EvolutionRouter:
             adapter=adapter,
             job_id=job_id,
             maintenance=maintenance,
+            query_adapter=qa,
         )
+
+    def _maintenance_due(self, namespace: str, t: Thresholds) -> bool:
+        """Whether the namespace's unfolded access-log rows reached ``maintenance_every``, asked of the server
+        every ``maintenance_check_every`` decisions (and on a router's first decision for the namespace)."""
+        n = self._since_check.get(namespace)
+        if n is not None and n + 1 < self.maintenance_check_every:
+            self._since_check[namespace] = n + 1
+            return False
+        self._since_check[namespace] = 0
+        return self._unfolded(namespace) >= t.maintenance_every
 
     def _request_adapter(self, task: str, namespace: str, decision_id: str, t: Thresholds) -> tuple[str, bool]:
         open_jobs = self.db.sql(
@@ -271,31 +363,58 @@ class EvolutionRouter:
         details: Optional[dict[str, Any]] = None,
     ) -> None:
         thresholds = {k: v for k, v in asdict(t).items() if k != "source"}
-        self.db.execute(
-            "INSERT INTO router_decisions (id, namespace, query, level, action, uncertainty, top_similarity, adapter,"
-            " adapter_distance, job_id, memory_ids, thresholds, details)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            [
-                decision_id,
-                namespace,
-                query,
-                int(level),
-                action,
-                None if unc is None else unc.score,
-                None if unc is None else unc.top_similarity,
-                None if adapter is None else adapter.name,
-                None if adapter is None else adapter.distance,
-                job_id,
-                json.dumps(ctx.ids if ctx is not None else []),
-                json.dumps(thresholds),
-                json.dumps({"components": unc.components} if unc is not None else details or {}, default=str),
-            ],
+        self._pending.append(
+            {
+                "id": decision_id,
+                "namespace": namespace,
+                "query": query,
+                "level": int(level),
+                "action": action,
+                "uncertainty": None if unc is None else unc.score,
+                "top_similarity": None if unc is None else unc.top_similarity,
+                "adapter": None if adapter is None else adapter.name,
+                "adapter_distance": None if adapter is None else adapter.distance,
+                "job_id": job_id,
+                "memory_ids": json.dumps(ctx.ids if ctx is not None else []),
+                "thresholds": json.dumps(thresholds),
+                "details": json.dumps(
+                    {"components": unc.components} if unc is not None else details or {}, default=str
+                ),
+            }
         )
+        if len(self._pending) >= self.decision_flush_every or level in (Level.REQUEST_ADAPTER, Level.MAINTENANCE):
+            self.flush()
+
+    def flush(self) -> int:
+        """Write the decisions this router still holds (one ingest); returns how many."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return 0
+        columns = {name: [row[name] for row in pending] for name in pending[0]}
+        types = {
+            "level": pa.int32(),
+            "uncertainty": pa.float64(),
+            "top_similarity": pa.float64(),
+            "adapter_distance": pa.float64(),
+        }
+        table = pa.table({name: pa.array(values, types.get(name, pa.string())) for name, values in columns.items()})
+        try:
+            self.db.ingest("router_decisions", table)
+        except Exception:
+            self._pending = pending + self._pending
+            raise
+        return len(pending)
+
+    def close(self) -> None:
+        """Write what is buffered: the decisions and the memory's access log."""
+        self.flush()
+        self.memory.flush_access_log()
 
     # -- outcomes and learning -------------------------------------------------------------------------------
     def record_outcome(self, decision_id: str, success: bool, note: Optional[str] = None) -> None:
         """Report whether a decision's handling worked (appended to ``router_outcomes``)."""
         _validate.text(decision_id, "decision id")
+        self.flush()
         rows = self.db.sql("SELECT namespace, level FROM router_decisions WHERE id = $1", [decision_id]).to_pylist()
         if not rows:
             raise NotFoundError(f"no router decision with id {decision_id!r}", grpc_code="NOT_FOUND")
@@ -306,29 +425,44 @@ class EvolutionRouter:
 
     def learn(self, namespace: str) -> Thresholds:
         """Apply the update rule (module docstring) to the namespace's pending outcomes; the thresholds after it."""
-        _validate.text(namespace, "namespace")
+        _validate.namespace(namespace)
+        self.flush()
+        # Outcomes by level and kind: ask_or_remember decisions are level 1 but say nothing about t1; L2 and L3
+        # outcomes count for t_adapter (L2) and, together, as "escalated" evidence on t1.
         rows = self.db.sql(
-            "SELECT level, count(*) AS n, sum(CASE WHEN success THEN 0 ELSE 1 END) AS failures"
-            " FROM router_outcomes WHERE namespace = $1 AND applied = false GROUP BY level",
+            "SELECT o.level, CASE WHEN d.action = 'ask_or_remember' THEN 'ask' ELSE 'plain' END AS kind,"
+            " count(*) AS n, sum(CASE WHEN o.success THEN 0 ELSE 1 END) AS failures"
+            " FROM router_outcomes o LEFT JOIN router_decisions d ON d.id = o.decision_id"
+            " WHERE o.namespace = $1 AND o.applied = false GROUP BY o.level, 2",
             [namespace],
         ).to_pylist()
+        # L2 and L3 outcomes also count, pooled, as escalations.
+        rows += [{**r, "kind": "escalated"} for r in rows if int(r["level"]) in (2, 3) and r["kind"] == "plain"]
         t = self.thresholds(namespace)
         if not rows:
             return t
-        stats = {int(r["level"]): (int(r["n"]), int(r["failures"])) for r in rows}
+        stats: dict[int, tuple[int, int]] = {}
+        for r in rows:
+            level = 23 if int(r["level"]) in (2, 3) and r["kind"] == "escalated" else int(r["level"])
+            if r["kind"] == "ask":
+                continue
+            n, x = stats.get(level, (0, 0))
+            stats[level] = (n + int(r["n"]), x + int(r["failures"]))
+        eps, eta = t.target_failure_rate, t.learning_rate
 
-        def step(level: Level) -> float:
+        def gap(level: int) -> float:
+            """ε - f̂ for a level's outcomes (0 without any)."""
             if level not in stats:
                 return 0.0
             n, failures = stats[level]
-            return t.learning_rate * (t.target_failure_rate - failures / n) * min(1.0, n / 5)
+            return eps - (failures + eps * PRIOR_OUTCOMES) / (n + PRIOR_OUTCOMES)
 
-        t0 = t.l0_max_uncertainty + step(Level.ANSWER_FROM_MEMORY)
-        t1 = t.l1_max_uncertainty + step(Level.RETRIEVE_AND_CONDITION)
+        t0 = t.l0_max_uncertainty + eta * gap(Level.ANSWER_FROM_MEMORY)
+        t1 = t.l1_max_uncertainty + eta * gap(Level.RETRIEVE_AND_CONDITION) + eta * max(0.0, gap(23))
         t0 = min(max(t0, 0.0), 1.0)
         t1 = min(max(t1, t0), 1.0)
         t0 = min(t0, t1)
-        t2 = min(max(t.l2_max_adapter_distance + step(Level.APPLY_ADAPTER), 0.0), 2.0)
+        t2 = min(max(t.l2_max_adapter_distance + eta * gap(Level.APPLY_ADAPTER), 0.0), 2.0)
         new = Thresholds(
             l0_max_uncertainty=t0,
             l1_max_uncertainty=t1,
@@ -353,11 +487,36 @@ class EvolutionRouter:
             )
         )
 
+    def train(self, namespace: str) -> tuple[list[str], Optional[str]]:
+        """L3's trainer: if the namespace has open training jobs, train a query adapter from its feedback
+        (:func:`marrow.adapters.train_query_adapter`) and mark the jobs ``done``; returns (adapter ids trained, why
+        not when the jobs stay open)."""
+        _validate.namespace(namespace)
+        open_jobs = self.db.sql(
+            "SELECT id FROM training_jobs WHERE namespace = $1 AND status = 'requested'", [namespace]
+        ).to_pylist()
+        if not open_jobs:
+            return [], None
+        try:
+            qa = adapters.train_query_adapter(self.memory, namespace)
+        except FailedPreconditionError as e:
+            return [], str(e)
+        ids = [r["id"] for r in open_jobs]
+        marks = ", ".join(f"${i + 2}" for i in range(len(ids)))
+        self.db.execute(
+            f"UPDATE training_jobs SET status = 'done', base_model = $1 WHERE id IN ({marks})", [qa.id, *ids]
+        )
+        self._adapters.pop(namespace, None)
+        return [qa.id], None
+
     def maintain(self, namespace: str) -> MaintenanceResult:
-        """L4: fold the access log, consolidate, quantize (index), compact; logged as a level-4 decision."""
-        self.memory.require_namespace(namespace)
+        """L4: expire and fold the access log, consolidate, train requested adapters, quantize (index), compact
+        every table the layer writes; logged as a level-4 decision."""
+        _validate.namespace(namespace)
+        self.flush()
         fold = self.memory.maintain(namespace)
-        merges = self.memory.consolidate(namespace, self.consolidate_threshold)
+        merges = self.memory.consolidate(namespace, self.consolidate_threshold) if self.memory.count(namespace) else []
+        trained, note = self.train(namespace)
         indexed = self.db.sql(
             "SELECT index_name FROM marrow_indexes() WHERE table_name = 'memories' AND column_name = 'embedding'"
         ).to_pylist()
@@ -374,14 +533,18 @@ class EvolutionRouter:
         else:
             index = f"none (fewer than {self.index_min_rows} memories)"
         compacted = []
-        for table in ("memories", "memory_events", "memory_access_log"):
-            self.db.execute(f"CALL compact_table({quote_literal(table)})")
-            compacted.append(table)
+        for table in LAYER_TABLES:
+            if table in ("memories",) or self.db.table_exists(table):
+                self.db.execute(f"CALL compact_table({quote_literal(table)})")
+                compacted.append(table)
         decision_id = str(uuid.uuid4())
         details = {
             "folded_rows": fold.folded_rows,
             "memories_touched": fold.memories_touched,
+            "expired": fold.expired,
             "merged": [asdict(m) for m in merges],
+            "trained": trained,
+            "training_note": note,
             "index": index,
             "compacted": compacted,
         }
@@ -396,7 +559,7 @@ class EvolutionRouter:
             self.thresholds(namespace),
             details=details,
         )
-        return MaintenanceResult(fold, merges, index, compacted, decision_id)
+        return MaintenanceResult(fold, merges, index, compacted, decision_id, trained, note, fold.expired)
 
     # -- analysis --------------------------------------------------------------------------------------------
     def export_decisions(self, path: str, namespace: Optional[str] = None) -> int:

@@ -1,5 +1,6 @@
 //! Vector distance functions: `cosine_distance`, `inner_product`, `negative_inner_product`, `l2_distance`,
-//! `l2_distance_squared`, `hamming_distance`, `vector_norm` and `normalize`.
+//! `l2_distance_squared`, `hamming_distance`, `vector_norm`, `normalize`, and `apply_lora` (a low-rank adapter applied to a
+//! vector).
 //!
 //! Each function lives in its own file; [`kernels`] holds the SIMD loops and [`vectors`] the argument decoding
 //! (element types, column vs constant, NULL and length rules) they share.
@@ -11,6 +12,7 @@ use datafusion::logical_expr::ScalarUDF;
 pub mod kernels;
 mod vectors;
 
+mod apply_lora;
 mod cosine_distance;
 mod hamming_distance;
 mod inner_product;
@@ -20,6 +22,7 @@ mod negative_inner_product;
 mod normalize;
 mod vector_norm;
 
+pub use apply_lora::ApplyLora;
 pub use cosine_distance::CosineDistance;
 pub use hamming_distance::HammingDistance;
 pub use inner_product::InnerProduct;
@@ -40,6 +43,7 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
         Arc::new(ScalarUDF::from(HammingDistance::new())),
         Arc::new(ScalarUDF::from(VectorNorm::new())),
         Arc::new(ScalarUDF::from(Normalize::new())),
+        Arc::new(ScalarUDF::from(ApplyLora::new())),
     ]
 }
 
