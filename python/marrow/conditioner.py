@@ -34,6 +34,7 @@ with one kind only, nothing changes and the rows stay pending.
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
@@ -107,20 +108,32 @@ class ConditionedContext:
 class MemoryConditioner:
     """Builds and runs the conditioned retrieval query; stores feedback and learns its weights from it."""
 
-    def __init__(self, memory: Memory, *, defaults: Optional[Weights] = None) -> None:
+    def __init__(self, memory: Memory, *, defaults: Optional[Weights] = None, weights_ttl: float = 5.0) -> None:
         self.memory = memory
         self.db = memory.db
         self.defaults = defaults or Weights()
+        # condition() reuses weights read less than weights_ttl seconds ago (one round trip less per retrieval);
+        # weights() and learn() always read the table.
+        self.weights_ttl = float(weights_ttl)
+        self._weights: dict[str, tuple[float, Weights]] = {}
         _schema.ensure_tables(self.db, *_schema.CONDITIONER)
 
     # -- weights ---------------------------------------------------------------------------------------------
-    def weights(self, namespace: str) -> Weights:
-        """The namespace's weights as stored now (its row, else ``'*'``, else the defaults)."""
-        return _params.load(self.db, "conditioner_weights", namespace, self.defaults)
+    def weights(self, namespace: str, *, max_age: float = 0.0) -> Weights:
+        """The namespace's weights (its row, else ``'*'``, else the defaults), read from the table unless read less
+        than ``max_age`` seconds ago."""
+        cached = self._weights.get(namespace)
+        now = time.monotonic()
+        if cached is not None and max_age and now - cached[0] < max_age:
+            return cached[1]
+        weights = _params.load(self.db, "conditioner_weights", namespace, self.defaults)
+        self._weights[namespace] = (now, weights)
+        return weights
 
     def set_weights(self, namespace: str, weights: Weights) -> None:
         """Store ``weights`` for ``namespace`` (``'*'`` for the default row)."""
         _params.store(self.db, "conditioner_weights", namespace, weights)
+        self._weights.clear()
 
     # -- retrieval -------------------------------------------------------------------------------------------
     def query_sql(self, weights: Weights, pool_sql: str, namespace: str, mode: str) -> str:
@@ -173,7 +186,7 @@ FROM scaled ORDER BY score DESC, _distance ASC NULLS LAST, id"""
         if embedding is None:
             _validate.text(query, "query")
         _validate.namespace(namespace)
-        weights = self.weights(namespace)
+        weights = self.weights(namespace, max_age=self.weights_ttl)
         mode = self.memory.resolve_mode(query or None, mode, embedding)
         pool_sql, params = self.memory.search_sql(
             query or None,

@@ -19,7 +19,7 @@ import json
 import math
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -64,7 +64,9 @@ def scope(user_id: Optional[str] = None, agent_id: Optional[str] = None, run_id:
     Namespaces are paths, so a search with ``descendants=True`` over ``scope("alice")`` covers all of Alice's agents
     and runs, and one over ``scope("alice", "planner")`` all runs of that agent.
     """
-    parts = [(name, value) for name, value in (("user", user_id), ("agent", agent_id), ("run", run_id)) if value]
+    parts = [
+        (name, value) for name, value in (("user", user_id), ("agent", agent_id), ("run", run_id)) if value is not None
+    ]
     if not parts:
         raise InvalidArgumentError("scope needs at least one of user_id, agent_id, run_id")
     for name, value in parts:
@@ -397,23 +399,31 @@ class Memory:
         those tables for everyone (tagged versions are kept and still hold the memory — untag them first). A user
         who says "forget this" means it: use ``purge=True``.
         """
-        record = self.get(memory_id, include_expired=True)
-        if not purge:
-            # The event first: a failure before the delete leaves an extra event, never a silent deletion.
-            self._event(record.id, record.namespace, "delete", record.content, None)
+        try:
+            record = self.get(memory_id, include_expired=True)
+            namespace = record.namespace
+        except NotFoundError:
+            if not purge:
+                raise
+            # Deleted earlier without a purge: its history (and old versions) still hold its text.
+            namespace = self.history(memory_id)[0].namespace
+        else:
+            if not purge:
+                # The event first: a failure before the delete leaves an extra event, never a silent deletion.
+                self._event(record.id, namespace, "delete", record.content, None)
         self.db.execute("DELETE FROM memories WHERE id = $1", [memory_id])
         events = 0
         if purge:
             events = self.db.execute("DELETE FROM memory_events WHERE memory_id = $1 OR related_id = $1", [memory_id])
         access = self.db.execute("DELETE FROM memory_access_log WHERE memory_id = $1", [memory_id])
-        extra = self._forget_hook(record)
+        extra = self._forget_hook(memory_id)
         purged: list[str] = []
         if purge:
             for table in ("memories", "memory_events", "memory_access_log", *extra):
                 self.db.execute(f"CALL compact_table({quote_literal(table)})")
                 self.db.execute(f"CALL cleanup_versions({quote_literal(table)}, INTERVAL '0 seconds')")
                 purged.append(table)
-            self._event(record.id, record.namespace, "delete", None, None, details={"purged": True})
+            self._event(memory_id, namespace, "delete", None, None, details={"purged": True})
         return ForgetReport(memory_id, events, access, purged)
 
     def delete_all(self, namespace: str, *, descendants: bool = False) -> int:
@@ -444,11 +454,11 @@ class Memory:
             self.db.execute(f"DELETE FROM memory_feedback WHERE {where}", params)
         return deleted
 
-    def _forget_hook(self, record: MemoryRecord) -> list[str]:
+    def _forget_hook(self, memory_id: str) -> list[str]:
         """Other tables holding rows about a memory (the conditioner's feedback); deletes them, returns their
         names so a purge covers them too."""
         if self.db.table_exists("memory_feedback"):
-            self.db.execute("DELETE FROM memory_feedback WHERE memory_id = $1", [record.id])
+            self.db.execute("DELETE FROM memory_feedback WHERE memory_id = $1", [memory_id])
             return ["memory_feedback"]
         return []
 
@@ -743,7 +753,8 @@ class Memory:
         for a, b, distance in sorted(pairs, key=lambda p: (p[2], p[0], p[1])):
             if a in gone or b in gone or a not in records or b not in records:
                 continue
-            older, newer = sorted((records[a], records[b]), key=lambda r: (r.created_at, r.id))
+            # Written in one batch, two memories share created_at: the more important then counts as the newer.
+            older, newer = sorted((records[a], records[b]), key=lambda r: (r.created_at, r.importance, r.id))
             verdict = judge(older, newer)
             if verdict not in ("duplicate", "contradiction", "distinct"):
                 raise InvalidArgumentError(
@@ -758,6 +769,12 @@ class Memory:
             # A loser that absorbed others earlier in the run takes them along (see _apply_merges).
             gone.add(loser.id)
             merges.append(Merge(keeper.id, loser.id, distance, verdict))
+        # Chains (c into b, then b into a) resolve to the memory that stays.
+        final = {m.merged: m.kept for m in merges}
+        for merged in final:
+            while final[merged] in final:
+                final[merged] = final[final[merged]]
+        merges = [replace(m, kept=final[m.merged]) for m in merges]
         if dry_run or not merges:
             return merges
         self._apply_merges(namespace, merges, records)
@@ -794,11 +811,6 @@ class Memory:
         """Write a consolidation plan: events first (a failure later leaves events and both memories, and the next
         run merges again), then the keepers, then the deletions, then the rows that point at merged memories."""
         final = {m.merged: m.kept for m in merges}
-        for merged in list(final):
-            seen = {merged}
-            while final[merged] in final and final[merged] not in seen:
-                seen.add(final[merged])
-                final[merged] = final[final[merged]]
         keepers = sorted({final[m.merged] for m in merges})
         by_keeper: dict[str, list[MemoryRecord]] = {key: [] for key in keepers}
         for merged, kept in final.items():
@@ -851,9 +863,9 @@ class Memory:
             try:
                 self.db.execute(
                     "UPDATE memories SET"
-                    f" importance = (SELECT p.importance FROM {tmp}_keep p WHERE p.id = memories.id),"
-                    f" access_count = (SELECT p.access_count FROM {tmp}_keep p WHERE p.id = memories.id),"
-                    f" metadata = (SELECT p.metadata FROM {tmp}_keep p WHERE p.id = memories.id),"
+                    f" importance = (SELECT max(p.importance) FROM {tmp}_keep p WHERE p.id = memories.id),"
+                    f" access_count = (SELECT max(p.access_count) FROM {tmp}_keep p WHERE p.id = memories.id),"
+                    f" metadata = (SELECT max(p.metadata) FROM {tmp}_keep p WHERE p.id = memories.id),"
                     f" updated_at = now() WHERE id IN (SELECT id FROM {tmp}_keep)"
                 )
                 self.db.execute(f"DELETE FROM memories WHERE id IN (SELECT merged FROM {tmp}_move)")
@@ -861,7 +873,7 @@ class Memory:
                     if table == "memory_feedback" and not self.db.table_exists(table):
                         continue
                     self.db.execute(
-                        f"UPDATE {table} SET memory_id = (SELECT m.kept FROM {tmp}_move m"
+                        f"UPDATE {table} SET memory_id = (SELECT max(m.kept) FROM {tmp}_move m"
                         f" WHERE m.merged = {table}.memory_id) WHERE memory_id IN (SELECT merged FROM {tmp}_move)"
                     )
             finally:

@@ -5,9 +5,11 @@ conditioned retrieval and thresholds ``t0 <= t1`` and ``t_adapter`` of the names
 
 - **L0** ``u <= t0``: answer from memory — the best memory is the answer, no model call needed.
 - **L1** ``u <= t1``: retrieve and condition — the model answers with the conditioned context.
-- **A missing fact** (``u > t1`` and the best memory's similarity below ``missing_fact_similarity``, or no memory
-  at all): nothing stored is about the question, and no adapter can supply a fact — the action is
-  ``ask_or_remember`` (level 1): ask the user or a tool, then :meth:`Memory.remember` the answer.
+- **A missing fact** (``u > t1``, the query is a question — it ends with "?" or opens with a question word — and
+  the best memory's similarity is below ``MISSING_FACT_SIMILARITY``, or there is no memory at all): nothing stored
+  is about the question, and no adapter can supply a fact — the action is ``ask_or_remember`` (level 1): ask the
+  user or a tool, then :meth:`Memory.remember` the answer. A task ("translate this clause") lacks a skill instead
+  and goes on to L2/L3.
 - **L2** otherwise, if the namespace has a query adapter (:mod:`marrow.adapters`, trained from its feedback) that
   measured a gain on held-out questions: retrieve again with it (``apply_lora`` on the server) and answer with that
   context. Else, if a stored adapter's description is nearest to ``q`` within ``t_adapter``: apply that adapter.
@@ -163,6 +165,19 @@ class MaintenanceResult:
     expired: int = 0
 
 
+_QUESTION_WORDS = frozenset(
+    "what who whom whose when where which why how is are was were do does did has have had can could will would"
+    " should am".split()
+)
+
+
+def _asks_for_fact(query: str) -> bool:
+    """Whether ``query`` is a question (it ends with "?" or opens with a question word) rather than a task such as
+    "translate this": a question nothing in memory is about lacks a fact; a task lacks a skill."""
+    words = query.strip().lower().split()
+    return query.strip().endswith("?") or (bool(words) and words[0] in _QUESTION_WORDS)
+
+
 def _measured_gain(metrics: dict[str, Any]) -> bool:
     """Whether a query adapter's training measured a gain: on held-out questions when it had enough of them,
     else on its training questions."""
@@ -280,7 +295,7 @@ class EvolutionRouter:
             answer = ctx.items[0].content
         elif unc.score <= t.l1_max_uncertainty:
             level, action = Level.RETRIEVE_AND_CONDITION, "retrieve_and_condition"
-        elif not ctx.items or unc.top_similarity < MISSING_FACT_SIMILARITY:
+        elif _asks_for_fact(query) and (not ctx.items or unc.top_similarity < MISSING_FACT_SIMILARITY):
             level, action = Level.RETRIEVE_AND_CONDITION, "ask_or_remember"
         else:
             qa = self.query_adapter(namespace)
@@ -497,15 +512,14 @@ class EvolutionRouter:
         ).to_pylist()
         if not open_jobs:
             return [], None
+        ids = [r["id"] for r in open_jobs]
         try:
-            qa = adapters.train_query_adapter(self.memory, namespace)
+            qa = adapters.train_query_adapter(self.memory, namespace, jobs=ids)
         except FailedPreconditionError as e:
             return [], str(e)
-        ids = [r["id"] for r in open_jobs]
-        marks = ", ".join(f"${i + 2}" for i in range(len(ids)))
-        self.db.execute(
-            f"UPDATE training_jobs SET status = 'done', base_model = $1 WHERE id IN ({marks})", [qa.id, *ids]
-        )
+        marks = ", ".join(f"${i + 1}" for i in range(len(ids)))
+        # The adapter's metrics name the jobs it answers (adapters.metrics -> 'jobs').
+        self.db.execute(f"UPDATE training_jobs SET status = 'done' WHERE id IN ({marks})", ids)
         self._adapters.pop(namespace, None)
         return [qa.id], None
 

@@ -69,11 +69,13 @@ class Server:
         import_root: Optional[Path] = None,
         export_root: Optional[Path] = None,
         extra_args: tuple[str, ...] = (),
+        model: bool = True,
     ) -> None:
         self.data_dir, self.import_root, self.export_root = data_dir, import_root, export_root
         self.user, self.password = user, password
-        args = [_marrow_bin(), "--log", "info", "serve", "--data-dir", str(data_dir), "--port", "0",
-                "--model-dir", str(_model_dir())]
+        args = [_marrow_bin(), "--log", "info", "serve", "--data-dir", str(data_dir), "--port", "0"]
+        if model:
+            args += ["--model-dir", str(_model_dir())]
         if user:
             args += ["--user", user, "--password", password or ""]
         if tls:
@@ -84,6 +86,8 @@ class Server:
             args += ["--export-root", str(export_root)]
         args += list(extra_args)
         env = {**os.environ, "NO_COLOR": "1"}
+        if not model:
+            env.pop("MARROW_MODEL_DIR", None)
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.log: list[str] = []
         bound: list[str] = []
@@ -176,8 +180,25 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
         pytest.fail("openssl is needed to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key

@@ -127,10 +127,11 @@ def test_consolidate_merges_near_duplicates_and_records_it(server):
         elsewhere = mem.remember("dup elsewhere", "m", embedding=base[0].tolist())
         mem.recall(None, "n", k=3, embedding=base[0].tolist())  # access-log rows that must follow the keeper
 
-        merges = mem.consolidate("n", threshold=0.05)
-        keeper = ids[2]  # the most important of the group
+        # The judge says these are the same fact: the newest (written together: the most important) is kept.
+        merges = mem.consolidate("n", threshold=0.05, judge=lambda older, newer: "duplicate")
+        keeper = ids[2]
         assert {(m.kept, m.merged) for m in merges} == {(keeper, ids[0]), (keeper, ids[1])}
-        assert all(m.distance <= 0.05 for m in merges)
+        assert all(m.distance <= 0.05 and m.relation == "duplicate" for m in merges)
         assert mem.count("n") == 4 and mem.count("m") == 1 and mem.get(elsewhere).content == "dup elsewhere"
         kept = mem.get(keeper)
         assert kept.importance == pytest.approx(0.5)
@@ -165,11 +166,12 @@ def test_forget_deletes_and_purge_removes_physically(server, tmp_path: Path):
 
         assert on_disk()
         report = mem.forget(gone)
-        assert report.events_deleted == 2 and report.access_rows_deleted == 1 and report.purged == []
+        assert report.events_deleted == 0 and report.access_rows_deleted == 1 and report.purged == []
         with pytest.raises(marrow.NotFoundError):
             mem.get(gone)
-        with pytest.raises(marrow.NotFoundError):
-            mem.history(gone)
+        # The history stays, ending with the deletion and what was deleted.
+        history = mem.history(gone)
+        assert [e.operation for e in history] == ["add", "update", "delete"] and history[-1].old_content == secret
         # A plain delete is still readable by time travel and on disk…
         assert db.scalar(f"SELECT count(*) FROM memories VERSION AS OF {old_version} WHERE id = $1", [gone]) == 1
         assert on_disk()
@@ -177,6 +179,10 @@ def test_forget_deletes_and_purge_removes_physically(server, tmp_path: Path):
         other = mem.remember("another secret: 0452-TROUT", "alice")
         report = mem.forget(other, purge=True)
         assert set(report.purged) >= {"memories", "memory_events", "memory_access_log"}
+        # A purge keeps only the fact of the deletion, without the content.
+        (purged,) = mem.history(other)
+        assert (purged.operation, purged.old_content, purged.details) == ("delete", None, {"purged": True})
+        mem.forget(gone, purge=True)  # the earlier delete's history held the secret too
         # …a purge is not: old versions are gone, and so are the bytes (of this and the earlier delete).
         with pytest.raises(marrow.NotFoundError):
             db.sql(f"SELECT count(*) FROM memories VERSION AS OF {old_version}")
@@ -206,8 +212,8 @@ def test_bad_input_is_refused_and_writes_nothing(server):
             (marrow.InvalidArgumentError, lambda: mem.recall("tea", "alice", k=0)),
             (marrow.InvalidArgumentError, lambda: mem.recall(None, "alice", embedding=[0.0] * 12)),
             (marrow.InvalidArgumentError, lambda: mem.recall("tea", "alice", filters={"content": {"like": "x"}})),
-            (marrow.NotFoundError, lambda: mem.recall("tea", "nobody")),
-            (marrow.NotFoundError, lambda: mem.consolidate("nobody")),
+            (marrow.InvalidArgumentError, lambda: mem.recall("tea", "alice//bob")),
+            (marrow.InvalidArgumentError, lambda: mem.consolidate("alice", judge="yes")),
             (marrow.NotFoundError, lambda: mem.get("no-such-id")),
             (marrow.NotFoundError, lambda: mem.update("no-such-id", content="y")),
             (marrow.InvalidArgumentError, lambda: mem.update(ids[0])),
@@ -219,8 +225,10 @@ def test_bad_input_is_refused_and_writes_nothing(server):
                 call()
         assert counts(db) == before
         assert {t: versions(db, t) for t in v_before} == v_before
-        # A namespace that exists but whose filter matches nothing is an empty answer, not an error.
+        # A namespace that exists but whose filter matches nothing is an empty answer, not an error; so is one
+        # that has no memories (an agent's first recall for a new user).
         assert mem.recall("tea", "alice", filters={"kind": "nothing-of-this-kind"}) == []
+        assert mem.recall("tea", "nobody") == [] and mem.consolidate("nobody") == []
 
 
 def test_recall_modes_keyword_vector_and_hybrid(server):
@@ -263,8 +271,7 @@ def test_recall_modes_keyword_vector_and_hybrid(server):
             mem.recall(None, "conv", mode="keyword", embedding=[0.0] * 384)
         with pytest.raises(marrow.InvalidArgumentError):
             mem.recall("   ", "conv", mode="hybrid")
-        with pytest.raises(marrow.NotFoundError):
-            mem.recall("Caroline", "nobody", mode="hybrid")
+        assert mem.recall("Caroline", "nobody", mode="hybrid") == []
         # Quotes in the query text are data, not SQL.
         assert mem.recall("it's Caroline's '; DROP TABLE memories; --", "conv", k=2, mode="hybrid")
         assert mem.count("conv") == 5

@@ -40,7 +40,9 @@ def test_ensure_tables_creates_each_named_table_once_and_in_order():
     assert created == list(_schema.ROUTER)
     db = RecordingClient()
     marrow.ensure_tables(db)
-    assert len(db.statements) == len(_schema.DDL) == len(_schema.MEMORY + _schema.CONDITIONER + _schema.ROUTER)
+    assert len(db.statements) == len(_schema.DDL) == len(
+        _schema.MEMORY + _schema.CONDITIONER + _schema.ROUTER + _schema.WEIGHTS
+    )
     db = RecordingClient()
     with pytest.raises(marrow.InvalidArgumentError):
         marrow.ensure_tables(db, "memory_events", "memories")
