@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import adapters
 from ._schema import ensure_tables
 from .client import Client, connect
 from .conditioner import ConditionedContext, MemoryConditioner, ScoredMemory, Weights
@@ -78,6 +79,7 @@ __all__ = [
     "UncertaintyEstimator",
     "Weights",
     "connect",
+    "adapters",
     "ensure_tables",
     "judge_by_words",
     "scope",

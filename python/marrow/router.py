@@ -54,6 +54,7 @@ import json
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from enum import IntEnum
 from typing import Any, Literal, Optional, Sequence
 
@@ -256,14 +257,14 @@ class EvolutionRouter:
 
     # -- routing ---------------------------------------------------------------------------------------------
     def best_adapter(self, query: str) -> Optional[AdapterMatch]:
-        """The adapter whose description is nearest to ``query``, or None when there are none (or no
-        ``adapters`` table on this server)."""
+        """The model adapter (not a query adapter) whose description is nearest to ``query``, or None when there are
+        none (or no ``adapters`` table on this server)."""
         if not self.db.table_exists("adapters"):
             return None
         rows = self.db.sql(
             "SELECT id, base_model, description, cosine_distance(description_embedding, embed($1)) AS _distance"
-            " FROM adapters WHERE description_embedding IS NOT NULL ORDER BY _distance LIMIT 1",
-            [query],
+            " FROM adapters WHERE description_embedding IS NOT NULL AND kind <> $2 ORDER BY _distance LIMIT 1",
+            [query, adapters.QUERY_ADAPTER_KIND],
         ).to_pylist()
         if not rows:
             return None
@@ -395,6 +396,8 @@ class EvolutionRouter:
                 "details": json.dumps(
                     {"components": unc.components} if unc is not None else details or {}, default=str
                 ),
+                # When it was decided, not when the buffer was written (``at`` is naive UTC, as now() stores it).
+                "at": datetime.now(timezone.utc).replace(tzinfo=None),
             }
         )
         if len(self._pending) >= self.decision_flush_every or level in (Level.REQUEST_ADAPTER, Level.MAINTENANCE):
@@ -407,6 +410,7 @@ class EvolutionRouter:
             return 0
         columns = {name: [row[name] for row in pending] for name in pending[0]}
         types = {
+            "at": pa.timestamp("ns"),
             "level": pa.int32(),
             "uncertainty": pa.float64(),
             "top_similarity": pa.float64(),

@@ -278,3 +278,20 @@ def test_route_costs_at_most_two_round_trips(server):
             assert len(calls) <= 2, calls
         router.close()
         assert db.scalar("SELECT count(*) FROM router_decisions") == 6
+
+
+def test_agent_loop_example_runs_twice_on_the_same_data(export_server):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "examples" / "agent_loop.py"
+    for run in range(2):
+        done = subprocess.run(
+            [sys.executable, str(script), "--uri", export_server.uri, "--export-root", str(export_server.export_root)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, f"run {run + 1}:\n{done.stdout}\n{done.stderr}"
+        assert "[L4] trained ['qa.story-" in done.stdout and "replaces" in done.stdout
