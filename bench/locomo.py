@@ -13,16 +13,14 @@ Usage: bench/locomo.sh [EVAL_DIR]   (prints R@5, R@10 and recall latency p50/p95
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 import marrow
+import numpy as np
+from _server import start, stop
 from marrow import Memory
 
 K = (5, 10)
@@ -66,27 +64,6 @@ class Tally:
         )
 
 
-def start(binary: str, data: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [binary, "serve", "--data-dir", str(data), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    uri = f"grpc://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            with marrow.connect(uri) as c:
-                c.scalar("SELECT 1")
-            return proc, uri
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("marrow did not start")
-
-
 def main() -> None:
     binary, eval_dir = sys.argv[1], Path(sys.argv[2])
     convs = load(eval_dir)
@@ -128,8 +105,7 @@ def main() -> None:
                     for q in c["qa"]:
                         qvec[(c["name"], q["question"])] = np.array(mem.query_vector(q["question"]), np.float32)
         finally:
-            proc.terminate()
-            proc.wait(30)
+            stop(proc)
 
     import bm25s
 

@@ -11,44 +11,16 @@ The binaries alternate for ROUNDS rounds; each figure is the best round's. Usage
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 import marrow
+import numpy as np
+from _server import start, stop
 
 K = 10
 ROUNDS = 3
-
-
-def start(binary: str, data: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [binary, "serve", "--data-dir", str(data), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    uri = f"grpc://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            with marrow.connect(uri) as c:
-                c.cursor().execute("SELECT 1").fetchall()
-            return proc, uri
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{binary} did not start")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    proc.wait(30)
 
 
 def measure(binary: str, data: Path, queries: np.ndarray, truth: np.ndarray, ids: np.ndarray) -> dict[str, float]:
