@@ -862,19 +862,15 @@ class Memory:
             self.db.ingest(tmp + "_move", moves, mode="create")
             try:
                 self.db.execute(
-                    "UPDATE memories SET"
-                    f" importance = (SELECT max(p.importance) FROM {tmp}_keep p WHERE p.id = memories.id),"
-                    f" access_count = (SELECT max(p.access_count) FROM {tmp}_keep p WHERE p.id = memories.id),"
-                    f" metadata = (SELECT max(p.metadata) FROM {tmp}_keep p WHERE p.id = memories.id),"
-                    f" updated_at = now() WHERE id IN (SELECT id FROM {tmp}_keep)"
+                    "UPDATE memories SET importance = p.importance, access_count = p.access_count,"
+                    f" metadata = p.metadata, updated_at = now() FROM {tmp}_keep p WHERE p.id = memories.id"
                 )
                 self.db.execute(f"DELETE FROM memories WHERE id IN (SELECT merged FROM {tmp}_move)")
                 for table in ("memory_access_log", "memory_feedback"):
                     if table == "memory_feedback" and not self.db.table_exists(table):
                         continue
                     self.db.execute(
-                        f"UPDATE {table} SET memory_id = (SELECT max(m.kept) FROM {tmp}_move m"
-                        f" WHERE m.merged = {table}.memory_id) WHERE memory_id IN (SELECT merged FROM {tmp}_move)"
+                        f"UPDATE {table} SET memory_id = m.kept FROM {tmp}_move m WHERE m.merged = {table}.memory_id"
                     )
             finally:
                 self.db.execute(f"DROP TABLE {tmp}_move")
