@@ -154,6 +154,9 @@ impl BatchStream {
                 jobs.push((query, prefix));
             }
         }
+        if let Some(found) = exact_in_one_scan(&catalog, &state, &spec, &schema, &jobs).await? {
+            return Ok(futures::stream::iter(found.into_iter().map(Ok)).boxed());
+        }
         let stream = futures::stream::iter(jobs)
             .map(move |(query, prefix)| {
                 let (catalog, state, spec, schema) =
@@ -198,4 +201,111 @@ impl PartitionStream for BatchStream {
         let stream = futures::stream::once(fut).try_flatten();
         Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
     }
+}
+
+/// Without a vector index, every query is an exact scan of the table: tables up to this many rows are read once and
+/// searched for all queries together instead.
+const ONE_SCAN_MAX_ROWS: usize = 1_000_000;
+
+/// Every query's k nearest rows from one scan of the table, for the exact path over a FLOAT vector column (cosine, L2
+/// or dot): the per-query path plans and scans the whole table once per query row, which made a self-search of 10,000
+/// memories take 70 s. None when the column has an index (each query probes it), the table is larger than
+/// [`ONE_SCAN_MAX_ROWS`] or the vectors are not FLOAT without NULL elements; the per-query path answers then. Ties go
+/// to the earlier row; rows without a vector come last, as NULLS LAST puts them.
+async fn exact_in_one_scan(
+    catalog: &MarrowSchema,
+    state: &SessionState,
+    spec: &SearchSpec,
+    schema: &SchemaRef,
+    jobs: &[(ScalarValue, Vec<ArrayRef>)],
+) -> DFResult<Option<Vec<RecordBatch>>> {
+    use arrow::array::{Array, AsArray, Float64Array};
+    use arrow::datatypes::Float32Type;
+    use lance_linalg::distance::DistanceType;
+    use marrow_udfs::distance::kernels;
+
+    let table = catalog.open_table(&spec.table, false).await?;
+    let metric = spec.metric.unwrap_or(DistanceType::Cosine);
+    if matches!(metric, DistanceType::Hamming)
+        || !crate::vector::vector_indexes(table.dataset(), &spec.column)
+            .await?
+            .is_empty()
+        || table
+            .dataset()
+            .count_rows(None)
+            .await
+            .map_err(crate::vector::lance_err)?
+            > ONE_SCAN_MAX_ROWS
+    {
+        return Ok(None);
+    }
+    let target_schema = table.schema();
+    let physical = table.scan(state, None, &[], None).await?;
+    let batches = collect(physical, state.task_ctx()).await?;
+    let target = arrow::compute::concat_batches(&target_schema, &batches)?;
+    let column = target.column(target_schema.index_of(&spec.column)?);
+    let DataType::FixedSizeList(item, d) = column.data_type() else {
+        return Ok(None);
+    };
+    if item.data_type() != &DataType::Float32 {
+        return Ok(None);
+    }
+    let (d, list) = (*d as usize, column.as_fixed_size_list());
+    let values = list.values().as_primitive::<Float32Type>();
+    if values.null_count() > 0 {
+        return Ok(None);
+    }
+    let rows = values.values();
+    let query_type = DataType::new_fixed_size_list(DataType::Float32, d as i32, true);
+    let mut out = Vec::with_capacity(jobs.len());
+    for (query, prefix) in jobs {
+        let q = arrow::compute::cast(&query.to_array()?, &query_type)?;
+        let q = q.as_fixed_size_list();
+        let q_values = q.values().as_primitive::<Float32Type>();
+        if q.is_null(0) || q_values.null_count() > 0 {
+            return Ok(None);
+        }
+        let prepared = kernels::Query::new(q_values.values()[..d].to_vec());
+        let mut scored: Vec<(f64, u32)> = Vec::with_capacity(list.len());
+        for r in 0..list.len() {
+            let distance = if list.is_null(r) {
+                None
+            } else {
+                let v = &rows[r * d..(r + 1) * d];
+                match metric {
+                    DistanceType::L2 => Some(kernels::l2(v, &prepared)),
+                    DistanceType::Dot => Some(0.0 - kernels::dot(v, &prepared)),
+                    _ => kernels::cosine_distance(v, &prepared),
+                }
+            };
+            // NULL (no vector, or a zero vector under cosine) sorts after every number.
+            scored.push((distance.unwrap_or(f64::NAN), r as u32));
+        }
+        let key = |a: &(f64, u32), b: &(f64, u32)| {
+            a.0.is_nan()
+                .cmp(&b.0.is_nan())
+                .then(a.0.total_cmp(&b.0))
+                .then(a.1.cmp(&b.1))
+        };
+        let k = spec.k.min(scored.len());
+        if k < scored.len() {
+            scored.select_nth_unstable_by(k, key);
+            scored.truncate(k);
+        }
+        scored.sort_unstable_by(key);
+        let take = UInt64Array::from_iter_values(scored.iter().map(|(_, r)| *r as u64));
+        let repeat = UInt64Array::from(vec![0u64; k]);
+        let mut columns: Vec<ArrayRef> = prefix
+            .iter()
+            .map(|a| arrow::compute::take(a.as_ref(), &repeat, None))
+            .collect::<Result<_, _>>()?;
+        for c in target.columns() {
+            columns.push(arrow::compute::take(c.as_ref(), &take, None)?);
+        }
+        columns.push(Arc::new(Float64Array::from_iter(
+            scored.iter().map(|(x, _)| (!x.is_nan()).then_some(*x)),
+        )));
+        out.push(RecordBatch::try_new(schema.clone(), columns)?);
+    }
+    Ok(Some(out))
 }
