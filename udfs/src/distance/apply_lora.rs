@@ -217,7 +217,7 @@ impl Matrix {
         match self.array.data_type() {
             DataType::LargeBinary => {
                 let bytes = self.array.as_binary::<i64>().value(i);
-                if bytes.len() % 4 != 0 {
+                if !bytes.len().is_multiple_of(4) {
                     return exec_err!(
                         "apply_lora: a matrix of float32 bytes has a length divisible by 4, got {}",
                         bytes.len()
@@ -246,7 +246,7 @@ impl Matrix {
 /// `x + scale·B·(A·x)`, the rank r read from A's length.
 fn residual(x: &[f32], a: &[f32], b: &[f32], scale: f32) -> Result<Vec<f32>> {
     let d = x.len();
-    if d == 0 || a.len() % d != 0 || a.is_empty() {
+    if d == 0 || !a.len().is_multiple_of(d) || a.is_empty() {
         return exec_err!(
             "apply_lora: lora_a has {} values, not r×{d} for the vector's {d} dimensions",
             a.len()
