@@ -260,9 +260,10 @@ def test_router_learns_from_every_level(server):
 def test_route_costs_at_most_two_round_trips(server):
     with marrow.connect(server.uri) as db:
         mem = Memory(db)
-        router = EvolutionRouter(mem)
+        # The caches' lifetimes well beyond the test's duration, however slow the machine.
+        router = EvolutionRouter(mem, conditioner=MemoryConditioner(mem, weights_ttl=600), thresholds_ttl=600)
         mem.remember_many(["The user lives in Lisbon", "The user's favourite colour is blue"], "agent")
-        router.route("Where does the user live?", "agent")  # reads thresholds, checks maintenance
+        router.route("Where does the user live?", "agent")  # reads thresholds and weights, checks maintenance
         calls: list[str] = []
         for name in ("sql", "execute", "scalar", "ingest"):
             original = getattr(db, name)
