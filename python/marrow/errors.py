@@ -145,6 +145,10 @@ def map_error(err: BaseException, context: str = "") -> MarrowError:
     # sometimes as UNAVAILABLE too, with the real reason only in the message.
     if "nauthenticated" in text or "UNAUTHENTICATED" in text:
         name, cls = "UNAUTHENTICATED", AuthenticationError
+    # The Go driver reports RESOURCE_EXHAUSTED (a memory limit hit while a result streams) as INTERNAL without a
+    # vendor code; the server's message names it.
+    if cls is InternalError and ("Resources exhausted" in text or "RESOURCE_EXHAUSTED" in text):
+        name, cls = "RESOURCE_EXHAUSTED", ResourceExhaustedError
     message = f"{context}: {text}" if context else text
     return cls(
         message,

@@ -97,6 +97,18 @@ def test_user_errors_are_not_internal(server):
         assert db.sql("SELECT id, x FROM t ORDER BY id").to_pylist() == [{"id": 1, "x": 1}, {"id": 2, "x": 0}]
 
 
+def test_a_query_past_the_memory_limit_is_resource_exhausted(serve):
+    server = serve(extra_args=("--memory-limit", "16MiB"))
+    with marrow.connect(server.uri) as db:
+        with pytest.raises(marrow.ResourceExhaustedError) as err:
+            db.sql(
+                "SELECT v, count(*) FROM (SELECT v % 1000003 AS v FROM generate_series(1, 5000000) AS g(v))"
+                " GROUP BY v ORDER BY v"
+            )
+        assert err.value.grpc_code == "RESOURCE_EXHAUSTED"
+        assert db.scalar("SELECT 1") == 1  # the server stays up
+
+
 def test_executemany_applies_all_rows_or_none(server):
     with marrow.connect(server.uri) as db:
         db.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, x BIGINT)")

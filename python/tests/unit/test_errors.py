@@ -26,6 +26,15 @@ def test_grpc_codes_map_to_marrow_classes_that_stay_builtin_and_dbapi_errors():
     # The driver reports some refused logins as UNAVAILABLE; the message tells.
     refused = map_error(_driver_error(14, adbc.AdbcStatusCode.IO, "Unauthenticated: bad password"))
     assert type(refused) is marrow.AuthenticationError and refused.grpc_code == "UNAUTHENTICATED"
+    # The Go driver reports RESOURCE_EXHAUSTED as INTERNAL without a vendor code; the message tells.
+    exhausted = adbc.InternalError(
+        "INTERNAL: [FlightSQL] Resources exhausted: Failed to reserve memory for sort",
+        status_code=adbc.AdbcStatusCode.INTERNAL,
+    )
+    mapped = map_error(exhausted)
+    assert type(mapped) is marrow.ResourceExhaustedError and mapped.grpc_code == "RESOURCE_EXHAUSTED"
+    other = map_error(adbc.InternalError("INTERNAL: boom", status_code=adbc.AdbcStatusCode.INTERNAL))
+    assert type(other) is marrow.InternalError
     # Already mapped: unchanged.
     assert map_error(refused) is refused
 
