@@ -296,3 +296,34 @@ def test_agent_loop_example_runs_twice_on_the_same_data(export_server):
         )
         assert done.returncode == 0, f"run {run + 1}:\n{done.stdout}\n{done.stderr}"
         assert "[L4] trained ['qa.story-" in done.stdout and "replaces" in done.stdout
+
+
+def test_the_conditioner_learns_per_memory_and_ranks_relevance_first(server):
+    with marrow.connect(server.uri) as db:
+        mem = Memory(db)
+        cond = MemoryConditioner(mem, weights_ttl=0)
+        ids = mem.remember_many(
+            [
+                {"content": "Bob's dog is called Biscuit", "importance": 1.0},
+                "Bob likes spicy Thai food",
+                "Bob cooks pasta on Sundays",
+                "Bob's favourite dessert is tiramisu",
+                "Bob drinks green tea",
+                "Bob lives in Leeds",
+                "Bob works as a nurse",
+                "Bob plays the guitar",
+            ],
+            "bob",
+        )
+        # Defaults: relevance first; the important but unrelated memory does not lead a food question.
+        ctx = cond.condition("What food does Bob like?", "bob", k=8, log_access=False)
+        assert ctx.items[0].id != ids[0] and ctx.items[0].relevance == 1.0
+        ranks = [i.id for i in ctx.items]
+        target = ranks[-2]
+        # Five thumbs-up for one memory: its own feature rises to 5/7 and it moves up.
+        for q in ("What does Bob eat?", "Bob's meals?", "food for Bob", "Bob's diet", "what Bob likes to eat"):
+            cond.feedback("bob", q, {target: True})
+        after = cond.condition("What food does Bob like?", "bob", k=8, log_access=False)
+        moved = next(i for i in after.items if i.id == target)
+        assert moved.feedback == pytest.approx(5 / 7)
+        assert [i.id for i in after.items].index(target) < ranks.index(target) - 1
