@@ -10,7 +10,6 @@ use std::sync::OnceLock;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::sql::{Any, Command};
 use arrow_flight::FlightData;
-use futures::StreamExt;
 use marrow_engine::{Config, Database, Session};
 use prost::Message;
 
@@ -125,7 +124,8 @@ pub fn flight_ipc(data: &[u8]) {
     let stream = FlightRecordBatchStream::new_from_flight_data(futures::stream::iter(messages));
     futures::executor::block_on(async {
         let mut stream = stream;
-        while let Some(batch) = stream.next().await {
+        // The server's own decoding step (a panic inside arrow's reader becomes an error there).
+        while let Some(batch) = marrow_flight::service::next_batch(&mut stream).await {
             match batch {
                 // What the ingest does first with a batch it received.
                 Ok(b) => {

@@ -107,6 +107,25 @@ pub(super) fn encode_batch(batch: RecordBatch) -> Response<DoGetStream> {
     encode_batches(batch.schema(), vec![batch])
 }
 
+/// The decoder's next batch. Arrow's IPC reader meets some malformed messages (a validity buffer shorter than its
+/// field's length) with a panic rather than an error; here that is an error like any other malformed data, for the
+/// client (INVALID_ARGUMENT) and for the rest of the stream, which ends.
+pub async fn next_batch(
+    decoder: &mut FlightRecordBatchStream,
+) -> Option<std::result::Result<RecordBatch, FlightError>> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(decoder.next())
+        .catch_unwind()
+        .await
+    {
+        Ok(item) => item,
+        Err(panic) => Some(Err(FlightError::DecodeError(format!(
+            "malformed Arrow IPC data: {}",
+            marrow_engine::error::panic_message(panic.as_ref())
+        )))),
+    }
+}
+
 /// Read the record batches of a DoPut stream: its schema (if any message carried one) and its batches.
 /// The Arrow data of a DoPut, decoded as it arrives. With a `limit` (the server's memory limit), a stream whose
 /// batches take more memory than that is refused as soon as it passes it, before the rest is read.
@@ -121,7 +140,7 @@ pub(super) async fn read_batches(
     let mut decoder = FlightRecordBatchStream::new_from_flight_data(data);
     let mut batches = vec![];
     let mut held = 0usize;
-    while let Some(batch) = decoder.next().await {
+    while let Some(batch) = next_batch(&mut decoder).await {
         let batch = batch.map_err(Error::client_data)?;
         held += batch.get_array_memory_size();
         if let Some(limit) = limit.filter(|l| held > *l) {
@@ -164,8 +183,7 @@ pub(super) async fn read_stream(
         .try_filter(|fd| futures::future::ready(!fd.data_header.is_empty()))
         .map_err(FlightError::from);
     let mut decoder = FlightRecordBatchStream::new_from_flight_data(data);
-    let first = decoder
-        .next()
+    let first = next_batch(&mut decoder)
         .await
         .transpose()
         .map_err(Error::client_data)?;
@@ -178,7 +196,14 @@ pub(super) async fn read_stream(
     };
     let failure = DecodeFailure::default();
     let slot = failure.clone();
-    let rows = stream::iter(first.map(Ok)).chain(decoder).map(move |b| {
+    // After an error (a panic among them) the decoder is not polled again.
+    let rest = stream::unfold(Some(decoder), |decoder| async move {
+        let mut decoder = decoder?;
+        let item = next_batch(&mut decoder).await?;
+        let keep = item.is_ok().then_some(decoder);
+        Some((item, keep))
+    });
+    let rows = stream::iter(first.map(Ok)).chain(rest).map(move |b| {
         b.map_err(|e| {
             let e = Error::client_data(e);
             let message = e.to_string();

@@ -48,7 +48,7 @@ use arrow_flight::{Action, FlightDescriptor, FlightInfo, HandshakeRequest, Ticke
 use marrow_engine::Database;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use encode::{split_batch, MAX_MESSAGE_BYTES};
+pub use encode::{next_batch, split_batch, MAX_MESSAGE_BYTES};
 pub use tickets::TICKET_TTL;
 
 use crate::auth::handshake::{handshake, HandshakeStream};
