@@ -7,8 +7,9 @@ another process applies at once.
 
 from __future__ import annotations
 
+import time
 from dataclasses import fields, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from . import _validate
 from .client import Client
@@ -16,9 +17,10 @@ from .client import Client
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["load", "store"]
+__all__ = ["load", "store", "Recent"]
 
 P = TypeVar("P", bound="DataclassInstance")
+V = TypeVar("V")
 
 
 def _columns(params: DataclassInstance) -> list[tuple[str, bool]]:
@@ -53,3 +55,28 @@ def store(db: Client, table: str, namespace: str, params: DataclassInstance) -> 
         f" SET {updates}, updated_at = now()",
         [namespace, *(int(getattr(params, c)) if is_int else float(getattr(params, c)) for c, is_int in columns)],
     )
+
+
+class Recent(Generic[V]):
+    """Values by namespace, reused while younger than a given age: the conditioner's weights, the router's thresholds
+    and query adapters, read once per ``max_age`` seconds instead of once per call."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[float, V]] = {}
+
+    def get(self, namespace: str, max_age: float, load: Callable[[], V]) -> V:
+        """The value read less than ``max_age`` seconds ago, else ``load()`` (always with ``max_age`` 0)."""
+        cached = self._values.get(namespace)
+        now = time.monotonic()
+        if cached is not None and max_age and now - cached[0] < max_age:
+            return cached[1]
+        value = load()
+        self._values[namespace] = (now, value)
+        return value
+
+    def forget(self, namespace: str | None = None) -> None:
+        """Drop one namespace's value, or all of them."""
+        if namespace is None:
+            self._values.clear()
+        else:
+            self._values.pop(namespace, None)

@@ -34,7 +34,6 @@ with one kind only, nothing changes and the rows stay pending.
 from __future__ import annotations
 
 import math
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
@@ -115,25 +114,21 @@ class MemoryConditioner:
         # condition() reuses weights read less than weights_ttl seconds ago (one round trip less per retrieval);
         # weights() and learn() always read the table.
         self.weights_ttl = float(weights_ttl)
-        self._weights: dict[str, tuple[float, Weights]] = {}
+        self._weights: _params.Recent[Weights] = _params.Recent()
         _schema.ensure_tables(self.db, *_schema.CONDITIONER)
 
     # -- weights ---------------------------------------------------------------------------------------------
     def weights(self, namespace: str, *, max_age: float = 0.0) -> Weights:
         """The namespace's weights (its row, else ``'*'``, else the defaults), read from the table unless read less
         than ``max_age`` seconds ago."""
-        cached = self._weights.get(namespace)
-        now = time.monotonic()
-        if cached is not None and max_age and now - cached[0] < max_age:
-            return cached[1]
-        weights = _params.load(self.db, "conditioner_weights", namespace, self.defaults)
-        self._weights[namespace] = (now, weights)
-        return weights
+        return self._weights.get(
+            namespace, max_age, lambda: _params.load(self.db, "conditioner_weights", namespace, self.defaults)
+        )
 
     def set_weights(self, namespace: str, weights: Weights) -> None:
         """Store ``weights`` for ``namespace`` (``'*'`` for the default row)."""
         _params.store(self.db, "conditioner_weights", namespace, weights)
-        self._weights.clear()
+        self._weights.forget()
 
     # -- retrieval -------------------------------------------------------------------------------------------
     def query_sql(self, weights: Weights, pool_sql: str, namespace: str, mode: str) -> str:

@@ -388,6 +388,22 @@ class Memory:
             [memory_id, namespace, operation, old, new, related, self.actor, json.dumps(details or {}, default=str)],
         )
 
+    def _removal_events(self, rows: list[dict[str, Any]], operation: str, details: list[dict[str, Any]]) -> None:
+        """One ingest of ``operation`` events for memories about to be removed (rows with id, namespace, content)."""
+        self.db.ingest(
+            "memory_events",
+            pa.table(
+                {
+                    "memory_id": [r["id"] for r in rows],
+                    "namespace": [r["namespace"] for r in rows],
+                    "operation": [operation] * len(rows),
+                    "old_content": [r["content"] for r in rows],
+                    "actor": [self.actor] * len(rows),
+                    "details": [json.dumps(d) for d in details],
+                }
+            ),
+        )
+
     def forget(self, memory_id: str, *, purge: bool = False) -> ForgetReport:
         """Delete a memory and its access-log rows; its history stays, with a ``delete`` event holding the text.
 
@@ -435,19 +451,7 @@ class Memory:
         rows = self.db.sql(f"SELECT id, namespace, content FROM memories WHERE {where}", params).to_pylist()
         if not rows:
             return 0
-        self.db.ingest(
-            "memory_events",
-            pa.table(
-                {
-                    "memory_id": [r["id"] for r in rows],
-                    "namespace": [r["namespace"] for r in rows],
-                    "operation": ["delete"] * len(rows),
-                    "old_content": [r["content"] for r in rows],
-                    "actor": [self.actor] * len(rows),
-                    "details": [json.dumps({"delete_all": namespace})] * len(rows),
-                }
-            ),
-        )
+        self._removal_events(rows, "delete", [{"delete_all": namespace}] * len(rows))
         deleted = self.db.execute(f"DELETE FROM memories WHERE {where}", params)
         self.db.execute(f"DELETE FROM memory_access_log WHERE {where}", params)
         if self.db.table_exists("memory_feedback"):
@@ -934,19 +938,7 @@ class Memory:
         rows = self.db.sql(f"SELECT id, namespace, content, expires_at FROM memories WHERE {where}", params).to_pylist()
         if not rows:
             return 0
-        self.db.ingest(
-            "memory_events",
-            pa.table(
-                {
-                    "memory_id": [r["id"] for r in rows],
-                    "namespace": [r["namespace"] for r in rows],
-                    "operation": ["expire"] * len(rows),
-                    "old_content": [r["content"] for r in rows],
-                    "actor": [self.actor] * len(rows),
-                    "details": [json.dumps({"expires_at": str(r["expires_at"])}) for r in rows],
-                }
-            ),
-        )
+        self._removal_events(rows, "expire", [{"expires_at": str(r["expires_at"])} for r in rows])
         return self.db.execute(f"DELETE FROM memories WHERE {where}", params)
 
 

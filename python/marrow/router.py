@@ -51,7 +51,6 @@ be, so they loosen it; their failures do not tighten it (a hard task says nothin
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -219,8 +218,8 @@ class EvolutionRouter:
         self.thresholds_ttl = float(thresholds_ttl)
         self.decision_flush_every = max(1, int(decision_flush_every))
         self.maintenance_check_every = max(1, int(maintenance_check_every))
-        self._thresholds: dict[str, tuple[float, Thresholds]] = {}
-        self._adapters: dict[str, tuple[float, Optional[QueryAdapter]]] = {}
+        self._thresholds: _params.Recent[Thresholds] = _params.Recent()
+        self._adapters: _params.Recent[Optional[QueryAdapter]] = _params.Recent()
         self._pending: list[dict[str, Any]] = []
         self._since_check: dict[str, int] = {}
         _schema.ensure_tables(self.db, *_schema.ROUTER)
@@ -229,31 +228,24 @@ class EvolutionRouter:
     def thresholds(self, namespace: str, *, max_age: Optional[float] = 0.0) -> Thresholds:
         """The namespace's thresholds (its row, else ``'*'``, else the defaults), read from the table unless this
         router read them less than ``max_age`` seconds ago (:meth:`route` passes ``thresholds_ttl``)."""
-        cached = self._thresholds.get(namespace)
-        now = time.monotonic()
-        if cached is not None and max_age and now - cached[0] < max_age:
-            return cached[1]
-        t = _params.load(self.db, "router_thresholds", namespace, self.defaults)
-        self._thresholds[namespace] = (now, t)
-        return t
+        return self._thresholds.get(
+            namespace, max_age or 0.0, lambda: _params.load(self.db, "router_thresholds", namespace, self.defaults)
+        )
 
     def set_thresholds(self, namespace: str, t: Thresholds) -> None:
         """Store ``t`` for ``namespace`` (``'*'`` for the default row)."""
         _params.store(self.db, "router_thresholds", namespace, t)
-        self._thresholds.clear()
+        self._thresholds.forget()
 
     def query_adapter(self, namespace: str) -> Optional[QueryAdapter]:
         """The namespace's newest query adapter if it measured a gain on held-out questions (cached like the
         thresholds)."""
-        cached = self._adapters.get(namespace)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < self.thresholds_ttl:
-            return cached[1]
-        qa = adapters.latest_query_adapter(self.memory, namespace) if self.db.table_exists("tensors") else None
-        if qa is not None and not _measured_gain(qa.metrics):
-            qa = None
-        self._adapters[namespace] = (now, qa)
-        return qa
+
+        def load() -> Optional[QueryAdapter]:
+            qa = adapters.latest_query_adapter(self.memory, namespace) if self.db.table_exists("tensors") else None
+            return qa if qa is not None and _measured_gain(qa.metrics) else None
+
+        return self._adapters.get(namespace, self.thresholds_ttl, load)
 
     # -- routing ---------------------------------------------------------------------------------------------
     def best_adapter(self, query: str) -> Optional[AdapterMatch]:
@@ -524,7 +516,7 @@ class EvolutionRouter:
         marks = ", ".join(f"${i + 1}" for i in range(len(ids)))
         # The adapter's metrics name the jobs it answers (adapters.metrics -> 'jobs').
         self.db.execute(f"UPDATE training_jobs SET status = 'done' WHERE id IN ({marks})", ids)
-        self._adapters.pop(namespace, None)
+        self._adapters.forget(namespace)
         return [qa.id], None
 
     def maintain(self, namespace: str) -> MaintenanceResult:
