@@ -29,6 +29,7 @@ pub fn builtins(schema: &Arc<MarrowSchema>, config: &Config) -> Extensions {
         .procedure(tag_version::TagVersion)
         .procedure(drop_tag::DropTag)
         .procedure(compact_table::CompactTable)
+        .procedure(upkeep::Upkeep)
         .procedure(cleanup_versions::CleanupVersions)
         .procedure(import_safetensors::ImportSafetensors)
         .procedure(export_safetensors::ExportSafetensors)

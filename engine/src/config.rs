@@ -25,6 +25,9 @@ pub struct Config {
     pub model_dir: Option<PathBuf>,
     /// More tokenizers for `tokenize(text, name)`, by name.
     pub tokenizers: BTreeMap<String, PathBuf>,
+    /// Background compaction and index upkeep for every table (see [`crate::upkeep`]); `None` runs none (`CALL
+    /// upkeep()` still does a pass on demand, with the default policy).
+    pub upkeep: Option<crate::upkeep::Upkeep>,
 }
 
 impl Config {

@@ -25,6 +25,8 @@ pub(crate) struct DbInner {
     pub(crate) extensions: Extensions,
     /// One writer per table at a time inside this process; other processes are kept out by the directory lock.
     write_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Appends staged and waiting for their table's next group commit.
+    commit_queues: crate::statements::group_commit::CommitQueues,
     /// Counts statements that may change what a query plans to (DDL, writes, SET): cached plans made before
     /// a change are not reused after it.
     generation: AtomicU64,
@@ -114,6 +116,7 @@ impl Database {
             memory_limit: config.memory_limit,
             model_dir: config.model_dir.clone(),
             tokenizers: config.tokenizers.clone(),
+            upkeep: config.upkeep.clone(),
         };
         let models = Arc::new(
             marrow_udfs::text::TextModels::new(config.model_dir.clone(), config.tokenizers.clone())
@@ -128,6 +131,7 @@ impl Database {
                 models,
                 extensions,
                 write_locks: Mutex::new(BTreeMap::new()),
+                commit_queues: Default::default(),
                 generation: AtomicU64::new(0),
                 statement_slots: Arc::new(tokio::sync::Semaphore::new(statement_slots())),
                 _lock: lock,
@@ -149,6 +153,9 @@ impl Database {
         Box::pin(crate::catalog::builtin::add_missing_columns(&schema)).await?;
         crate::statements::index::ensure_memory_text_index(&schema).await?;
         Box::pin(db.ensure_live_memories_view()).await?;
+        if let Some(policy) = db.config().upkeep.clone() {
+            db.spawn_upkeep(policy);
+        }
         Ok(db)
     }
 
@@ -262,6 +269,10 @@ impl Database {
         }
         let ds = schema.open_dataset(name).await.ok()?;
         ds.count_rows(None).await.ok().map(|n| n as u64)
+    }
+
+    pub(crate) fn commit_queues(&self) -> &crate::statements::group_commit::CommitQueues {
+        &self.inner.commit_queues
     }
 
     pub(crate) fn write_lock(&self, table: &str) -> Arc<tokio::sync::Mutex<()>> {

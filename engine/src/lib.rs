@@ -44,6 +44,7 @@ pub mod session;
 pub mod sql;
 pub mod statements;
 pub mod table_functions;
+pub mod upkeep;
 pub mod vector;
 
 pub use catalog::builtin::memories_schema;
@@ -53,3 +54,4 @@ pub use error::{Error, ErrorKind, Result};
 pub use prepared::{is_internal_relation, Parameters, PreparedInfo, PreparedStatement};
 pub use session::{QueryOutput, Session};
 pub use statements::ingest;
+pub use upkeep::{Upkeep, UpkeepReport};

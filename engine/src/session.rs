@@ -152,6 +152,11 @@ impl Session {
         }
     }
 
+    /// Whether this session runs under a caller that holds `table`'s write lock.
+    pub(crate) fn holds_lock(&self, table: &str) -> bool {
+        self.holds.as_deref() == Some(table)
+    }
+
     /// Take `table`'s write lock for one write, unless this session runs under a caller that holds it.
     pub(crate) async fn lock_for_write(
         &self,

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional, Sequence, Union
 
@@ -32,6 +33,18 @@ IngestMode = Literal["append", "create", "replace", "create_append"]
 IngestData = Union[pa.Table, pa.RecordBatch, pa.RecordBatchReader, "pandas.DataFrame", "polars.DataFrame"]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Statements kept prepared between runs: queries only (re-running one has no effect beyond its result).
+_REUSABLE = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
+# The server's answer when a prepared query's result shape no longer matches its tables.
+_STALE = re.compile(r"changed between planning and execution|prepared statement not found")
+PREPARED_CACHE_SIZE = 64
+
+
+def _close_quietly(cur: flightsql.Cursor) -> None:
+    try:
+        cur.close()
+    except adbc_driver_manager.Error:
+        pass
 
 
 def quote_ident(name: str) -> str:
@@ -57,10 +70,21 @@ class Client:
     drop-in for code written against the plain ADBC connection. ``SET`` options last for the client's session.
     """
 
-    def __init__(self, conn: flightsql.Connection, uri: str) -> None:
+    def __init__(self, conn: flightsql.Connection, uri: str, connect_args: Optional[dict[str, Any]] = None) -> None:
         self.adbc = conn
         self.uri = uri
         self._closed = False
+        self._connect_args = dict(connect_args or {})
+        # Prepared queries by SQL text, least recently used first: running the same query again binds its new
+        # parameters to the statement prepared before (3 round trips: bind, plan, fetch) instead of preparing and
+        # closing one each time (5).
+        self._prepared: OrderedDict[str, flightsql.Cursor] = OrderedDict()
+        self.prepared_cache_size = PREPARED_CACHE_SIZE
+
+    def clone(self) -> Client:
+        """Another connection to the same server with the same credentials and settings (its own session):
+        for a thread, since one connection serves one caller at a time."""
+        return connect(self.uri, **self._connect_args)
 
     # -- DB-API passthrough (errors from these are ADBC's, not mapped) -------------------------------------
     def cursor(self) -> flightsql.Cursor:
@@ -110,6 +134,9 @@ class Client:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            for cur in self._prepared.values():
+                _close_quietly(cur)
+            self._prepared.clear()
             self.adbc.close()
 
     @property
@@ -146,15 +173,39 @@ class Client:
         """Run one statement and return its result as an Arrow table (DDL/DML return a one-row ``count`` table).
 
         ``params`` bind ``$1, $2, …``: str, int, float, bool, None, ``datetime``, bytes and lists of floats (vectors)
-        work; a list bound to a ``FLOAT[n]`` column must have exactly n values.
+        work; a list bound to a ``FLOAT[n]`` column must have exactly n values. Queries (``SELECT``, ``WITH``)
+        stay prepared on the server, per SQL text, for the client's next run of the same text.
         """
-        cur = self._executed(query, params)
+        if not _REUSABLE.match(query if isinstance(query, str) else ""):
+            cur = self._executed(query, params)
+            try:
+                return cur.fetch_arrow_table()
+            except adbc_driver_manager.Error as e:
+                raise map_error(e) from e
+            finally:
+                cur.close()
+        return self._prepared_query(query, params)
+
+    def _prepared_query(self, query: str, params: Optional[Sequence[Any]]) -> pa.Table:
+        if self._closed:
+            raise MarrowError("the client is closed")
+        cur = self._prepared.pop(query, None)
+        fresh = cur is None
+        if cur is None:
+            cur = self.adbc.cursor()
         try:
-            return cur.fetch_arrow_table()
+            cur.execute(query, parameters=list(params) if params else None)
+            table = cur.fetch_arrow_table()
         except adbc_driver_manager.Error as e:
+            _close_quietly(cur)
+            # A statement prepared before the tables it reads changed shape: prepare it again, once.
+            if not fresh and _STALE.search(str(e)):
+                return self._prepared_query(query, params)
             raise map_error(e) from e
-        finally:
-            cur.close()
+        self._prepared[query] = cur
+        while len(self._prepared) > max(0, self.prepared_cache_size):
+            _close_quietly(self._prepared.popitem(last=False)[1])
+        return table
 
     def sql_reader(self, query: str, params: Optional[Sequence[Any]] = None) -> pa.RecordBatchReader:
         """Run one query and stream its result: batches arrive as the server sends them, so a result larger than
@@ -284,6 +335,14 @@ def connect(
         kwargs[DatabaseOptions.TLS_ROOT_CERTS.value] = tls_root_certs
     for option in (DatabaseOptions.TIMEOUT_QUERY, DatabaseOptions.TIMEOUT_FETCH, DatabaseOptions.TIMEOUT_UPDATE):
         kwargs[option.value] = f"{connect_timeout:g}"
+    connect_args: dict[str, Any] = {
+        "user": user,
+        "password": password,
+        "tls_root_certs": tls_root_certs,
+        "autocommit": autocommit,
+        "connect_timeout": connect_timeout,
+        "query_timeout": query_timeout,
+    }
     try:
         conn = flightsql.connect(uri, db_kwargs=kwargs, autocommit=autocommit)
     except adbc_driver_manager.Error as e:
@@ -303,4 +362,4 @@ def connect(
     except adbc_driver_manager.Error as e:
         conn.close()
         raise map_error(e, f"cannot connect to Marrow at {uri}") from e
-    return Client(conn, uri)
+    return Client(conn, uri, connect_args)

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _filters, _schema, _validate
+from ._background import BackgroundAppender
 from .client import Client, quote_literal
 from .errors import FailedPreconditionError, InvalidArgumentError, MarrowError, NotFoundError
 from .records import MEMORY_COLUMNS, Hit, MemoryEvent, MemoryRecord
@@ -178,14 +179,29 @@ class Memory:
     MiniLM) is read from the ``memories`` schema, and caller-supplied embeddings are checked against it.
     """
 
-    def __init__(self, client: Client, *, actor: str = "marrow-python", access_flush_every: int = 1) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        actor: str = "marrow-python",
+        access_log: str = "background",
+        access_flush_every: int = 1,
+    ) -> None:
         self.db = client
         self.actor = actor
-        # Access-log rows are sent every `access_flush_every` recalls (1: with each recall). Buffering saves a round
-        # trip per recall; rows still buffered when the process dies are lost (access statistics only, never
-        # memories). `flush_access_log()` sends them; `maintain()` and `close()` call it.
+        # How recall's access-log rows are sent: "background" (default) queues them for a thread with its own
+        # connection, which writes the rows of many recalls in one ingest, so the log adds no latency to recall;
+        # "sync" sends them from recall itself, every `access_flush_every` recalls; "off" keeps no log. Rows not yet
+        # sent when the process dies are lost (access statistics only, never memories). `flush_access_log()` sends
+        # them; `maintain()` and `close()` call it.
+        if access_log not in ("background", "sync", "off"):
+            raise InvalidArgumentError(f"access_log must be 'background', 'sync' or 'off', not {access_log!r}")
+        self.access_log = access_log
         self.access_flush_every = max(1, int(access_flush_every))
         self._access_buffer: list[pa.Table] = []
+        self._appender: Optional[BackgroundAppender] = (
+            BackgroundAppender(client, "memory_access_log") if access_log == "background" else None
+        )
         self._text_index: Optional[bool] = None
         self._embedder_error: Optional[str] = None
         _schema.ensure_tables(client, *_schema.MEMORY)
@@ -669,23 +685,31 @@ class Memory:
         return self._text_index
 
     def log_access(self, hits: Sequence[Hit], namespace: str, query: Optional[str]) -> None:
-        """Append one access-log row per hit (buffered when ``access_flush_every`` > 1)."""
-        self._access_buffer.append(
-            pa.table(
-                {
-                    "memory_id": pa.array([h.id for h in hits], pa.string()),
-                    "namespace": pa.array([namespace] * len(hits), pa.string()),
-                    "query": pa.array([query] * len(hits), pa.string()),
-                    "rank": pa.array(range(1, len(hits) + 1), pa.int32()),
-                    "distance": pa.array([h.distance for h in hits], pa.float64()),
-                }
-            )
+        """Append one access-log row per hit (see ``access_log``)."""
+        if self.access_log == "off":
+            return
+        rows = pa.table(
+            {
+                "memory_id": pa.array([h.id for h in hits], pa.string()),
+                "namespace": pa.array([namespace] * len(hits), pa.string()),
+                "query": pa.array([query] * len(hits), pa.string()),
+                "rank": pa.array(range(1, len(hits) + 1), pa.int32()),
+                "distance": pa.array([h.distance for h in hits], pa.float64()),
+            }
         )
+        if self._appender is not None:
+            self._appender.append(rows)
+            return
+        self._access_buffer.append(rows)
         if len(self._access_buffer) >= self.access_flush_every:
             self.flush_access_log()
 
     def flush_access_log(self) -> int:
-        """Send buffered access-log rows; the number sent."""
+        """Send the access-log rows not sent yet and wait until they are written; the number written."""
+        if self._appender is not None:
+            before = self._appender.rows_written
+            self._appender.flush()
+            return self._appender.rows_written - before
         if not self._access_buffer:
             return 0
         table = pa.concat_tables(self._access_buffer)
@@ -693,7 +717,12 @@ class Memory:
         return self.db.ingest("memory_access_log", table)
 
     def close(self) -> None:
+        """Write the access-log rows not sent yet and stop the background writer (the client stays open)."""
         self.flush_access_log()
+        if self._appender is not None:
+            self._appender.close()
+            self._appender = None
+            self.access_log = "sync"
 
     def history(self, memory_id: str) -> list[MemoryEvent]:
         """Every recorded change of a memory, oldest first (from ``memory_events``)."""

@@ -14,6 +14,7 @@ async fn open(dir: &Path, import: &Path, export: &Path) -> (Database, Session) {
         memory_limit: None,
         model_dir: None,
         tokenizers: Default::default(),
+        upkeep: None,
     })
     .await
     .unwrap();

@@ -221,6 +221,7 @@ async fn sqllogictest_files() {
             memory_limit: None,
             model_dir: std::env::var_os("MARROW_MODEL_DIR").map(PathBuf::from),
             tokenizers: Default::default(),
+            upkeep: None,
         };
         std::fs::create_dir_all(dir.path().join("files")).unwrap();
         std::fs::write(

@@ -9,6 +9,7 @@ use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, SchemaRef};
 use lance::dataset::transaction::{Operation, Transaction, UpdateMode};
 use lance::dataset::{CommitBuilder, InsertBuilder, WriteMode, WriteParams};
+use lance::table::format::Fragment;
 use lance::Dataset;
 
 use arrow::array::AsArray;
@@ -280,25 +281,7 @@ pub async fn commit(
     let new_fragments = if inserted.is_empty() {
         vec![]
     } else {
-        let params = WriteParams {
-            mode: WriteMode::Append,
-            session: Some(ds.session()),
-            auto_cleanup: None,
-            ..Default::default()
-        };
-        let staged = InsertBuilder::new(ds.clone())
-            .with_params(&params)
-            .execute_uncommitted(inserted)
-            .await?;
-        match staged.operation {
-            Operation::Append { fragments } => fragments,
-            Operation::Overwrite { fragments, .. } => fragments,
-            other => {
-                return Err(Error::internal(format!(
-                    "unexpected staged write: {other:?}"
-                )))
-            }
-        }
+        stage(ds, inserted).await?
     };
     let operation = if new_fragments.is_empty() {
         Operation::Delete {
@@ -434,35 +417,65 @@ pub fn embed_step(
     }
 }
 
-/// Append a [`shaped`] stream of rows as one commit, holding one batch at a time. Returns the new dataset, or the
-/// old one if no row came.
-pub async fn append_stream(
+/// Write a [`shaped`] stream of rows as new data files of `ds`, one batch at a time, without committing them:
+/// the fragments a later `Append` commit makes visible. No rows, no fragments.
+pub async fn stage_stream(
     ds: &Arc<Dataset>,
     input: SendableRecordBatchStream,
     passed: &Passed,
-) -> Result<Arc<Dataset>> {
+) -> Result<Vec<Fragment>> {
     let schema = input.schema();
     let mut input = input.peekable();
-    // No rows is no commit (Lance would record an empty version).
     if std::pin::Pin::new(&mut input).peek().await.is_none() {
-        return Ok(ds.clone());
+        return Ok(vec![]);
     }
-    let params = WriteParams {
+    let stream: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(schema, input));
+    let staged = InsertBuilder::new(ds.clone())
+        .with_params(&append_params(ds))
+        .execute_uncommitted_stream(stream)
+        .await
+        .map_err(|e| passed.explain(e.into()))?;
+    appended_fragments(staged.operation)
+}
+
+/// Write rows in memory as new data files of `ds` without committing them (see [`stage_stream`]).
+pub async fn stage(ds: &Arc<Dataset>, rows: Vec<RecordBatch>) -> Result<Vec<Fragment>> {
+    let rows: Vec<RecordBatch> = rows.into_iter().filter(|b| b.num_rows() > 0).collect();
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
+    let staged = InsertBuilder::new(ds.clone())
+        .with_params(&append_params(ds))
+        .execute_uncommitted(rows)
+        .await?;
+    appended_fragments(staged.operation)
+}
+
+fn append_params(ds: &Dataset) -> WriteParams {
+    WriteParams {
         mode: WriteMode::Append,
         session: Some(ds.session()),
         auto_cleanup: None,
         ..Default::default()
-    };
-    let stream: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(schema, input));
-    let written = async {
-        let staged = InsertBuilder::new(ds.clone())
-            .with_params(&params)
-            .execute_uncommitted_stream(stream)
-            .await?;
-        Ok::<_, Error>(CommitBuilder::new(ds.clone()).execute(staged).await?)
-    };
-    match written.await {
-        Ok(new) => Ok(Arc::new(new)),
-        Err(e) => Err(passed.explain(e)),
     }
+}
+
+fn appended_fragments(operation: Operation) -> Result<Vec<Fragment>> {
+    match operation {
+        Operation::Append { fragments } | Operation::Overwrite { fragments, .. } => Ok(fragments),
+        other => Err(Error::internal(format!(
+            "unexpected staged write: {other:?}"
+        ))),
+    }
+}
+
+/// Make staged fragments visible in one `Append` commit on top of `ds` (Lance assigns their ids).
+pub async fn commit_fragments(ds: &Arc<Dataset>, fragments: Vec<Fragment>) -> Result<Arc<Dataset>> {
+    if fragments.is_empty() {
+        return Ok(ds.clone());
+    }
+    let transaction = Transaction::new(ds.version().version, Operation::Append { fragments }, None);
+    Ok(Arc::new(
+        CommitBuilder::new(ds.clone()).execute(transaction).await?,
+    ))
 }

@@ -26,6 +26,7 @@ pub mod merge_adapter;
 pub mod quantize_model;
 pub mod restore_table;
 pub mod tag_version;
+pub mod upkeep;
 
 /// The first argument as the name of an existing Marrow table.
 pub(crate) fn table_arg(session: &Session, args: &Args) -> Result<String> {

@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::extension::{is_sql, misrouted, sql_statement, StatementHandler};
 use crate::session::{QueryOutput, Session};
 use crate::sql::{qualify_columns, quote, table_name};
+use crate::statements::group_commit;
 
 const TARGET: &str = "__marrow_target";
 const ROWADDR: &str = "__marrow_rowaddr";
@@ -165,15 +166,20 @@ fn render_key(batch: &RecordBatch, columns: &[String], row: usize) -> String {
             let value = batch
                 .column_by_name(c)
                 .and_then(|a| ScalarValue::try_from_array(a, row).ok())
-                .map(|v| match v.data_type() {
-                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => format!("'{v}'"),
-                    _ => v.to_string(),
-                })
+                .map(|v| render_scalar(&v))
                 .unwrap_or_else(|| "?".into());
             format!("{c} = {value}")
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A key value as error messages show it: strings quoted.
+pub(crate) fn render_scalar(v: &ScalarValue) -> String {
+    match v.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => format!("'{v}'"),
+        _ => v.to_string(),
+    }
 }
 
 fn key_join(pk: &[String], left: &str, right: &str) -> String {
@@ -228,19 +234,29 @@ pub(crate) async fn check_unique_batches(
 }
 
 /// Rows of the target whose key matches a new row: (target row address, rendered key).
+///
+/// A one-column key is looked up with `key IN (…new keys…)` on the target's scan, which Lance answers from the key's
+/// BTREE index when there is one (upkeep builds `<table>_pkey`) and otherwise by reading only the key column; a
+/// composite key joins the new rows with the target.
 async fn find_conflicts(
     stmt: &OverlayPlanner,
+    target: &Arc<MarrowTable>,
     pk: &[String],
     alias: &str,
+    rows: &[RecordBatch],
 ) -> Result<Vec<(u64, String)>> {
-    let sql = format!(
-        "SELECT {a}.\"_rowaddr\", {keys} FROM \"excluded\" JOIN {target} AS {a} ON {on}",
-        a = quote(alias),
-        keys = key_list(pk, "excluded"),
-        target = quote(TARGET),
-        on = key_join(pk, "excluded", alias)
-    );
-    let batches = stmt.query(&sql, &None).await?;
+    let batches = if let [column] = pk {
+        lookup_keys(stmt, target, column, &key_values(rows, column)?).await?
+    } else {
+        let sql = format!(
+            "SELECT {a}.\"_rowaddr\", {keys} FROM \"excluded\" JOIN {target} AS {a} ON {on}",
+            a = quote(alias),
+            keys = key_list(pk, "excluded"),
+            target = quote(TARGET),
+            on = key_join(pk, "excluded", alias)
+        );
+        stmt.query(&sql, &None).await?
+    };
     let mut out = vec![];
     for b in &batches {
         let addrs = b
@@ -251,6 +267,74 @@ async fn find_conflicts(
         for i in 0..b.num_rows() {
             out.push((addrs.value(i), render_key(b, pk, i)));
         }
+    }
+    Ok(out)
+}
+
+/// Keys per `IN` list: one index probe per key, or one pass over the key column per list.
+const KEY_LOOKUP_CHUNK: usize = 65_536;
+
+/// The non-NULL values of one column.
+pub(crate) fn key_values(rows: &[RecordBatch], column: &str) -> Result<Vec<ScalarValue>> {
+    let mut keys = vec![];
+    for b in rows {
+        let values = b.column(b.schema().index_of(column)?);
+        for i in 0..b.num_rows() {
+            if values.is_valid(i) {
+                keys.push(ScalarValue::try_from_array(values, i)?);
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// The keys among `keys` that `table` (a snapshot with row addresses) holds in `column`.
+pub(crate) async fn existing_keys(
+    session: &Session,
+    table: &Arc<MarrowTable>,
+    column: &str,
+    keys: &[ScalarValue],
+) -> Result<Vec<ScalarValue>> {
+    let stmt = OverlayPlanner::new(
+        session,
+        [(TARGET.to_string(), table.clone() as Arc<dyn TableProvider>)].into(),
+    );
+    let batches = lookup_keys(&stmt, table, column, keys).await?;
+    let mut out = vec![];
+    for b in &batches {
+        for i in 0..b.num_rows() {
+            out.push(ScalarValue::try_from_array(b.column(1), i)?);
+        }
+    }
+    Ok(out)
+}
+
+/// `SELECT _rowaddr, column FROM target WHERE column IN (keys)`, a list of literals at a time.
+async fn lookup_keys(
+    stmt: &OverlayPlanner,
+    target: &Arc<MarrowTable>,
+    column: &str,
+    keys: &[ScalarValue],
+) -> Result<Vec<RecordBatch>> {
+    use datafusion::common::Column;
+    use datafusion::datasource::provider_as_source;
+    use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
+    let source = provider_as_source(target.clone() as Arc<dyn TableProvider>);
+    let key = Expr::Column(Column::new(Some(TARGET), column));
+    let mut out = vec![];
+    for chunk in keys.chunks(KEY_LOOKUP_CHUNK) {
+        let list = chunk
+            .iter()
+            .map(|v| Expr::Literal(v.clone(), None))
+            .collect();
+        let plan = LogicalPlanBuilder::scan(TARGET, source.clone(), None)?
+            .filter(key.clone().in_list(list, false))?
+            .project(vec![
+                Expr::Column(Column::new(Some(TARGET), "_rowaddr")),
+                key.clone(),
+            ])?
+            .build()?;
+        out.extend(stmt.run_plan(&plan).await?);
     }
     Ok(out)
 }
@@ -336,8 +420,19 @@ pub(crate) async fn insert_with(
         .iter()
         .map(|c| c.to_string().to_lowercase())
         .collect();
-    let _guard = session.lock_for_write(&name).await;
-    let target = open_target(session, &name).await?;
+    // Plain appends (no ON CONFLICT, at most a one-column key) stage their rows without the table's write lock
+    // and commit with other writers' (group_commit); the rest hold the lock throughout.
+    let snapshot = open_target(session, &name).await?;
+    let grouped =
+        on.is_none() && snapshot.table.primary_key().len() <= 1 && !session.holds_lock(&name);
+    let _guard = match grouped {
+        true => None,
+        false => session.lock_for_write(&name).await,
+    };
+    let target = match grouped {
+        true => snapshot,
+        false => open_target(session, &name).await?,
+    };
     let mut tables = target.providers(&session.state())?;
     tables.extend(extra);
     let stmt = OverlayPlanner::new(session, tables);
@@ -372,9 +467,14 @@ pub(crate) async fn insert_with(
         // VALUES rows are built (and their NULLs checked) when the plan is, so planning errors are mapped too.
         let input = stmt.run_stream(&input).await.map_err(not_null)?;
         let (rows, passed) = write::shaped(input, target.schema.clone(), embed);
-        write::append_stream(&ds, rows, &passed)
+        let fragments = write::stage_stream(&ds, rows, &passed)
             .await
             .map_err(not_null)?;
+        if grouped {
+            group_commit::append(session, &name, &target.table, fragments, None).await?;
+        } else {
+            write::commit_fragments(&ds, fragments).await?;
+        }
         return Ok(QueryOutput::Count(passed.rows()));
     }
     // A primary key is checked across all the rows of the statement: they are collected, within the memory limit.
@@ -387,6 +487,14 @@ pub(crate) async fn insert_with(
     check_unique_batches(session, &name, &pk, &rows).await?;
     if rows.is_empty() {
         return Ok(QueryOutput::Count(0));
+    }
+    if grouped {
+        let n = rows.iter().map(|b| b.num_rows()).sum::<usize>();
+        let key = Some((pk[0].clone(), key_values(&rows, &pk[0])?));
+        let rows = write::embed_missing(&ds.schema().metadata, session.database().models(), rows)?;
+        let fragments = write::stage(&ds, rows).await?;
+        group_commit::append(session, &name, &target.table, fragments, key).await?;
+        return Ok(QueryOutput::Count(n as u64));
     }
     let mem = Arc::new(MemTable::try_new(
         target.schema.clone(),
@@ -420,7 +528,10 @@ pub(crate) async fn insert_with(
     };
     match action {
         None => {
-            if let Some((_, key)) = find_conflicts(&stmt, &pk, &alias).await?.first() {
+            if let Some((_, key)) = find_conflicts(&stmt, &target.table, &pk, &alias, &rows)
+                .await?
+                .first()
+            {
                 return Err(Error::constraint(format!(
                     "duplicate key: {key} already exists in table {name}"
                 )));
@@ -673,7 +784,7 @@ pub(crate) async fn update(
         tables.insert("excluded".into(), mem);
         let check = OverlayPlanner::new(session, tables);
         let changing: HashSet<u64> = addrs.iter().copied().collect();
-        if let Some((_, key)) = find_conflicts(&check, &pk, &alias)
+        if let Some((_, key)) = find_conflicts(&check, &target.table, &pk, &alias, &rows)
             .await?
             .into_iter()
             .find(|(a, _)| !changing.contains(a))

@@ -6,6 +6,7 @@ pub mod copy;
 pub mod create_table;
 pub mod dml;
 pub mod external_table;
+pub(crate) mod group_commit;
 pub mod index;
 pub mod ingest;
 pub mod refused;

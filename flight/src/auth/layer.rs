@@ -97,6 +97,8 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // One line per RPC at trace level (`RUST_LOG=marrow::rpc=trace`): how benchmarks count round trips.
+        tracing::trace!(target: "marrow::rpc", path = req.uri().path(), "rpc");
         let caller = if req.uri().path() == HANDSHAKE_PATH {
             // The handshake authenticates itself; it may carry a stale token, which must not block a new login.
             Ok(None)

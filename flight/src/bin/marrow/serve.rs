@@ -1,9 +1,10 @@
 //! `marrow serve`: the Flight SQL server.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
-use marrow_engine::Config;
+use marrow_engine::{Config, Upkeep};
 use marrow_flight::server::ServeOptions;
 
 use crate::args::{ModelArgs, PasswordArgs};
@@ -39,6 +40,21 @@ pub struct ServeArgs {
     /// Directory under which `COPY … TO` may write (off when absent).
     #[arg(long, env = "MARROW_EXPORT_ROOT")]
     export_root: Option<PathBuf>,
+    /// Seconds between background upkeep passes, which compact tables fragmented by small writes and fold new rows
+    /// into their indexes (0 turns it off; `CALL upkeep()` runs a pass on demand).
+    #[arg(
+        long,
+        env = "MARROW_UPKEEP_INTERVAL",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    upkeep_interval: u64,
+    /// Compact a table once this many of its fragments are small or mostly deleted.
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u64).range(2..))]
+    compact_min_fragments: u64,
+    /// Fold new rows into an index once this many (and a tenth of the rows it covers) are not in it.
+    #[arg(long, default_value_t = 10_000, value_name = "ROWS")]
+    index_min_rows: u64,
     /// Allow binding a non-loopback address without authentication.
     #[arg(long)]
     allow_insecure_remote: bool,
@@ -55,6 +71,11 @@ impl ServeArgs {
                 import_root: self.import_root,
                 export_root: self.export_root,
                 memory_limit: self.memory_limit,
+                upkeep: (self.upkeep_interval > 0).then(|| Upkeep {
+                    interval: Duration::from_secs(self.upkeep_interval),
+                    min_fragments: self.compact_min_fragments as usize,
+                    index_min_rows: self.index_min_rows,
+                }),
                 ..self.models.config(self.data_dir)
             },
             host: self.host,

@@ -1,0 +1,195 @@
+//! Group commit: concurrent appends to one table become one Lance commit.
+//!
+//! An INSERT (or ingest) without ON CONFLICT writes its rows as new data files first, outside the table's write lock
+//! (coercion, embedding and file writes of many clients run at once), then queues the staged fragments for the
+//! table. Whoever next holds the table's write lock commits everything queued by then as one `Append` and tells each
+//! writer its outcome; writers whose work a leader already committed just read their answer. A write is acknowledged
+//! only once the commit holding it is durable, so an acknowledged write survives a crash, and a statement's rows
+//! become visible together, never in part.
+//!
+//! Primary keys stay exact: under the lock the leader looks up every queued key in the latest version (by index
+//! when there is one) and across the group in queue order; a writer whose key exists fails with the same error as
+//! before and none of its rows are committed (its staged files are left unreferenced, for version cleanup).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::common::ScalarValue;
+use lance::table::format::Fragment;
+use tokio::sync::oneshot;
+
+use crate::catalog::write;
+use crate::catalog::MarrowTable;
+use crate::error::{Error, ErrorKind, Result};
+use crate::session::Session;
+
+/// One writer's staged rows, waiting for a commit.
+pub(crate) struct Pending {
+    fragments: Vec<Fragment>,
+    /// The table's schema the files were written with: a table replaced meanwhile refuses them.
+    schema: lance::datatypes::Schema,
+    /// A one-column primary key and this write's keys (already unique among themselves).
+    key: Option<(String, Vec<ScalarValue>)>,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// Per-table queues of staged writes.
+#[derive(Default)]
+pub(crate) struct CommitQueues {
+    queues: std::sync::Mutex<HashMap<String, Vec<Pending>>>,
+}
+
+/// Commit `fragments` staged against `snapshot` (a version of `table`) with other writers' queued at the same time.
+/// `key`: the table's one-column primary key and the keys of these rows, checked against the table and the group.
+pub(crate) async fn append(
+    session: &Session,
+    table: &str,
+    snapshot: &MarrowTable,
+    fragments: Vec<Fragment>,
+    key: Option<(String, Vec<ScalarValue>)>,
+) -> Result<()> {
+    if fragments.is_empty() {
+        return Ok(());
+    }
+    let db = session.database();
+    let (tx, mut rx) = oneshot::channel();
+    db.commit_queues()
+        .queues
+        .lock()
+        .expect("commit queues")
+        .entry(table.to_string())
+        .or_default()
+        .push(Pending {
+            fragments,
+            schema: snapshot.dataset().schema().clone(),
+            key,
+            done: tx,
+        });
+    let lock = db.write_lock(table);
+    let guard = lock.lock().await;
+    if let Ok(outcome) = rx.try_recv() {
+        return outcome;
+    }
+    let group = db
+        .commit_queues()
+        .queues
+        .lock()
+        .expect("commit queues")
+        .remove(table)
+        .unwrap_or_default();
+    lead(session, table, group).await;
+    drop(guard);
+    rx.await
+        .unwrap_or_else(|_| Err(Error::internal("a group commit ended without an outcome")))
+}
+
+/// Commit a group as the leader (holding the table's write lock) and answer every writer in it.
+async fn lead(session: &Session, table: &str, group: Vec<Pending>) {
+    let outcome = async {
+        let latest = session
+            .database()
+            .schema_provider()
+            .open_table(table, true)
+            .await?;
+        let refused = check(session, table, &latest, &group).await?;
+        Ok::<_, Error>((latest, refused))
+    }
+    .await;
+    let (latest, refused) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            for p in group {
+                let _ = p.done.send(Err(copy(&e)));
+            }
+            return;
+        }
+    };
+    let mut fragments = vec![];
+    let mut accepted = vec![];
+    for (i, p) in group.into_iter().enumerate() {
+        match refused.get(&i) {
+            Some(e) => {
+                let _ = p.done.send(Err(copy(e)));
+            }
+            None => {
+                fragments.extend(p.fragments);
+                accepted.push(p.done);
+            }
+        }
+    }
+    let committed = write::commit_fragments(latest.dataset(), fragments)
+        .await
+        .map(|_| ());
+    if committed.is_ok() && accepted.len() > 1 {
+        tracing::debug!(target: "marrow::write", "group commit of {} writes to {table}", accepted.len());
+    }
+    for done in accepted {
+        let _ = done.send(committed.as_ref().map(|_| ()).map_err(copy));
+    }
+}
+
+/// Writers of the group that cannot commit, with their errors: a schema that changed since they staged, or a key
+/// that exists in the table or in an earlier writer of the group.
+async fn check(
+    session: &Session,
+    table: &str,
+    latest: &Arc<MarrowTable>,
+    group: &[Pending],
+) -> Result<HashMap<usize, Error>> {
+    let mut refused = HashMap::new();
+    for (i, p) in group.iter().enumerate() {
+        if &p.schema != latest.dataset().schema() {
+            refused.insert(
+                i,
+                Error::new(
+                    ErrorKind::Locked,
+                    format!(
+                    "table {table} was changed (its columns) while rows were being written to it; nothing was \
+                     written: run the statement again"
+                )),
+            );
+        }
+    }
+    let keyed: Vec<(usize, &String, &Vec<ScalarValue>)> = group
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !refused.contains_key(i))
+        .filter_map(|(i, p)| p.key.as_ref().map(|(c, k)| (i, c, k)))
+        .collect();
+    let Some((_, column, _)) = keyed.first() else {
+        return Ok(refused);
+    };
+    let all: Vec<ScalarValue> = keyed
+        .iter()
+        .flat_map(|(_, _, k)| k.iter().cloned())
+        .collect();
+    let existing: HashSet<ScalarValue> =
+        crate::statements::dml::existing_keys(session, latest, column, &all)
+            .await?
+            .into_iter()
+            .collect();
+    let mut seen: HashSet<&ScalarValue> = HashSet::new();
+    for (i, column, keys) in keyed {
+        let clash = keys
+            .iter()
+            .find(|k| existing.contains(*k) || seen.contains(k));
+        match clash {
+            Some(k) => {
+                refused.insert(
+                    i,
+                    Error::constraint(format!(
+                        "duplicate key: {column} = {} already exists in table {table}",
+                        crate::statements::dml::render_scalar(k)
+                    )),
+                );
+            }
+            None => seen.extend(keys.iter()),
+        }
+    }
+    Ok(refused)
+}
+
+/// The same error for each writer of a group.
+fn copy(e: &Error) -> Error {
+    Error::new(e.kind(), e.message())
+}
