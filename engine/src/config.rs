@@ -28,6 +28,8 @@ pub struct Config {
     /// Background compaction and index upkeep for every table (see [`crate::upkeep`]); `None` runs none (`CALL
     /// upkeep()` still does a pass on demand, with the default policy).
     pub upkeep: Option<crate::upkeep::Upkeep>,
+    /// Bytes of decoded vector and binary columns kept in memory for scans (see [`crate::catalog::hot`]); 0: none.
+    pub hot_tier: usize,
 }
 
 impl Config {

@@ -117,12 +117,14 @@ impl Database {
             model_dir: config.model_dir.clone(),
             tokenizers: config.tokenizers.clone(),
             upkeep: config.upkeep.clone(),
+            hot_tier: config.hot_tier,
         };
         let models = Arc::new(
             marrow_udfs::text::TextModels::new(config.model_dir.clone(), config.tokenizers.clone())
                 .map_err(Error::invalid)?,
         );
         let schema = Arc::new(MarrowSchema::open(&data_dir)?);
+        schema.set_hot_tier(config.hot_tier);
         let extensions = extensions(&schema, &config);
         let db = Database {
             inner: Arc::new(DbInner {

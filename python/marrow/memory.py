@@ -447,6 +447,7 @@ class Memory:
         events = 0
         if purge:
             events = self.db.execute("DELETE FROM memory_events WHERE memory_id = $1 OR related_id = $1", [memory_id])
+        self.flush_access_log()  # rows of recalls made before the forget go with it
         access = self.db.execute("DELETE FROM memory_access_log WHERE memory_id = $1", [memory_id])
         extra = self._forget_hook(memory_id)
         purged: list[str] = []
@@ -469,6 +470,7 @@ class Memory:
             return 0
         self._removal_events(rows, "delete", [{"delete_all": namespace}] * len(rows))
         deleted = self.db.execute(f"DELETE FROM memories WHERE {where}", params)
+        self.flush_access_log()
         self.db.execute(f"DELETE FROM memory_access_log WHERE {where}", params)
         if self.db.table_exists("memory_feedback"):
             self.db.execute(f"DELETE FROM memory_feedback WHERE {where}", params)
@@ -899,6 +901,7 @@ class Memory:
                     f" metadata = p.metadata, updated_at = now() FROM {tmp}_keep p WHERE p.id = memories.id"
                 )
                 self.db.execute(f"DELETE FROM memories WHERE id IN (SELECT merged FROM {tmp}_move)")
+                self.flush_access_log()
                 for table in ("memory_access_log", "memory_feedback"):
                     if table == "memory_feedback" and not self.db.table_exists(table):
                         continue

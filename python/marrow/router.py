@@ -492,6 +492,7 @@ class EvolutionRouter:
 
     # -- L4 --------------------------------------------------------------------------------------------------
     def _unfolded(self, namespace: str) -> int:
+        self.memory.flush_access_log()  # rows recall queued count too
         return int(
             self.db.scalar(
                 "SELECT count(*) FROM memory_access_log WHERE namespace = $1 AND fold_batch IS NULL", [namespace]

@@ -15,6 +15,7 @@ async fn open(dir: &Path, import: &Path, export: &Path) -> (Database, Session) {
         model_dir: None,
         tokenizers: Default::default(),
         upkeep: None,
+        hot_tier: 0,
     })
     .await
     .unwrap();

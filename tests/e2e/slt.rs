@@ -222,6 +222,8 @@ async fn sqllogictest_files() {
             model_dir: std::env::var_os("MARROW_MODEL_DIR").map(PathBuf::from),
             tokenizers: Default::default(),
             upkeep: None,
+            // Small, so that the slt files run exact scans both from memory and past its budget.
+            hot_tier: 64 << 20,
         };
         std::fs::create_dir_all(dir.path().join("files")).unwrap();
         std::fs::write(

@@ -2,6 +2,7 @@
 //! latest commit on each lookup, plus persisted views and session-lifetime external tables.
 
 pub mod builtin;
+pub mod hot;
 pub mod versions;
 pub mod views;
 pub mod write;
@@ -180,6 +181,7 @@ pub struct MarrowSchema {
     pinned: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
     /// Every dataset handle given out, per table: the versions queries in this process may still be reading.
     readers: Mutex<HashMap<String, Vec<Weak<Dataset>>>>,
+    hot: OnceLock<Arc<hot::HotTier>>,
 }
 
 impl std::fmt::Debug for MarrowSchema {
@@ -246,7 +248,19 @@ impl MarrowSchema {
             state_factory: OnceLock::new(),
             pinned: RwLock::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            hot: OnceLock::new(),
         })
+    }
+
+    /// Serve scans of heavy columns from a hot tier of `budget` bytes (0: none).
+    pub fn set_hot_tier(&self, budget: usize) {
+        if budget > 0 {
+            let _ = self.hot.set(Arc::new(hot::HotTier::new(budget)));
+        }
+    }
+
+    pub fn hot_tier(&self) -> Option<&Arc<hot::HotTier>> {
+        self.hot.get()
     }
 
     pub fn set_state_factory(&self, f: StateFactory) {
@@ -330,7 +344,9 @@ impl MarrowSchema {
     pub async fn open_table_version(&self, name: &str, version: u64) -> Result<Arc<MarrowTable>> {
         let ds = crate::catalog::versions::checkout(self, name, version).await?;
         let ds = self.track(name, ds);
-        Ok(Arc::new(MarrowTable::new(ds, false, None)?))
+        let mut table = MarrowTable::new(ds, false, None)?;
+        table.hot = self.hot.get().cloned();
+        Ok(Arc::new(table))
     }
 
     pub(crate) fn pin(&self, pinned_name: &str, table: Arc<dyn TableProvider>) {
@@ -355,7 +371,8 @@ impl MarrowSchema {
         } else {
             None
         };
-        let table = MarrowTable::new(ds, with_row_addr, state.as_ref())?;
+        let mut table = MarrowTable::new(ds, with_row_addr, state.as_ref())?;
+        table.hot = self.hot.get().cloned();
         if !with_row_addr {
             self.schemas
                 .write()
@@ -557,6 +574,9 @@ fn uuid_like() -> String {
 #[derive(Debug)]
 pub struct MarrowTable {
     inner: LanceTableProvider,
+    with_row_addr: bool,
+    /// Where scans of heavy columns are answered from memory (tables opened for reading).
+    hot: Option<Arc<hot::HotTier>>,
     dataset: Arc<Dataset>,
     primary_key: Vec<String>,
     constraints: Constraints,
@@ -609,6 +629,8 @@ impl MarrowTable {
         }
         Ok(Self {
             inner,
+            with_row_addr,
+            hot: None,
             dataset,
             primary_key,
             constraints,
@@ -656,6 +678,16 @@ impl TableProvider for MarrowTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        if let (Some(hot), false) = (&self.hot, self.with_row_addr) {
+            let schema = self.inner.schema();
+            if let Some(plan) = hot
+                .scan(&self.dataset, &schema, state, projection, filters, limit)
+                .await
+                .map_err(DataFusionError::from)?
+            {
+                return Ok(plan);
+            }
+        }
         self.inner.scan(state, projection, filters, limit).await
     }
     fn supports_filters_pushdown(

@@ -162,6 +162,7 @@ def test_router_scenario(export_server):
 
         # L4: maintenance folds the access log (routes retrieved memories), consolidates, compacts; logged.
         mem.remember("The user's favourite colour is blue.", "agent")  # a near-duplicate to merge
+        mem.flush_access_log()  # recall's access rows are written in the background
         unfolded = db.scalar("SELECT count(*) FROM memory_access_log")
         assert unfolded > 0
         m = router.maintain("agent")

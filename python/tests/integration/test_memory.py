@@ -89,6 +89,8 @@ def test_recall_only_appends_to_the_access_log_and_maintain_folds_it(server):
         # Reads created no version of memories and changed no row; the log has one row per hit.
         assert versions(db, "memories") == before
         assert db.scalar("SELECT sum(access_count) FROM memories") == 0
+        # The log is written in the background (recall does not wait for it); flushing waits for it.
+        assert mem.flush_access_log() == 6
         assert db.scalar("SELECT count(*) FROM memory_access_log") == 6
         cat = ids[1]
         assert db.scalar("SELECT count(*) FROM memory_access_log WHERE memory_id = $1 AND rank = 1", [cat]) == 3

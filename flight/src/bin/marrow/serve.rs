@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Directory under which `COPY … TO` may write (off when absent).
     #[arg(long, env = "MARROW_EXPORT_ROOT")]
     export_root: Option<PathBuf>,
+    /// Memory for decoded vector and binary columns that scans (exact search, distance functions, quantization)
+    /// read from instead of files, e.g. 512MiB or 4GiB; 0 turns it off.
+    #[arg(long, env = "MARROW_HOT_TIER", default_value = "1GiB", value_parser = parse_size)]
+    hot_tier: usize,
     /// Seconds between background upkeep passes, which compact tables fragmented by small writes and fold new rows
     /// into their indexes (0 turns it off; `CALL upkeep()` runs a pass on demand).
     #[arg(
@@ -71,6 +75,7 @@ impl ServeArgs {
                 import_root: self.import_root,
                 export_root: self.export_root,
                 memory_limit: self.memory_limit,
+                hot_tier: self.hot_tier,
                 upkeep: (self.upkeep_interval > 0).then(|| Upkeep {
                     interval: Duration::from_secs(self.upkeep_interval),
                     min_fragments: self.compact_min_fragments as usize,
