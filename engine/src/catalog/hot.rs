@@ -22,9 +22,9 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::limit::GlobalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use lance::index::DatasetIndexExt;
 use lance::table::format::Fragment;
 use lance::Dataset;
 
@@ -167,6 +167,10 @@ impl HotTier {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        // A LIMIT reaching the scan has no order above it: Lance reads only what it needs.
+        if limit.is_some() {
+            return Ok(None);
+        }
         let projected: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..schema.fields().len()).collect(),
@@ -185,6 +189,28 @@ impl HotTier {
                 if !columns.contains(&i) {
                     columns.push(i);
                 }
+            }
+        }
+        // A filter on an indexed column is an index lookup in Lance, cheaper than any scan.
+        let filtered: Vec<i32> = columns[projected.len()..]
+            .iter()
+            .chain(projected.iter())
+            .filter(|&&i| {
+                filters.iter().any(|f| {
+                    f.column_refs()
+                        .iter()
+                        .any(|c| c.name == *schema.field(i).name())
+                })
+            })
+            .filter_map(|&i| ds.schema().field(schema.field(i).name()).map(|f| f.id))
+            .collect();
+        if !filtered.is_empty() {
+            let indices = ds.load_indices().await?;
+            if indices
+                .iter()
+                .any(|i| i.fields.iter().any(|f| filtered.contains(f)))
+            {
+                return Ok(None);
             }
         }
         let fragments = ds.fragments();
@@ -262,17 +288,6 @@ impl HotTier {
                 })
                 .collect();
             plan = Arc::new(ProjectionExec::try_new(exprs, plan)?);
-        }
-        if let Some(limit) = limit {
-            plan = Arc::new(GlobalLimitExec::new(
-                Arc::new(
-                    datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(
-                        plan,
-                    ),
-                ),
-                0,
-                Some(limit),
-            ));
         }
         Ok(Some(Arc::new(HotScanExec {
             input: plan,
