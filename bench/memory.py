@@ -139,7 +139,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--embed-rows", type=int, default=2_000)
-    ap.add_argument("--singles", type=int, default=20_000, help="memories written one at a time by 8 clients")
+    ap.add_argument("--singles", type=int, default=5_000, help="memories written one at a time by the clients")
     ap.add_argument("--clients", type=int, default=8)
     args = ap.parse_args()
     os.environ.setdefault("LANCE_LOG", "error")
@@ -149,7 +149,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="marrow-bench-memory-"))
     server = Server(args.bin, work / "marrow")
-    results: list[tuple[str, str, str]] = []
+    results = Results()
     try:
         x, centroids = make_vectors(args.rows + args.singles, 1)
         rng = np.random.default_rng(2)
@@ -370,10 +370,14 @@ def main() -> None:
         frags = db.scalar("SELECT count(*) FROM marrow_versions('memories')")
         bulk_ids = [f"b{i:07d}" for i in range(n_single)]
         bulk_x = x[base : base + n_single]
-        mem.remember_many(
-            [{"id": bulk_ids[i], "content": texts[base + i], "embedding": bulk_x[i]} for i in range(n_single)],
-            namespace="bulk",
-        )
+        for s in range(0, n_single, BATCH):
+            mem.remember_many(
+                [
+                    {"id": bulk_ids[i], "content": texts[base + i], "embedding": bulk_x[i]}
+                    for i in range(s, min(s + BATCH, n_single))
+                ],
+                namespace="bulk",
+            )
         mt, bt = [], []
         for q in queries:
             t0 = time.perf_counter()
@@ -421,6 +425,14 @@ def main() -> None:
     print("-" * 170)
     for name, m, lv in results:
         print(f"{name:<70} | {m:<56} | {lv}")
+
+
+class Results(list[tuple[str, str, str]]):
+    """The result rows, each also printed when it is measured (a run that fails later keeps what it measured)."""
+
+    def append(self, row: tuple[str, str, str]) -> None:
+        print(f"{row[0]:<70} | {row[1]:<56} | {row[2]}", file=sys.stderr, flush=True)
+        super().append(row)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ extensions_options! {
         /// or a number of milliseconds as in PostgreSQL; 0: no limit). Past it the query stops with DEADLINE_EXCEEDED. Writes are
         /// not interrupted: their effects are all-or-nothing and a client must not be left guessing which.
         pub statement_timeout: Timeout, default = Timeout::default()
+        /// Answer scans of vector and binary columns from the server's hot tier (`--hot-tier`) when it has one
+        /// (false: this session's scans read the files).
+        pub hot_tier: bool, default = true
         /// How long `CALL cleanup_versions('t')` keeps old versions (an interval: '7 days', '1 hour', '0 seconds').
         pub version_retention: String, default = "7 days".to_string()
     }

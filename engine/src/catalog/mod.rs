@@ -182,6 +182,8 @@ pub struct MarrowSchema {
     /// Every dataset handle given out, per table: the versions queries in this process may still be reading.
     readers: Mutex<HashMap<String, Vec<Weak<Dataset>>>>,
     hot: OnceLock<Arc<hot::HotTier>>,
+    /// The latest handle of each table, reused while no later version exists.
+    handles: Mutex<HashMap<String, Arc<Dataset>>>,
 }
 
 impl std::fmt::Debug for MarrowSchema {
@@ -202,6 +204,7 @@ impl MarrowSchema {
         replace: bool,
     ) -> Result<()> {
         validate_metadata(&schema)?;
+        self.forget_handle(name);
         let path = self.table_path(name);
         let exists = self.lance_table_exists(name);
         if !exists && path.exists() {
@@ -249,6 +252,7 @@ impl MarrowSchema {
             pinned: RwLock::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
             hot: OnceLock::new(),
+            handles: Mutex::new(HashMap::new()),
         })
     }
 
@@ -304,16 +308,57 @@ impl MarrowSchema {
     }
 
     /// Open the latest committed version of a table.
+    ///
+    /// The handle of the last open is reused while it is still the latest: versions are numbered one after another
+    /// and a commit creates the next one's manifest atomically, so one `stat` of that file tells (a fresh open
+    /// lists every manifest of the table, which for a table of many small commits costs milliseconds).
     pub async fn open_dataset(&self, name: &str) -> Result<Arc<Dataset>> {
         if !self.lance_table_exists(name) {
             return Err(Error::not_found(format!("table '{name}' not found")));
+        }
+        let cached = self
+            .handles
+            .lock()
+            .expect("handles lock")
+            .get(name)
+            .cloned();
+        if let Some(ds) = cached {
+            if !self.has_next_version(name, &ds) {
+                return Ok(ds);
+            }
         }
         let uri = self.table_path(name);
         let ds = DatasetBuilder::from_uri(uri.to_string_lossy())
             .with_session(self.lance_session.clone())
             .load()
             .await?;
-        Ok(self.track(name, ds))
+        let ds = self.track(name, ds);
+        self.handles
+            .lock()
+            .expect("handles lock")
+            .insert(name.to_string(), ds.clone());
+        Ok(ds)
+    }
+
+    /// Whether a version after `ds`'s has been committed (or the table's files are not where they were).
+    fn has_next_version(&self, name: &str, ds: &Dataset) -> bool {
+        let location = ds.manifest_location();
+        let version = location.version;
+        let current = location.path.filename().unwrap_or_default();
+        let next = if current == format!("{:020}.manifest", u64::MAX - version) {
+            format!("{:020}.manifest", u64::MAX - (version + 1))
+        } else if current == format!("{version}.manifest") {
+            format!("{}.manifest", version + 1)
+        } else {
+            return true;
+        };
+        let versions = self.table_path(name).join("_versions");
+        !versions.join(current).is_file() || versions.join(next).exists()
+    }
+
+    /// Forget the reusable handle of a table whose files are replaced or removed.
+    fn forget_handle(&self, name: &str) {
+        self.handles.lock().expect("handles lock").remove(name);
     }
 
     /// Register a handle as a reader of its version until every clone of it (plans, streams) is dropped.
@@ -328,12 +373,23 @@ impl MarrowSchema {
 
     /// Versions of a table that handles alive in this process are at (cleanup keeps them).
     pub fn reading_versions(&self, name: &str) -> Vec<u64> {
+        let cached = self
+            .handles
+            .lock()
+            .expect("handles lock")
+            .get(name)
+            .cloned();
         let readers = self.readers.lock().expect("readers lock");
         readers
             .get(name)
             .map(|l| {
                 l.iter()
                     .filter_map(|w| w.upgrade())
+                    // The reusable handle alone (held by the cache, `cached` and this upgrade) reads nothing.
+                    .filter(|d| {
+                        !(cached.as_ref().is_some_and(|c| Arc::ptr_eq(c, d))
+                            && Arc::strong_count(d) <= 3)
+                    })
                     .map(|d| d.version_id())
                     .collect()
             })
@@ -532,6 +588,7 @@ impl SchemaProvider for MarrowSchema {
         }
         if self.lance_table_exists(name) {
             // Rename first so the table disappears atomically, then delete the files.
+            self.forget_handle(name);
             let path = self.table_path(name);
             let trash = self
                 .data_dir
@@ -678,7 +735,8 @@ impl TableProvider for MarrowTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        if let (Some(hot), false) = (&self.hot, self.with_row_addr) {
+        let wanted = || crate::options::MarrowOptions::of(state.config_options()).hot_tier;
+        if let (Some(hot), false, true) = (&self.hot, self.with_row_addr, wanted()) {
             let schema = self.inner.schema();
             if let Some(plan) = hot
                 .scan(&self.dataset, &schema, state, projection, filters, limit)
