@@ -245,7 +245,8 @@ async fn find_conflicts(
     alias: &str,
     rows: &[RecordBatch],
 ) -> Result<Vec<(u64, String)>> {
-    let batches = if let [column] = pk {
+    let count: usize = rows.iter().map(|b| b.num_rows()).sum();
+    let batches = if let ([column], true) = (pk, count <= KEY_LOOKUP_LIST) {
         lookup_keys(stmt, target, column, &key_values(rows, column)?).await?
     } else {
         let sql = format!(
@@ -273,6 +274,9 @@ async fn find_conflicts(
 
 /// Keys per `IN` list: one index probe per key, or one pass over the key column per list.
 const KEY_LOOKUP_CHUNK: usize = 65_536;
+/// Up to this many keys are looked up with an `IN` list (by index when there is one); more are joined with the key
+/// column, since planning a list of thousands of literals costs more than one pass over the column.
+const KEY_LOOKUP_LIST: usize = 512;
 
 /// The non-NULL values of one column.
 pub(crate) fn key_values(rows: &[RecordBatch], column: &str) -> Result<Vec<ScalarValue>> {
@@ -295,11 +299,32 @@ pub(crate) async fn existing_keys(
     column: &str,
     keys: &[ScalarValue],
 ) -> Result<Vec<ScalarValue>> {
-    let stmt = OverlayPlanner::new(
-        session,
-        [(TARGET.to_string(), table.clone() as Arc<dyn TableProvider>)].into(),
-    );
-    let batches = lookup_keys(&stmt, table, column, keys).await?;
+    let mut tables: HashMap<String, Arc<dyn TableProvider>> =
+        [(TARGET.to_string(), table.clone() as Arc<dyn TableProvider>)].into();
+    let batches = if keys.len() <= KEY_LOOKUP_LIST {
+        let stmt = OverlayPlanner::new(session, tables);
+        lookup_keys(&stmt, table, column, keys).await?
+    } else {
+        // Many keys: one hash join with the key column instead of a literal list that long.
+        let values = ScalarValue::iter_to_array(keys.iter().cloned())?;
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new(column, values.data_type().clone(), true),
+        ]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![values])?;
+        tables.insert(
+            "excluded".into(),
+            Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
+        );
+        let stmt = OverlayPlanner::new(session, tables);
+        let pk = [column.to_string()];
+        let sql = format!(
+            "SELECT t.\"_rowaddr\", {keys} FROM \"excluded\" JOIN {target} AS t ON {on}",
+            keys = key_list(&pk, "excluded"),
+            target = quote(TARGET),
+            on = key_join(&pk, "excluded", "t")
+        );
+        stmt.query(&sql, &None).await?
+    };
     let mut out = vec![];
     for b in &batches {
         for i in 0..b.num_rows() {
