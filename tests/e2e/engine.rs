@@ -26,8 +26,8 @@ async fn count(db: &Database, table: &str) -> u64 {
         .value(0) as u64
 }
 
-/// The child role: `hold DIR` keeps the directory open until killed; `write DIR` commits batches forever,
-/// printing each committed total.
+/// The child role: `hold DIR` keeps the directory open until killed; `write DIR` commits batches forever from four
+/// concurrent writers, printing the total acknowledged after each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_role() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
@@ -42,14 +42,26 @@ async fn child_role() {
             .execute("CREATE TABLE IF NOT EXISTS t (id BIGINT, payload VARCHAR)")
             .await
             .unwrap();
-        let mut total = 0usize;
-        loop {
-            let sql = format!(
-                "INSERT INTO t SELECT value + {total}, repeat('x', 200) FROM generate_series(1, {BATCH})"
-            );
-            session.execute(&sql).await.unwrap();
-            total += BATCH;
-            println!("committed {total}");
+        // Four writers at once, so that kills land inside group commits of several statements; each prints the
+        // rows acknowledged so far.
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut writers = vec![];
+        for w in 0..4usize {
+            let (session, acked) = (db.session(), acked.clone());
+            writers.push(tokio::spawn(async move {
+                for round in 0usize.. {
+                    let base = (round * 4 + w) * BATCH;
+                    let sql = format!(
+                        "INSERT INTO t SELECT value + {base}, repeat('x', 200) FROM generate_series(1, {BATCH})"
+                    );
+                    session.execute(&sql).await.unwrap();
+                    let total = acked.fetch_add(BATCH, std::sync::atomic::Ordering::SeqCst) + BATCH;
+                    println!("committed {total}");
+                }
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
         }
     }
     loop {
@@ -123,7 +135,7 @@ async fn kill_during_writes_keeps_last_commit() {
     let mut last = 0usize;
     for line in lines {
         if let Some(n) = line.strip_prefix("committed ") {
-            last = n.parse().unwrap();
+            last = last.max(n.parse().unwrap());
             if last >= 5 * BATCH {
                 break;
             }
