@@ -192,9 +192,8 @@ impl HotTier {
             }
         }
         // A filter on an indexed column is an index lookup in Lance, cheaper than any scan.
-        let filtered: Vec<i32> = columns[projected.len()..]
+        let filtered: Vec<i32> = columns
             .iter()
-            .chain(projected.iter())
             .filter(|&&i| {
                 filters.iter().any(|f| {
                     f.column_refs()

@@ -316,12 +316,7 @@ impl MarrowSchema {
         if !self.lance_table_exists(name) {
             return Err(Error::not_found(format!("table '{name}' not found")));
         }
-        let cached = self
-            .handles
-            .lock()
-            .expect("handles lock")
-            .get(name)
-            .cloned();
+        let cached = self.cached_handle(name);
         if let Some(ds) = cached {
             if !self.has_next_version(name, &ds) {
                 return Ok(ds);
@@ -338,6 +333,15 @@ impl MarrowSchema {
             .expect("handles lock")
             .insert(name.to_string(), ds.clone());
         Ok(ds)
+    }
+
+    /// The reusable handle of a table, if one was opened.
+    fn cached_handle(&self, name: &str) -> Option<Arc<Dataset>> {
+        self.handles
+            .lock()
+            .expect("handles lock")
+            .get(name)
+            .cloned()
     }
 
     /// Whether a version after `ds`'s has been committed (or the table's files are not where they were).
@@ -373,12 +377,7 @@ impl MarrowSchema {
 
     /// Versions of a table that handles alive in this process are at (cleanup keeps them).
     pub fn reading_versions(&self, name: &str) -> Vec<u64> {
-        let cached = self
-            .handles
-            .lock()
-            .expect("handles lock")
-            .get(name)
-            .cloned();
+        let cached = self.cached_handle(name);
         let readers = self.readers.lock().expect("readers lock");
         readers
             .get(name)

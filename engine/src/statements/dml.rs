@@ -272,8 +272,6 @@ async fn find_conflicts(
     Ok(out)
 }
 
-/// Keys per `IN` list: one index probe per key, or one pass over the key column per list.
-const KEY_LOOKUP_CHUNK: usize = 65_536;
 /// Up to this many keys are looked up with an `IN` list (by index when there is one); more are joined with the key
 /// column, since planning a list of thousands of literals costs more than one pass over the column.
 const KEY_LOOKUP_LIST: usize = 512;
@@ -334,7 +332,7 @@ pub(crate) async fn existing_keys(
     Ok(out)
 }
 
-/// `SELECT _rowaddr, column FROM target WHERE column IN (keys)`, a list of literals at a time.
+/// `SELECT _rowaddr, column FROM target WHERE column IN (keys)` (at most [`KEY_LOOKUP_LIST`] keys).
 async fn lookup_keys(
     stmt: &OverlayPlanner,
     target: &Arc<MarrowTable>,
@@ -346,22 +344,18 @@ async fn lookup_keys(
     use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
     let source = provider_as_source(target.clone() as Arc<dyn TableProvider>);
     let key = Expr::Column(Column::new(Some(TARGET), column));
-    let mut out = vec![];
-    for chunk in keys.chunks(KEY_LOOKUP_CHUNK) {
-        let list = chunk
-            .iter()
-            .map(|v| Expr::Literal(v.clone(), None))
-            .collect();
-        let plan = LogicalPlanBuilder::scan(TARGET, source.clone(), None)?
-            .filter(key.clone().in_list(list, false))?
-            .project(vec![
-                Expr::Column(Column::new(Some(TARGET), "_rowaddr")),
-                key.clone(),
-            ])?
-            .build()?;
-        out.extend(stmt.run_plan(&plan).await?);
-    }
-    Ok(out)
+    let list = keys
+        .iter()
+        .map(|v| Expr::Literal(v.clone(), None))
+        .collect();
+    let plan = LogicalPlanBuilder::scan(TARGET, source, None)?
+        .filter(key.clone().in_list(list, false))?
+        .project(vec![
+            Expr::Column(Column::new(Some(TARGET), "_rowaddr")),
+            key,
+        ])?
+        .build()?;
+    stmt.run_plan(&plan).await
 }
 
 struct Target {
