@@ -13,9 +13,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{ArrayRef, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::Session as CatalogSession;
+use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::common::{DFSchema, Result as DFResult};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -56,6 +57,17 @@ impl Key {
                 .as_ref()
                 .map(|d| (d.read_version, d.id)),
             column: column.to_string(),
+        }
+    }
+
+    /// The key hashes of `column` in a fragment's data files. A deletion only removes keys, so the entry stays
+    /// valid (a deleted key is a false positive, which the caller's lookup settles) and deletes don't rebuild it.
+    fn key_hashes(table: &str, fragment: &Fragment, column: &str) -> Self {
+        Self {
+            fragment: 0,
+            deletions: None,
+            column: format!("\0key hashes\0{column}"),
+            ..Self::new(table, fragment, column)
         }
     }
 }
@@ -301,6 +313,79 @@ impl HotTier {
             hits,
             loaded,
         })))
+    }
+}
+
+/// Hashes of `keys` (cast to `dtype`, the key column's type), as key filters store them.
+fn hash_keys(keys: &ArrayRef, dtype: &DataType) -> Result<Vec<u64>> {
+    let keys = arrow::compute::cast(keys, dtype)?;
+    let mut hashes = vec![0u64; keys.len()];
+    create_hashes([&keys], &RandomState::default(), &mut hashes)?;
+    Ok(hashes)
+}
+
+impl HotTier {
+    /// Which of `keys` may be stored in `column` of `ds`: `false` means certainly not, `true` that a lookup must
+    /// decide. Each fragment's key hashes are read once and kept (sorted) in the tier, so a write's primary-key check
+    /// costs no scan when its keys are new, however many fragments the table has.
+    pub(crate) async fn may_contain(
+        &self,
+        ds: &Arc<Dataset>,
+        column: &str,
+        dtype: &DataType,
+        keys: &ArrayRef,
+    ) -> Result<Vec<bool>> {
+        let probes = hash_keys(keys, dtype)?;
+        let mut hit = vec![false; probes.len()];
+        let table = ds.uri().to_string();
+        for fragment in ds.fragments().iter() {
+            let key = Key::key_hashes(&table, fragment, column);
+            let hashes = match self.get(&key) {
+                Some(h) => h,
+                None => {
+                    let batch = ds
+                        .scan()
+                        .with_fragments(vec![fragment.clone()])
+                        .project(&[column])?
+                        .try_into_batch()
+                        .await?;
+                    let h = self.keep_key_hashes(key, batch.column(0), dtype)?;
+                    Arc::new(h) as ArrayRef
+                }
+            };
+            let sorted = hashes
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .expect("key hashes are UInt64")
+                .values();
+            for (i, p) in probes.iter().enumerate() {
+                hit[i] = hit[i] || sorted.binary_search(p).is_ok();
+            }
+        }
+        Ok(hit)
+    }
+
+    /// Record the keys written to a new fragment (its data files name it before and after the commit), so the next
+    /// check need not read them back.
+    pub(crate) fn note_keys(
+        &self,
+        table: &str,
+        fragment: &Fragment,
+        column: &str,
+        dtype: &DataType,
+        keys: &ArrayRef,
+    ) -> Result<()> {
+        self.keep_key_hashes(Key::key_hashes(table, fragment, column), keys, dtype)?;
+        Ok(())
+    }
+
+    fn keep_key_hashes(&self, key: Key, keys: &ArrayRef, dtype: &DataType) -> Result<UInt64Array> {
+        let mut hashes = hash_keys(keys, dtype)?;
+        hashes.sort_unstable();
+        hashes.dedup();
+        let array = UInt64Array::from(hashes);
+        self.put(key, Arc::new(array.clone()));
+        Ok(array)
     }
 }
 

@@ -204,31 +204,42 @@ fn key_list(pk: &[String], alias: &str) -> String {
         .join(", ")
 }
 
-/// Reject rows whose primary key repeats inside the new rows themselves.
+/// Reject rows whose primary key repeats inside the new rows themselves (keys compared in Arrow's row format, so
+/// this costs one pass over the key columns, not a query).
 pub(crate) async fn check_unique_batches(
-    session: &Session,
+    _session: &Session,
     table: &str,
     pk: &[String],
     rows: &[RecordBatch],
 ) -> Result<()> {
-    if rows.is_empty() {
+    use arrow::row::{RowConverter, SortField};
+    let count: usize = rows.iter().map(|b| b.num_rows()).sum();
+    if count < 2 || pk.is_empty() {
         return Ok(());
     }
-    let mem = Arc::new(MemTable::try_new(rows[0].schema(), vec![rows.to_vec()])?);
-    let stmt = OverlayPlanner::new(
-        session,
-        [("excluded".to_string(), mem as Arc<dyn TableProvider>)].into(),
-    );
-    let sql = format!(
-        "SELECT {keys} FROM \"excluded\" GROUP BY {keys} HAVING count(*) > 1 LIMIT 1",
-        keys = key_list(pk, "excluded")
-    );
-    let dups = stmt.query(&sql, &None).await?;
-    if let Some(b) = dups.iter().find(|b| b.num_rows() > 0) {
-        return Err(Error::constraint(format!(
-            "duplicate key in table {table}: {} appears more than once in the new rows",
-            render_key(b, pk, 0)
-        )));
+    let schema = rows[0].schema();
+    let indices = pk
+        .iter()
+        .map(|c| schema.index_of(c))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let converter = RowConverter::new(
+        indices
+            .iter()
+            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .collect(),
+    )?;
+    let mut seen = HashSet::with_capacity(count);
+    for b in rows {
+        let columns: Vec<_> = indices.iter().map(|&i| b.column(i).clone()).collect();
+        let keys = converter.convert_columns(&columns)?;
+        for (row, key) in keys.iter().enumerate() {
+            if !seen.insert(key.owned()) {
+                return Err(Error::constraint(format!(
+                    "duplicate key in table {table}: {} appears more than once in the new rows",
+                    render_key(b, pk, row)
+                )));
+            }
+        }
     }
     Ok(())
 }
@@ -239,24 +250,33 @@ pub(crate) async fn check_unique_batches(
 /// BTREE index when there is one (upkeep builds `<table>_pkey`) and otherwise by reading only the key column; a
 /// composite key joins the new rows with the target.
 async fn find_conflicts(
+    session: &Session,
     stmt: &OverlayPlanner,
     target: &Arc<MarrowTable>,
     pk: &[String],
     alias: &str,
     rows: &[RecordBatch],
 ) -> Result<Vec<(u64, String)>> {
-    let count: usize = rows.iter().map(|b| b.num_rows()).sum();
-    let batches = if let ([column], true) = (pk, count <= KEY_LOOKUP_LIST) {
-        lookup_keys(stmt, target, column, &key_values(rows, column)?).await?
-    } else {
-        let sql = format!(
+    // Keys the hot tier's key hashes rule out need no lookup; when none is left there is nothing to read.
+    let possible = match pk {
+        [column] => Some(possible_keys(session, target, column, key_values(rows, column)?).await?),
+        _ => None,
+    };
+    let join = || {
+        format!(
             "SELECT {a}.\"_rowaddr\", {keys} FROM \"excluded\" JOIN {target} AS {a} ON {on}",
             a = quote(alias),
             keys = key_list(pk, "excluded"),
             target = quote(TARGET),
             on = key_join(pk, "excluded", alias)
-        );
-        stmt.query(&sql, &None).await?
+        )
+    };
+    let batches = match (pk, &possible) {
+        (_, Some(keys)) if keys.is_empty() => vec![],
+        ([column], Some(keys)) if keys.len() <= KEY_LOOKUP_LIST => {
+            lookup_keys(stmt, target, column, keys).await?
+        }
+        _ => stmt.query(&join(), &None).await?,
     };
     let mut out = vec![];
     for b in &batches {
@@ -297,6 +317,10 @@ pub(crate) async fn existing_keys(
     column: &str,
     keys: &[ScalarValue],
 ) -> Result<Vec<ScalarValue>> {
+    let keys = &possible_keys(session, table, column, keys.to_vec()).await?;
+    if keys.is_empty() {
+        return Ok(vec![]);
+    }
     let mut tables: HashMap<String, Arc<dyn TableProvider>> =
         [(TARGET.to_string(), table.clone() as Arc<dyn TableProvider>)].into();
     let batches = if keys.len() <= KEY_LOOKUP_LIST {
@@ -330,6 +354,33 @@ pub(crate) async fn existing_keys(
         }
     }
     Ok(out)
+}
+
+/// The keys that `table` may hold in `column`: those its key hashes in the hot tier cannot rule out (all of them
+/// without a hot tier). Only these need a lookup.
+async fn possible_keys(
+    session: &Session,
+    table: &Arc<MarrowTable>,
+    column: &str,
+    keys: Vec<ScalarValue>,
+) -> Result<Vec<ScalarValue>> {
+    let Some(hot) = session.database().schema_provider().hot_tier() else {
+        return Ok(keys);
+    };
+    if keys.is_empty() {
+        return Ok(keys);
+    }
+    let schema = table.storage_schema();
+    let dtype = schema.field_with_name(column)?.data_type();
+    let array = ScalarValue::iter_to_array(keys.iter().cloned())?;
+    let hit = hot
+        .may_contain(table.dataset(), column, dtype, &array)
+        .await?;
+    Ok(keys
+        .into_iter()
+        .zip(hit)
+        .filter_map(|(k, h)| h.then_some(k))
+        .collect())
 }
 
 /// `SELECT _rowaddr, column FROM target WHERE column IN (keys)` (at most [`KEY_LOOKUP_LIST`] keys).
@@ -547,9 +598,10 @@ pub(crate) async fn insert_with(
     };
     match action {
         None => {
-            if let Some((_, key)) = find_conflicts(&stmt, &target.table, &pk, &alias, &rows)
-                .await?
-                .first()
+            if let Some((_, key)) =
+                find_conflicts(session, &stmt, &target.table, &pk, &alias, &rows)
+                    .await?
+                    .first()
             {
                 return Err(Error::constraint(format!(
                     "duplicate key: {key} already exists in table {name}"
@@ -803,7 +855,7 @@ pub(crate) async fn update(
         tables.insert("excluded".into(), mem);
         let check = OverlayPlanner::new(session, tables);
         let changing: HashSet<u64> = addrs.iter().copied().collect();
-        if let Some((_, key)) = find_conflicts(&check, &target.table, &pk, &alias, &rows)
+        if let Some((_, key)) = find_conflicts(session, &check, &target.table, &pk, &alias, &rows)
             .await?
             .into_iter()
             .find(|(a, _)| !changing.contains(a))

@@ -106,12 +106,16 @@ async fn lead(session: &Session, table: &str, group: Vec<Pending>) {
     };
     let mut fragments = vec![];
     let mut accepted = vec![];
+    let mut written_keys = vec![];
     for (i, p) in group.into_iter().enumerate() {
         match refused.get(&i) {
             Some(e) => {
                 let _ = p.done.send(Err(copy(e)));
             }
             None => {
+                if let ([fragment], Some(key)) = (p.fragments.as_slice(), p.key) {
+                    written_keys.push((fragment.clone(), key));
+                }
                 fragments.extend(p.fragments);
                 accepted.push(p.done);
             }
@@ -120,11 +124,45 @@ async fn lead(session: &Session, table: &str, group: Vec<Pending>) {
     let committed = write::commit_fragments(latest.dataset(), fragments)
         .await
         .map(|_| ());
+    if committed.is_ok() {
+        note_keys(session, &latest, written_keys);
+    }
     if committed.is_ok() && accepted.len() > 1 {
         tracing::debug!(target: "marrow::write", "group commit of {} writes to {table}", accepted.len());
     }
     for done in accepted {
         let _ = done.send(committed.as_ref().map(|_| ()).map_err(copy));
+    }
+}
+
+/// Tell the hot tier the keys of the fragments just committed, so the next writer's key check reads no file.
+fn note_keys(
+    session: &Session,
+    table: &MarrowTable,
+    written: Vec<(Fragment, (String, Vec<ScalarValue>))>,
+) {
+    let Some(hot) = session.database().schema_provider().hot_tier() else {
+        return;
+    };
+    let schema = table.storage_schema();
+    for (fragment, (column, keys)) in written {
+        let noted = schema
+            .field_with_name(&column)
+            .map_err(Error::from)
+            .and_then(|f| {
+                let keys = ScalarValue::iter_to_array(keys)?;
+                hot.note_keys(
+                    table.dataset().uri(),
+                    &fragment,
+                    &column,
+                    f.data_type(),
+                    &keys,
+                )
+            });
+        // Only a cache: a key not noted is read from the fragment when next needed.
+        if let Err(e) = noted {
+            tracing::debug!(target: "marrow::write", "key hashes not kept: {e}");
+        }
     }
 }
 
