@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import InvalidArgumentError
 
-__all__ = ["text", "namespace", "importance", "metadata", "embedding", "int_in_range", "expiry"]
+__all__ = ["text", "namespace", "importance", "metadata", "embedding", "embeddings", "int_in_range", "expiry"]
 
 
 def text(value: Any, what: str) -> str:
@@ -67,6 +67,21 @@ def embedding(value: Optional[Sequence[float]], dimension: int) -> Optional[np.n
     if not np.isfinite(values).all():
         raise InvalidArgumentError("embedding contains NaN or infinity")
     return values
+
+
+def embeddings(values: Sequence[Any], dimension: int) -> np.ndarray:
+    """Vectors as one ``(n, dimension)`` float32 array, each checked as :func:`embedding` checks one; in one pass
+    when they stack, else one by one (which also names the first bad vector)."""
+    try:
+        stacked = np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError):
+        stacked = None
+    if stacked is not None and stacked.shape == (len(values), dimension) and np.isfinite(stacked).all():
+        return stacked
+    checked = [embedding(v, dimension) for v in values]
+    if any(v is None for v in checked):
+        raise InvalidArgumentError("embeddings must not be None here: leave the field out to have the server embed")
+    return np.stack([v for v in checked if v is not None])
 
 
 def int_in_range(value: Any, what: str, lo: int, hi: int) -> int:

@@ -276,34 +276,37 @@ class Memory:
         Items with an embedding and items without are sent as two ingests (the server embeds the latter).
         """
         _validate.namespace(namespace)
+        known = {"content", "kind", "importance", "metadata", "embedding", "id", "namespace", "ttl", "expires_at"}
+        # Values repeated across a batch (namespaces, kinds) are validated once each; vectors in one pass below.
+        checked: dict[tuple[str, str], str] = {}
+
+        def once(value: Any, what: str, check: Callable[[Any], str]) -> str:
+            if isinstance(value, str):
+                hit = checked.get((what, value))
+                if hit is not None:
+                    return hit
+                checked[(what, value)] = check(value)
+                return value
+            return check(value)
+
         rows: list[dict[str, Any]] = []
+        vectors: list[Any] = []
         for item in items:
             spec: Mapping[str, Any] = {"content": item} if isinstance(item, str) else item
-            unknown = set(spec) - {
-                "content",
-                "kind",
-                "importance",
-                "metadata",
-                "embedding",
-                "id",
-                "namespace",
-                "ttl",
-                "expires_at",
-            }
-            if unknown:
-                raise InvalidArgumentError(f"unknown memory fields: {sorted(unknown)}")
+            if not spec.keys() <= known:
+                raise InvalidArgumentError(f"unknown memory fields: {sorted(set(spec) - known)}")
             rows.append(
                 {
                     "id": spec.get("id") or str(uuid.uuid4()),
-                    "namespace": _validate.namespace(spec.get("namespace") or namespace),
-                    "kind": _validate.text(spec.get("kind") or "note", "kind"),
+                    "namespace": once(spec.get("namespace") or namespace, "namespace", _validate.namespace),
+                    "kind": once(spec.get("kind") or "note", "kind", lambda v: _validate.text(v, "kind")),
                     "content": _validate.text(spec.get("content"), "content"),
                     "importance": _validate.importance(spec.get("importance", 0.5)),
                     "metadata": _validate.metadata(spec.get("metadata")),
-                    "embedding": _validate.embedding(spec.get("embedding"), self.dimension),
                     "expires_at": _validate.expiry(spec.get("ttl"), spec.get("expires_at")),
                 }
             )
+            vectors.append(spec.get("embedding"))
         if not rows:
             return []
         ids = [r["id"] for r in rows]
@@ -318,17 +321,19 @@ class Memory:
             pa.field("metadata", pa.string()),
             pa.field("expires_at", pa.timestamp("us", tz="UTC")),
         ]
-        with_vec = [r for r in rows if r["embedding"] is not None]
-        without = [r for r in rows if r["embedding"] is None]
+        with_vec = [i for i, v in enumerate(vectors) if v is not None]
+        without = [i for i, v in enumerate(vectors) if v is None]
         if without:
             self.require_embedder()
         for group, has_vec in ((with_vec, True), (without, False)):
             if not group:
                 continue
-            columns = {f.name: pa.array([r[f.name] for r in group], f.type) for f in base}
+            columns = {f.name: pa.array([rows[i][f.name] for i in group], f.type) for f in base}
             if has_vec:
-                flat = pa.array(np.stack([r["embedding"] for r in group]).reshape(-1), pa.float32())
-                columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, self.dimension)
+                stacked = _validate.embeddings([vectors[i] for i in group], self.dimension)
+                columns["embedding"] = pa.FixedSizeListArray.from_arrays(
+                    pa.array(stacked.reshape(-1), pa.float32()), self.dimension
+                )
             self.db.ingest("memories", pa.table(columns))
         events = pa.table(
             {
