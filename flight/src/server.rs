@@ -227,7 +227,10 @@ pub async fn start_on(
         builder = builder.tls_config(tls)?;
     }
     let router = builder.add_service(layered);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = crate::auth::connection::connections(
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
+        store.clone(),
+    );
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = rx.await;

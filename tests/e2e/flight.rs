@@ -1063,10 +1063,12 @@ async fn a_flood_of_new_sessions_does_not_end_sessions_in_use() {
         &["+----+", "| x  |", "+----+", "| 42 |", "+----+"],
     );
 
-    // Three more clients establish sessions; the server then holds 4 sessions in use and refuses a fifth rather
-    // than dropping one of them, at login and at the first call of a session opened before it filled up.
+    // The anonymous calls shared their connection's session, which is in use like any other. Two more clients
+    // establish sessions; the server then holds 4 sessions in use and refuses a fifth rather than dropping one of
+    // them, at login and at the first call of a session opened before it filled up.
+    assert_eq!(s.server.sessions().established(), 2);
     let early = login(ch.clone(), "", "").await.unwrap();
-    for _ in 0..3 {
+    for _ in 0..2 {
         let mut other = client(&s).await;
         other.handshake("", "").await.unwrap();
         query(&mut other, "SELECT 1").await.unwrap();
@@ -1080,9 +1082,15 @@ async fn a_flood_of_new_sessions_does_not_end_sessions_in_use() {
     let e = query(&mut late, "SELECT 1").await.unwrap_err();
     assert!(e.to_string().contains("too many sessions"), "{e}");
     assert_eq!(code(e), Code::ResourceExhausted);
-    // The sessions in use go on; calls without a session still work.
+    // The sessions in use go on; calls without a session still work, on a new connection too (its session stays
+    // pending while the server is full).
     assert_eq!(first_string(&query(&mut a, show).await.unwrap()), "1234");
     query(&mut anonymous, "SELECT 1").await.unwrap();
+    let mut newcomer = FlightSqlServiceClient::new(channel(&s).await);
+    for _ in 0..3 {
+        newcomer.execute("SELECT 1".into(), None).await.unwrap();
+    }
+    assert_eq!(s.server.sessions().established(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,7 +28,9 @@ pub async fn handshake(
     throttle: &LoginThrottle,
     request: Request<Streaming<HandshakeRequest>>,
 ) -> Result<Response<HandshakeStream>> {
-    let peer = request.remote_addr().map(|a| a.ip());
+    let peer = super::connection::ConnectionInfo::of(request.extensions())
+        .and_then(|c| c.remote)
+        .map(|a| a.ip());
     let header = request
         .metadata()
         .get("authorization")

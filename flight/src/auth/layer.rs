@@ -10,6 +10,7 @@ use tonic::codegen::{BoxFuture, Service};
 use tonic::server::NamedService;
 use tonic::Status;
 
+use super::connection::ConnectionInfo;
 use super::credentials::{parse_bearer, Credentials};
 use super::sessions::{CallContext, ClientSession, SessionKind, SessionStore};
 use super::SESSION_COOKIE;
@@ -43,7 +44,11 @@ impl<S> SessionLayer<S> {
         Self { inner, store, auth }
     }
 
-    fn identify(&self, headers: &HeaderMap) -> Result<Option<Arc<ClientSession>>, Error> {
+    fn identify(
+        &self,
+        headers: &HeaderMap,
+        connection: Option<u64>,
+    ) -> Result<Option<Arc<ClientSession>>, Error> {
         let authorization = headers
             .get(http::header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
@@ -68,9 +73,11 @@ impl<S> SessionLayer<S> {
             ));
         }
         // An unknown or expired cookie is no error: the call gets a new session (and cookie) if it needs one.
-        match session_cookie(headers) {
-            Some(cookie) => self.store.lookup(&cookie, SessionKind::Cookie),
-            None => Ok(None),
+        // Without a cookie, the session of the call's transport connection (if an earlier call on it made one).
+        match (session_cookie(headers), connection) {
+            (Some(cookie), _) => self.store.lookup(&cookie, SessionKind::Cookie),
+            (None, Some(connection)) => self.store.for_connection(connection),
+            (None, None) => Ok(None),
         }
     }
 }
@@ -99,11 +106,12 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         // One line per RPC at trace level (`RUST_LOG=marrow::rpc=trace`): how benchmarks count round trips.
         tracing::trace!(target: "marrow::rpc", path = req.uri().path(), "rpc");
+        let connection = ConnectionInfo::of(req.extensions()).map(|c| c.id);
         let caller = if req.uri().path() == HANDSHAKE_PATH {
             // The handshake authenticates itself; it may carry a stale token, which must not block a new login.
             Ok(None)
         } else {
-            self.identify(req.headers())
+            self.identify(req.headers(), connection)
         };
         let caller = match caller {
             Ok(c) => c,
@@ -118,6 +126,7 @@ where
             caller,
             store: self.store.clone(),
             created: created.clone(),
+            connection,
         });
         // The inner service is always ready (tonic's generated servers are); take the ready one and leave a clone.
         let clone = self.inner.clone();

@@ -10,8 +10,11 @@
 //!   that want one. Calls without a token are keyed by a server-issued cookie: the first call that needs a session
 //!   gets `set-cookie: marrow_session=…`, and a client that sends it back (`cookie` header; ADBC's
 //!   `adbc.flight.sql.rpc.with_cookie_middleware=true`) keeps its session. A client that sends neither token nor
-//!   cookie gets a fresh session on each call; it can still use the prepared statements and tickets it was given,
-//!   which run in the session that created them (their 128-bit ids are unguessable).
+//!   cookie keeps one session per transport connection ([`connection`]): the session made by its first call that
+//!   needs one is bound to the connection, so `SET`, temporary settings and prepared statements persist across the
+//!   calls of an ADBC, JDBC or pyarrow.flight connection without any client option, and other connections never
+//!   see it. Prepared statements and tickets also run in the session that created them wherever they are
+//!   presented (their 128-bit ids are unguessable).
 //!
 //! Tokens and cookies are 256-bit random values. A session starts *pending* and is *established* when its client
 //! presents its token or cookie again; the two have separate budgets ([`Limits`]), so that a flood of logins or of
@@ -26,6 +29,7 @@
 //! - [`throttle`]: back-off after failed logins, per client address and per user name.
 //! - [`handshake`]: the Flight `Handshake` (login), which issues bearer tokens.
 
+pub mod connection;
 pub mod credentials;
 pub mod handshake;
 pub mod layer;

@@ -128,6 +128,8 @@ struct Pools {
     established: Pool,
     pending: Pool,
     last_sweep: Instant,
+    /// The session (its secret) of each open transport connection whose calls carry no token or cookie.
+    connections: HashMap<u64, String>,
 }
 
 /// All live sessions, by secret.
@@ -173,6 +175,7 @@ impl SessionStore {
                 established: HashMap::new(),
                 pending: HashMap::new(),
                 last_sweep: Instant::now(),
+                connections: HashMap::new(),
             }),
             next_id: AtomicU64::new(1),
         }
@@ -322,6 +325,62 @@ impl SessionStore {
         Ok(Some(session))
     }
 
+    /// The session bound to a transport connection, if it is still live (see [`Self::lookup`]).
+    pub fn for_connection(&self, connection: u64) -> Result<Option<Arc<ClientSession>>> {
+        let secret = {
+            let pools = self.pools.lock().expect("sessions");
+            match pools.connections.get(&connection) {
+                Some(secret) => secret.clone(),
+                None => return Ok(None),
+            }
+        };
+        let found = match self.lookup(&secret, SessionKind::Cookie) {
+            Ok(found) => found,
+            // A full server: the connection goes on in its session, left pending (evictable) until there is room.
+            Err(
+                e @ Error::Request {
+                    code: tonic::Code::ResourceExhausted,
+                    ..
+                },
+            ) => {
+                let pools = self.pools.lock().expect("sessions");
+                match pools.pending.get(&secret) {
+                    Some(s) => {
+                        s.touch();
+                        Some(s.clone())
+                    }
+                    None => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        if found.is_none() {
+            self.pools
+                .lock()
+                .expect("sessions")
+                .connections
+                .remove(&connection);
+        }
+        Ok(found)
+    }
+
+    /// Bind a session to a transport connection: later calls on it without token or cookie run in that session.
+    pub fn bind_connection(&self, connection: u64, session: &ClientSession) {
+        self.pools
+            .lock()
+            .expect("sessions")
+            .connections
+            .insert(connection, session.secret.clone());
+    }
+
+    /// A connection ended: forget its binding. Its session is not closed (a client may have kept its cookie and come
+    /// back on another connection); unused, it expires like any other.
+    pub fn connection_closed(&self, connection: u64) {
+        if let Ok(mut pools) = self.pools.lock() {
+            pools.connections.remove(&connection);
+        }
+    }
+
     /// Drop a session now.
     pub fn close(&self, session: &ClientSession) {
         let mut pools = self.pools.lock().expect("sessions");
@@ -338,6 +397,8 @@ pub struct CallContext {
     pub(super) store: Arc<SessionStore>,
     /// A session created for this call (auth off, no cookie): its cookie goes into the response headers.
     pub(super) created: Arc<Mutex<Option<Arc<ClientSession>>>>,
+    /// The transport connection of the call: a session created for it is bound to it.
+    pub(super) connection: Option<u64>,
 }
 
 impl CallContext {
@@ -353,7 +414,13 @@ impl CallContext {
         }
         let mut created = self.created.lock().expect("created session");
         created
-            .get_or_insert_with(|| self.store.create(SessionKind::Cookie))
+            .get_or_insert_with(|| {
+                let session = self.store.create(SessionKind::Cookie);
+                if let Some(connection) = self.connection {
+                    self.store.bind_connection(connection, &session);
+                }
+                session
+            })
             .clone()
     }
 
@@ -516,6 +583,7 @@ mod tests {
             caller,
             store: store.clone(),
             created: Arc::new(Mutex::new(None)),
+            connection: None,
         };
         assert_eq!(
             ctx(Some(owner.clone())).session_for(&owner).unwrap().id(),
@@ -531,5 +599,43 @@ mod tests {
         assert_eq!(s1.kind(), SessionKind::Cookie);
         store.close(&owner);
         assert!(ctx(None).session_for(&owner).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_connection_keeps_its_session_until_it_closes() {
+        let (_dir, store) = store(limits(8, 8)).await;
+        let store = Arc::new(store);
+        let call = |connection: u64| {
+            let caller = store.for_connection(connection).unwrap();
+            CallContext {
+                caller,
+                store: store.clone(),
+                created: Arc::new(Mutex::new(None)),
+                connection: Some(connection),
+            }
+        };
+        let first = call(1).session();
+        assert_eq!(
+            call(1).session().id(),
+            first.id(),
+            "same connection, same session"
+        );
+        let other = call(2).session();
+        assert_ne!(
+            other.id(),
+            first.id(),
+            "another connection is another session"
+        );
+        store.connection_closed(1);
+        assert!(store.for_connection(1).unwrap().is_none());
+        // Closing the connection unbinds the session but does not end it: a cookie still reaches it.
+        assert_eq!(
+            store
+                .lookup(first.secret(), SessionKind::Cookie)
+                .unwrap()
+                .map(|s| s.id()),
+            Some(first.id())
+        );
+        assert_eq!(call(2).session().id(), other.id());
     }
 }

@@ -193,6 +193,32 @@ def test_set_with_cookie_sessions_without_auth(server):
         assert cb.fetchone() != ("777",)
 
 
+def test_a_plain_connection_is_one_session(server):
+    """Without a login or the cookie option (ADBC's default), a connection still keeps its session: SET and
+    prepared statements persist across its calls, and another connection does not see them."""
+    import adbc_driver_flightsql.dbapi as dbapi
+
+    show = "SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'"
+    a = dbapi.connect(server.uri)
+    b = dbapi.connect(server.uri)
+    with a, b, a.cursor() as ca, b.cursor() as cb:
+        ca.execute("SET datafusion.execution.batch_size = 4321")
+        for _ in range(3):
+            ca.execute(show)
+            assert ca.fetchone() == ("4321",)
+        ca.execute("SELECT $1::BIGINT * 2 AS twice", parameters=(21,))
+        assert ca.fetchone() == (42,)
+        cb.execute(show)
+        assert cb.fetchone() != ("4321",)
+        cb.execute("SET datafusion.execution.batch_size = 99")
+        ca.execute(show)
+        assert ca.fetchone() == ("4321",)
+    # A new connection starts a new session.
+    with dbapi.connect(server.uri) as c, c.cursor() as cc:
+        cc.execute(show)
+        assert cc.fetchone() not in (("4321",), ("99",))
+
+
 def test_auth_required(auth_server):
     with pytest.raises(adbc_driver_manager.Error) as e:
         with marrow.connect(auth_server.uri, "ada", "wrong") as conn, conn.cursor() as cur:
