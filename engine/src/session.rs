@@ -105,12 +105,16 @@ impl QueryOutput {
     }
 }
 
+/// SQL `PREPARE`d statements of a session: name → (declared parameter types as SQL, the statement).
+type SqlPrepared = std::collections::HashMap<String, (Vec<String>, Statement)>;
+
 /// A session: its own `SET` options, sharing the database's tables with every other session.
 #[derive(Clone)]
 pub struct Session {
     db: Database,
     ctx: SessionContext,
     plans: Arc<PlanCache>,
+    prepared: Arc<std::sync::Mutex<SqlPrepared>>,
     /// The table whose write lock the caller already holds (a batch of parameter rows run as one unit): the
     /// statements run through this session do not take it again.
     holds: Option<Arc<str>>,
@@ -140,6 +144,7 @@ impl Session {
             db,
             ctx,
             plans: Arc::default(),
+            prepared: Arc::default(),
             holds: None,
         }
     }
@@ -424,6 +429,16 @@ impl Session {
         mut statement: DFStatement,
         params: Option<ParamValues>,
     ) -> Result<QueryOutput> {
+        if let DFStatement::Statement(s) = &statement {
+            if matches!(
+                s.as_ref(),
+                Statement::Prepare { .. }
+                    | Statement::Execute { .. }
+                    | Statement::Deallocate { .. }
+            ) {
+                return Box::pin(self.sql_prepared(s.as_ref().clone())).await;
+            }
+        }
         let _pins = time_travel::pin_versions(self, &mut statement).await?;
         let handler = self
             .db
@@ -436,6 +451,118 @@ impl Session {
             // Boxed: handlers such as CALL run statements of their own.
             Some(h) => Box::pin(h.run(self, statement, params)).await,
             None => self.run_datafusion(statement, params).await,
+        }
+    }
+
+    /// SQL `PREPARE name [(types)] AS statement`, `EXECUTE name[(values)]`, `DEALLOCATE [PREPARE] name`. The
+    /// statement is kept as written and planned at each EXECUTE with its values bound to `$1, $2, …`, so it reads
+    /// the tables as they are then (a plan kept from PREPARE would read the versions of that moment) and may be a
+    /// write as well as a query.
+    async fn sql_prepared(&self, statement: Statement) -> Result<QueryOutput> {
+        use datafusion::sql::sqlparser::ast::Ident;
+        let key = |i: &Ident| match i.quote_style {
+            Some(_) => i.value.clone(),
+            None => i.value.to_lowercase(),
+        };
+        let kept = || self.prepared.lock().expect("prepared statements");
+        match statement {
+            Statement::Prepare {
+                name,
+                data_types,
+                statement,
+            } => {
+                if matches!(
+                    *statement,
+                    Statement::Prepare { .. }
+                        | Statement::Execute { .. }
+                        | Statement::Deallocate { .. }
+                ) {
+                    return Err(Error::invalid(
+                        "PREPARE cannot prepare PREPARE, EXECUTE or DEALLOCATE",
+                    ));
+                }
+                if matches!(*statement, Statement::Query(_)) {
+                    // Checked now, as a query with placeholders, so a bad query fails at PREPARE.
+                    self.plan(DFStatement::Statement(statement.clone()), None)
+                        .await?;
+                }
+                let types = data_types.iter().map(|t| t.to_string()).collect();
+                kept().insert(key(&name), (types, *statement));
+                Ok(QueryOutput::Done)
+            }
+            Statement::Execute {
+                name: Some(name),
+                parameters,
+                immediate: false,
+                into,
+                using,
+                ..
+            } if into.is_empty() && using.is_empty() => {
+                let id = match name.0.as_slice() {
+                    [part] => part.as_ident().map(&key),
+                    _ => None,
+                }
+                .ok_or_else(|| Error::invalid(format!("not a prepared statement name: {name}")))?;
+                let (types, inner) = kept().get(&id).cloned().ok_or_else(|| {
+                    Error::not_found(format!("prepared statement '{id}' does not exist"))
+                })?;
+                if !types.is_empty() && types.len() != parameters.len() {
+                    return Err(Error::invalid(format!(
+                        "prepared statement '{id}' takes {} parameters, EXECUTE gave {}",
+                        types.len(),
+                        parameters.len()
+                    )));
+                }
+                // The values are evaluated (and cast to the declared types) by one SELECT of them.
+                let mut values = vec![];
+                if !parameters.is_empty() {
+                    let select = parameters
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| match types.get(i) {
+                            Some(t) => format!("CAST(({p}) AS {t})"),
+                            None => format!("({p})"),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let (_, batches) = Box::pin(
+                        self.execute_statement(parse_one(&format!("SELECT {select}"))?, None),
+                    )
+                    .await?
+                    .collect()
+                    .await?;
+                    let row = batches
+                        .iter()
+                        .find(|b| b.num_rows() > 0)
+                        .ok_or_else(|| Error::internal("EXECUTE's values gave no row"))?;
+                    for c in row.columns() {
+                        values.push(ScalarValue::try_from_array(c, 0)?);
+                    }
+                }
+                let params = ParamValues::List(values.into_iter().map(Into::into).collect());
+                Box::pin(
+                    self.execute_statement(DFStatement::Statement(Box::new(inner)), Some(params)),
+                )
+                .await
+            }
+            Statement::Execute { .. } => Err(Error::unsupported(
+                "only EXECUTE name[(values)] of a statement PREPAREd in this session is supported",
+            )),
+            Statement::Deallocate { name, .. } => {
+                let mut kept = kept();
+                if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") {
+                    kept.clear();
+                } else if kept.remove(&key(&name)).is_none() {
+                    return Err(Error::not_found(format!(
+                        "prepared statement '{}' does not exist",
+                        key(&name)
+                    )));
+                }
+                Ok(QueryOutput::Done)
+            }
+            _ => Err(Error::internal(
+                "not a PREPARE, EXECUTE or DEALLOCATE statement",
+            )),
         }
     }
 
