@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use marrow_engine::{Config, Upkeep};
+use marrow_flight::auth::{Limits, LoginLimits};
 use marrow_flight::server::ServeOptions;
 
 use crate::args::{ModelArgs, PasswordArgs};
@@ -59,6 +60,27 @@ pub struct ServeArgs {
     /// Fold new rows into an index once this many (and a tenth of the rows it covers) are not in it.
     #[arg(long, default_value_t = 10_000, value_name = "ROWS")]
     index_min_rows: u64,
+    /// At most this many established sessions (clients that came back with their token, cookie or connection).
+    /// When all were used within --session-evict-after, a newcomer is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 4096, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_sessions: u64,
+    /// At most this many pending sessions (made by a login or a first call, not yet used again); a new one pushes
+    /// out the least recently used pending one, never an established one.
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_pending_sessions: u64,
+    /// Drop an established session unused this long, e.g. 12h, 30m, 90s.
+    #[arg(long, default_value = "12h", value_name = "DURATION", value_parser = parse_duration)]
+    session_idle: Duration,
+    /// With --max-sessions established, a newcomer replaces the least recently used session only if that one has
+    /// been unused this long.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
+    session_evict_after: Duration,
+    /// Failed logins from one client address before it has to wait (the wait doubles per failure, up to a minute).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    login_failures_per_address: u32,
+    /// Failed logins for one user name (from any address not trusted for it) before it has to wait.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    login_failures_per_user: u32,
     /// Allow binding a non-loopback address without authentication.
     #[arg(long)]
     allow_insecure_remote: bool,
@@ -90,6 +112,18 @@ impl ServeArgs {
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             allow_insecure_remote: self.allow_insecure_remote,
+            sessions: Limits {
+                max_sessions: self.max_sessions as usize,
+                max_pending: self.max_pending_sessions as usize,
+                idle: self.session_idle,
+                evict_after: self.session_evict_after,
+                ..Limits::default()
+            },
+            logins: LoginLimits {
+                free_failures_per_peer: self.login_failures_per_address,
+                free_failures_per_user: self.login_failures_per_user,
+                ..LoginLimits::default()
+            },
             ..Default::default()
         })
     }
@@ -102,6 +136,27 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     marrow_flight::server::serve(args.options()?, shutdown).await?;
     Ok(())
+}
+
+/// `90s`, `30m`, `12h`, `2d` (a bare number is seconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration: use e.g. 90s, 30m, 12h or 2d"))?;
+    let unit = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown duration unit '{other}': use s, m, h or d")),
+    };
+    if n == 0 {
+        return Err("a duration must be more than 0".into());
+    }
+    Ok(Duration::from_secs(n.saturating_mul(unit)))
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -119,4 +174,61 @@ fn parse_size(s: &str) -> Result<usize, String> {
         other => return Err(format!("unknown size unit '{other}'")),
     };
     Ok(n * mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("5x")
+            .unwrap_err()
+            .contains("unknown duration unit"));
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn session_and_login_limits_reach_the_server_options() {
+        let cli = Cli::parse_from([
+            "marrow",
+            "--max-sessions",
+            "7",
+            "--max-pending-sessions",
+            "3",
+            "--session-idle",
+            "2h",
+            "--session-evict-after",
+            "90s",
+            "--login-failures-per-address",
+            "2",
+            "--login-failures-per-user",
+            "4",
+        ]);
+        let o = cli.serve.options().unwrap();
+        assert_eq!(o.sessions.max_sessions, 7);
+        assert_eq!(o.sessions.max_pending, 3);
+        assert_eq!(o.sessions.idle, Duration::from_secs(7200));
+        assert_eq!(o.sessions.evict_after, Duration::from_secs(90));
+        assert_eq!(o.logins.free_failures_per_peer, 2);
+        assert_eq!(o.logins.free_failures_per_user, 4);
+        let defaults = Cli::parse_from(["marrow"]).serve.options().unwrap();
+        assert_eq!(
+            defaults.sessions.max_sessions,
+            Limits::default().max_sessions
+        );
+        assert_eq!(defaults.sessions.idle, Limits::default().idle);
+    }
 }
