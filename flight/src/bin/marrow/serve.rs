@@ -124,7 +124,6 @@ impl ServeArgs {
                 free_failures_per_user: self.login_failures_per_user,
                 ..LoginLimits::default()
             },
-            ..Default::default()
         })
     }
 }
