@@ -152,7 +152,7 @@ pub(crate) async fn create_table(
     } else {
         let limit = db.config().memory_limit;
         let batches = coerce_batches(&write::collect_within(input, limit).await?, &schema)?;
-        crate::statements::dml::check_unique_batches(session, &name, &pk, &batches).await?;
+        crate::statements::dml::check_unique_batches(&name, &pk, &batches)?;
         let (rows, passed) = write::shaped(
             write::batch_stream(schema.clone(), batches),
             schema.clone(),

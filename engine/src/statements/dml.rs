@@ -204,14 +204,21 @@ fn key_list(pk: &[String], alias: &str) -> String {
         .join(", ")
 }
 
+/// `SELECT alias._rowaddr, keys FROM excluded JOIN target AS alias ON (key columns equal)`: the target's rows whose
+/// key is among the new rows' (`excluded`).
+fn join_keys(pk: &[String], alias: &str) -> String {
+    format!(
+        "SELECT {a}.\"_rowaddr\", {keys} FROM \"excluded\" JOIN {target} AS {a} ON {on}",
+        a = quote(alias),
+        keys = key_list(pk, "excluded"),
+        target = quote(TARGET),
+        on = key_join(pk, "excluded", alias)
+    )
+}
+
 /// Reject rows whose primary key repeats inside the new rows themselves (keys compared in Arrow's row format, so
 /// this costs one pass over the key columns, not a query).
-pub(crate) async fn check_unique_batches(
-    _session: &Session,
-    table: &str,
-    pk: &[String],
-    rows: &[RecordBatch],
-) -> Result<()> {
+pub(crate) fn check_unique_batches(table: &str, pk: &[String], rows: &[RecordBatch]) -> Result<()> {
     use arrow::row::{RowConverter, SortField};
     let count: usize = rows.iter().map(|b| b.num_rows()).sum();
     if count < 2 || pk.is_empty() {
@@ -262,21 +269,12 @@ async fn find_conflicts(
         [column] => Some(possible_keys(session, target, column, key_values(rows, column)?).await?),
         _ => None,
     };
-    let join = || {
-        format!(
-            "SELECT {a}.\"_rowaddr\", {keys} FROM \"excluded\" JOIN {target} AS {a} ON {on}",
-            a = quote(alias),
-            keys = key_list(pk, "excluded"),
-            target = quote(TARGET),
-            on = key_join(pk, "excluded", alias)
-        )
-    };
     let batches = match (pk, &possible) {
         (_, Some(keys)) if keys.is_empty() => vec![],
         ([column], Some(keys)) if keys.len() <= KEY_LOOKUP_LIST => {
             lookup_keys(stmt, target, column, keys).await?
         }
-        _ => stmt.query(&join(), &None).await?,
+        _ => stmt.query(&join_keys(pk, alias), &None).await?,
     };
     let mut out = vec![];
     for b in &batches {
@@ -338,14 +336,8 @@ pub(crate) async fn existing_keys(
             Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
         );
         let stmt = OverlayPlanner::new(session, tables);
-        let pk = [column.to_string()];
-        let sql = format!(
-            "SELECT t.\"_rowaddr\", {keys} FROM \"excluded\" JOIN {target} AS t ON {on}",
-            keys = key_list(&pk, "excluded"),
-            target = quote(TARGET),
-            on = key_join(&pk, "excluded", "t")
-        );
-        stmt.query(&sql, &None).await?
+        stmt.query(&join_keys(&[column.to_string()], "t"), &None)
+            .await?
     };
     let mut out = vec![];
     for b in &batches {
@@ -554,7 +546,7 @@ pub(crate) async fn insert_with(
         .await
         .map_err(not_null)?;
     let rows = coerce_batches(&batches, &target.schema)?;
-    check_unique_batches(session, &name, &pk, &rows).await?;
+    check_unique_batches(&name, &pk, &rows)?;
     if rows.is_empty() {
         return Ok(QueryOutput::Count(0));
     }
@@ -846,7 +838,7 @@ pub(crate) async fn update(
     let (addrs, rows) = split_rowaddr(&stmt.query(&sql, &params).await?, &target.schema)?;
     let pk = target.table.primary_key().to_vec();
     if pk.iter().any(|c| assigned.contains_key(c)) && !rows.is_empty() {
-        check_unique_batches(session, &name, &pk, &rows).await?;
+        check_unique_batches(&name, &pk, &rows)?;
         let mem = Arc::new(MemTable::try_new(
             target.schema.clone(),
             vec![rows.clone()],

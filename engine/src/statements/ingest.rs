@@ -189,8 +189,7 @@ impl Session {
                 } else {
                     let batches = write::collect_within(rows, db.config().memory_limit).await?;
                     let batches = coerce_batches(&batches, &target)?;
-                    crate::statements::dml::check_unique_batches(self, table, &pk, &batches)
-                        .await?;
+                    crate::statements::dml::check_unique_batches(table, &pk, &batches)?;
                     write::batch_stream(target.clone(), batches)
                 };
                 let (rows, passed) = write::shaped(rows, target.clone(), Ok);

@@ -137,11 +137,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// `90s`, `30m`, `12h`, `2d` (a bare number is seconds).
-fn parse_duration(s: &str) -> Result<Duration, String> {
+/// A value such as `512MiB` or `30m`, trimmed, split into its leading digits and the unit after them.
+fn number_and_unit(s: &str) -> (&str, &str, &str) {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
+    (s, num, unit)
+}
+
+/// `90s`, `30m`, `12h`, `2d` (a bare number is seconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (s, num, unit) = number_and_unit(s);
     let n: u64 = num
         .parse()
         .map_err(|_| format!("'{s}' is not a duration: use e.g. 90s, 30m, 12h or 2d"))?;
@@ -159,9 +165,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
+    let (s, num, unit) = number_and_unit(s);
     let n: usize = num
         .parse()
         .map_err(|_| format!("'{s}' is not a size such as 512MiB"))?;
