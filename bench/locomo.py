@@ -2,7 +2,8 @@
 for each answerable question (categories 1-4 with evidence) recall k memories; a question scores the share of its
 evidence turns among them (the README's scoring in ../shared/eval/). Side by side in one run, on the same turns:
 
-- Marrow `Memory.recall` in each mode (hybrid, vector, keyword), over Flight from Python;
+- Marrow `Memory.recall` in each mode (hybrid, vector, keyword), over Flight from Python, the question embedded by
+  the server; and hybrid again with the query vector given, as LanceDB gets it;
 - BM25 from PyPI `bm25s` (English stop words), in process;
 - exact dense: cosine over the same all-MiniLM-L6-v2 vectors Marrow stored, numpy, in process;
 - LanceDB 0.40 hybrid search (`query_type="hybrid"`, RRF reranker, its own FTS index) on the same vectors and texts.
@@ -104,6 +105,15 @@ def main() -> None:
                 for c in convs:
                     for q in c["qa"]:
                         qvec[(c["name"], q["question"])] = np.array(mem.query_vector(q["question"]), np.float32)
+                # As LanceDB is measured: the query vector given, no embedding on the way.
+                for c in convs:
+                    for q in c["qa"]:
+                        t = time.perf_counter()
+                        v = qvec[(c["name"], q["question"])]
+                        hits = mem.recall(q["question"], c["name"], k=10, embedding=v, log_access=False)
+                        tally("Marrow recall, hybrid, query vector given").add(
+                            [c["dia"][h.id] for h in hits], q["evidence"], time.perf_counter() - t
+                        )
         finally:
             stop(proc)
 

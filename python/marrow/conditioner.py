@@ -2,7 +2,7 @@
 
 For a query ``q`` and a memory ``m`` of the candidate pool::
 
-    relevance(m)  = the search's own score of m (fused RRF in hybrid mode, BM25 in keyword mode, 1 - cosine
+    relevance(m)  = the search's own score of m (fused relative score in hybrid mode, BM25 in keyword mode, 1 - cosine
                     distance in vector mode), scaled to [0, 1] over the pool (best 1, worst 0)
     recency(m)    = 0.5 ** (hours since coalesce(m.last_accessed_at, m.created_at) / half_life_hours)
     importance(m) = m.importance

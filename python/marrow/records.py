@@ -89,7 +89,7 @@ class Hit:
     distance: float
     recency: Optional[float] = None
     score: Optional[float] = None
-    #: The recall mode's own ranking score, higher is better: the fused RRF score (hybrid), BM25 (keyword) or
+    #: The recall mode's own ranking score, higher is better: the fused relative score (hybrid), BM25 (keyword) or
     #: ``1 - distance`` (vector). None when the hit did not come from :meth:`marrow.Memory.recall`.
     rank_score: Optional[float] = None
     #: The conditioner's relevance feature (the mode's score scaled to [0, 1] over the candidate pool) and the
