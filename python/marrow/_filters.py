@@ -54,16 +54,18 @@ _SHORTHANDS = {
 _MAX_DEPTH = 32
 
 
-def compile_filters(filters: Mapping[str, Any], params: list[Any]) -> str:
-    """The SQL condition for ``filters``; values are appended to ``params`` and referenced as ``$n``."""
+def compile_filters(filters: Mapping[str, Any], params: list[Any], columns: Mapping[str, str] = COLUMNS) -> str:
+    """The SQL condition for ``filters``; values are appended to ``params`` and referenced as ``$n``. ``columns``
+    (name to ``text``, ``number`` or ``time``) are the table's own columns; any other key is a metadata key."""
     if not isinstance(filters, Mapping):
         raise InvalidArgumentError(f"filters must be a mapping, got {type(filters).__name__}")
-    return _Compiler(params).mapping(filters, 0) or "true"
+    return _Compiler(params, columns).mapping(filters, 0) or "true"
 
 
 class _Compiler:
-    def __init__(self, params: list[Any]) -> None:
+    def __init__(self, params: list[Any], columns: Mapping[str, str]) -> None:
         self.params = params
+        self.columns = columns
 
     def bind(self, value: Any) -> str:
         self.params.append(value)
@@ -122,7 +124,7 @@ class _Compiler:
             values = [value]
         kind = _kind(values, key, op)
         column = self.column(key, kind)
-        metadata = key not in COLUMNS
+        metadata = key not in self.columns
         if op in ("contains", "icontains"):
             if kind != "text":
                 raise InvalidArgumentError(f"{op} on {key!r} takes text, got {value!r}")
@@ -136,8 +138,8 @@ class _Compiler:
         return f"coalesce({sql}, true)" if op == "ne" and metadata else sql
 
     def column(self, key: str, kind: str) -> str:
-        if key in COLUMNS:
-            expected = COLUMNS[key]
+        if key in self.columns:
+            expected = self.columns[key]
             if expected != kind and not (expected == "time" and kind == "text"):
                 raise InvalidArgumentError(f"column {key!r} holds {expected} values; the filter gives {kind}")
             return key
