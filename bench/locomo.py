@@ -37,7 +37,11 @@ def load(eval_dir: Path) -> list[dict]:
             for t in d[f"session_{n}"]:
                 turns.append((t["dia_id"], f"{t['speaker']}: {t['text']}"))
             n += 1
-        qa = [q for q in d["qa"] if q.get("category") in (1, 2, 3, 4) and q.get("evidence")]
+        qa = [
+            q
+            for q in d["qa"]
+            if q.get("category") in (1, 2, 3, 4) and q.get("evidence")
+        ]
         convs.append({"name": f.stem, "turns": turns, "qa": qa})
     return convs
 
@@ -69,7 +73,9 @@ def main() -> None:
     binary, eval_dir = sys.argv[1], Path(sys.argv[2])
     convs = load(eval_dir)
     n_q = sum(len(c["qa"]) for c in convs)
-    print(f"{len(convs)} conversations, {sum(len(c['turns']) for c in convs)} turns, {n_q} questions")
+    print(
+        f"{len(convs)} conversations, {sum(len(c['turns']) for c in convs)} turns, {n_q} questions"
+    )
     tallies: dict[str, Tally] = {}
 
     def tally(name: str) -> Tally:
@@ -82,10 +88,15 @@ def main() -> None:
                 mem = Memory(db)
                 vectors: dict[str, tuple[list[str], np.ndarray]] = {}
                 for c in convs:
-                    ids = mem.remember_many([t for _, t in c["turns"]], namespace=c["name"])
+                    ids = mem.remember_many(
+                        [t for _, t in c["turns"]], namespace=c["name"]
+                    )
                     dia = dict(zip(ids, (i for i, _ in c["turns"])))
                     c["dia"] = dia
-                    emb = db.sql("SELECT id, embedding FROM memories WHERE namespace = $1", [c["name"]])
+                    emb = db.sql(
+                        "SELECT id, embedding FROM memories WHERE namespace = $1",
+                        [c["name"]],
+                    )
                     order = emb.column("id").to_pylist()
                     vectors[c["name"]] = (
                         [dia[i] for i in order],
@@ -96,23 +107,41 @@ def main() -> None:
                     for c in convs:
                         for q in c["qa"]:
                             t = time.perf_counter()
-                            hits = mem.recall(q["question"], c["name"], k=10, mode=mode, log_access=False)
+                            hits = mem.recall(
+                                q["question"],
+                                c["name"],
+                                k=10,
+                                mode=mode,
+                                log_access=False,
+                            )
                             tally(f"Marrow recall, {mode}").add(
-                                [c["dia"][h.id] for h in hits], q["evidence"], time.perf_counter() - t
+                                [c["dia"][h.id] for h in hits],
+                                q["evidence"],
+                                time.perf_counter() - t,
                             )
                 # Query vectors from the same model, for the in-process dense baseline and LanceDB.
                 qvec = {}
                 for c in convs:
                     for q in c["qa"]:
-                        qvec[(c["name"], q["question"])] = np.array(mem.query_vector(q["question"]), np.float32)
+                        qvec[(c["name"], q["question"])] = np.array(
+                            mem.query_vector(q["question"]), np.float32
+                        )
                 # As LanceDB is measured: the query vector given, no embedding on the way.
                 for c in convs:
                     for q in c["qa"]:
                         t = time.perf_counter()
                         v = qvec[(c["name"], q["question"])]
-                        hits = mem.recall(q["question"], c["name"], k=10, embedding=v, log_access=False)
+                        hits = mem.recall(
+                            q["question"],
+                            c["name"],
+                            k=10,
+                            embedding=v,
+                            log_access=False,
+                        )
                         tally("Marrow recall, hybrid, query vector given").add(
-                            [c["dia"][h.id] for h in hits], q["evidence"], time.perf_counter() - t
+                            [c["dia"][h.id] for h in hits],
+                            q["evidence"],
+                            time.perf_counter() - t,
                         )
         finally:
             stop(proc)
@@ -122,14 +151,21 @@ def main() -> None:
     for c in convs:
         corpus = [t for _, t in c["turns"]]
         retriever = bm25s.BM25()
-        retriever.index(bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False)
+        retriever.index(
+            bm25s.tokenize(corpus, stopwords="en", show_progress=False),
+            show_progress=False,
+        )
         for q in c["qa"]:
             t = time.perf_counter()
             docs, _ = retriever.retrieve(
-                bm25s.tokenize([q["question"]], stopwords="en", show_progress=False), k=10, show_progress=False
+                bm25s.tokenize([q["question"]], stopwords="en", show_progress=False),
+                k=10,
+                show_progress=False,
             )
             found = [c["turns"][int(i)][0] for i in docs[0]]
-            tally("BM25 (bm25s 0.3, English stop words)").add(found, q["evidence"], time.perf_counter() - t)
+            tally("BM25 (bm25s 0.3, English stop words)").add(
+                found, q["evidence"], time.perf_counter() - t
+            )
         dia, emb = vectors[c["name"]]
         normed = emb / np.linalg.norm(emb, axis=1, keepdims=True)
         for q in c["qa"]:
@@ -137,7 +173,9 @@ def main() -> None:
             v = qvec[(c["name"], q["question"])]
             sims = normed @ (v / np.linalg.norm(v))
             found = [dia[i] for i in np.argsort(-sims)[:10]]
-            tally("exact dense (same vectors, numpy)").add(found, q["evidence"], time.perf_counter() - t)
+            tally("exact dense (same vectors, numpy)").add(
+                found, q["evidence"], time.perf_counter() - t
+            )
 
     import lancedb
     import pyarrow as pa
@@ -154,7 +192,9 @@ def main() -> None:
                     {
                         "dia": dia,
                         "text": [text[i] for i in dia],
-                        "vector": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), emb.shape[1]),
+                        "vector": pa.FixedSizeListArray.from_arrays(
+                            pa.array(emb.ravel()), emb.shape[1]
+                        ),
                     }
                 ),
             )
@@ -171,7 +211,9 @@ def main() -> None:
                     .to_list()
                 )
                 found = [r["dia"] for r in rows]
-                tally("LanceDB 0.40 hybrid (RRF)").add(found, q["evidence"], time.perf_counter() - t)
+                tally("LanceDB 0.40 hybrid (RRF)").add(
+                    found, q["evidence"], time.perf_counter() - t
+                )
 
     print("\n| retriever | R@5 | R@10 | p50 ms | p95 ms |\n|---|---|---|---|---|")
     for name, t in tallies.items():
