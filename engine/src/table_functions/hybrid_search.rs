@@ -438,10 +438,11 @@ fn fuse(
         .transpose()?;
     let text_scores = side_scores(text.as_ref(), SCORE_COLUMN)?;
     let distances = side_scores(vector.as_ref(), DISTANCE_COLUMN)?;
-    let share = |scores: &[f64], rank: usize, weight: f64, higher_is_better: bool| match fusion.method {
-        Method::Rrf(rrf_k) => weight / (rrf_k + rank as f64 + 1.0),
-        Method::Relative => weight * relative(scores, rank, higher_is_better),
-    };
+    let share =
+        |scores: &[f64], rank: usize, weight: f64, higher_is_better: bool| match fusion.method {
+            Method::Rrf(rrf_k) => weight / (rrf_k + rank as f64 + 1.0),
+            Method::Relative => weight * relative(scores, rank, higher_is_better),
+        };
     let mut rows: HashMap<u64, Candidate> = HashMap::new();
     for (rank, addr) in ranks(text.as_ref())?.into_iter().enumerate() {
         let c = rows
