@@ -347,13 +347,15 @@ impl PartitionStream for Fused {
         let (fts, ann) = (self.fts.clone(), self.ann.clone());
         let (schema, table_columns, k, fusion) =
             (self.schema.clone(), self.table_columns, self.k, self.fusion);
-        let distance = QueryDistance {
-            column: self.vector.clone(),
-            query: self.query_vector.clone(),
-            metric: self.metric,
-        };
+        let (column, query_vector, metric) =
+            (self.vector.clone(), self.query_vector.clone(), self.metric);
         let out_schema = schema.clone();
         let batch = async move {
+            let distance = QueryDistance {
+                column,
+                query: f32_values(&query_vector)?,
+                metric,
+            };
             let (text, vector) = futures::try_join!(collect(fts, ctx.clone()), collect(ann, ctx))?;
             fuse(
                 &out_schema,
@@ -436,26 +438,27 @@ fn fuse(
     let vector = vector
         .map(|b| sort_by(&b, DISTANCE_COLUMN, false))
         .transpose()?;
-    let text_scores = side_scores(text.as_ref(), SCORE_COLUMN)?;
     let distances = side_scores(vector.as_ref(), DISTANCE_COLUMN)?;
-    let share =
-        |scores: &[f64], rank: usize, weight: f64, higher_is_better: bool| match fusion.method {
-            Method::Rrf(rrf_k) => weight / (rrf_k + rank as f64 + 1.0),
-            Method::Relative => weight * relative(scores, rank, higher_is_better),
-        };
+    let text_shares = shares(
+        &side_scores(text.as_ref(), SCORE_COLUMN)?,
+        fusion.method,
+        fusion.text_weight,
+        true,
+    );
+    let vector_shares = shares(&distances, fusion.method, fusion.vector_weight, false);
     let mut rows: HashMap<u64, Candidate> = HashMap::new();
     for (rank, addr) in ranks(text.as_ref())?.into_iter().enumerate() {
         let c = rows
             .entry(addr)
             .or_insert_with(|| Candidate::new(addr, (0, rank)));
-        c.score += share(&text_scores, rank, fusion.text_weight, true);
+        c.score += text_shares[rank];
         c.text_row = Some(rank);
     }
     for (rank, addr) in ranks(vector.as_ref())?.into_iter().enumerate() {
         let c = rows
             .entry(addr)
             .or_insert_with(|| Candidate::new(addr, (1, rank)));
-        c.score += share(&distances, rank, fusion.vector_weight, false);
+        c.score += vector_shares[rank];
         c.vector_row = Some(rank);
     }
     let mut order: Vec<Candidate> = rows.into_values().collect();
@@ -532,33 +535,42 @@ fn side_scores(batch: Option<&RecordBatch>, column: &str) -> DFResult<Vec<f64>> 
         .collect())
 }
 
-/// The score at `rank` min-max scaled over the side's candidates to [0, 1], 1 the side's best. A side whose
-/// candidates all score the same (one candidate, or ties) gives each 1; a NaN score gives 0.
-fn relative(scores: &[f64], rank: usize, higher_is_better: bool) -> f64 {
+/// Each candidate's share of the fused score, in the side's order (rank 0 first), times `weight`. Under RRF
+/// `1 / (rrf_k + rank + 1)`; relative: the score min-max scaled over the side's candidates to [0, 1], 1 the side's
+/// best. A side whose candidates all score the same (one candidate, or ties) gives each 1; a NaN score gives 0.
+fn shares(scores: &[f64], method: Method, weight: f64, higher_is_better: bool) -> Vec<f64> {
+    if let Method::Rrf(rrf_k) = method {
+        return (0..scores.len())
+            .map(|rank| weight / (rrf_k + rank as f64 + 1.0))
+            .collect();
+    }
     let (lo, hi) = scores
         .iter()
         .filter(|v| v.is_finite())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
             (lo.min(v), hi.max(v))
         });
-    let v = scores[rank];
-    if !v.is_finite() {
-        return 0.0;
-    }
-    if hi <= lo {
-        return 1.0;
-    }
-    if higher_is_better {
-        (v - lo) / (hi - lo)
-    } else {
-        (hi - v) / (hi - lo)
-    }
+    scores
+        .iter()
+        .map(|&v| {
+            weight
+                * if !v.is_finite() {
+                    0.0
+                } else if hi <= lo {
+                    1.0
+                } else if higher_is_better {
+                    (v - lo) / (hi - lo)
+                } else {
+                    (hi - v) / (hi - lo)
+                }
+        })
+        .collect()
 }
 
 /// The distance of a row's vector to the query, in the vector side's metric.
 struct QueryDistance {
     column: String,
-    query: ArrayRef,
+    query: Vec<f32>,
     metric: DistanceType,
 }
 
@@ -575,19 +587,15 @@ impl QueryDistance {
         if col.is_null(i) {
             return Ok(None);
         }
-        let row = col.slice(i, 1);
-        let values = match row.data_type() {
-            DataType::FixedSizeList(_, _) => row.as_fixed_size_list().values().clone(),
-            DataType::List(_) => row.as_list::<i32>().values().clone(),
-            DataType::LargeList(_) => row.as_list::<i64>().values().clone(),
-            _ => return Ok(None),
+        // hybrid_search takes only FixedSizeList vector columns (`vector_column`).
+        let Some(list) = col.as_fixed_size_list_opt() else {
+            return Ok(None);
         };
-        let row = f32_values(&values)?;
-        let query = f32_values(&self.query)?;
-        if row.len() != query.len() {
+        let row = f32_values(&list.value(i))?;
+        if row.len() != self.query.len() {
             return Ok(None);
         }
-        Ok(Some(self.metric.func::<f32>()(&query, &row) as f64))
+        Ok(Some(self.metric.func::<f32>()(&self.query, &row) as f64))
     }
 }
 
