@@ -7,14 +7,16 @@ again (every ``Memory``, ``MemoryConditioner`` and ``EvolutionRouter`` does, for
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
-from .errors import InvalidArgumentError
+import pyarrow as pa
+
+from .errors import InvalidArgumentError, NotFoundError
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["DDL", "MEMORY", "CONDITIONER", "ROUTER", "ensure_tables"]
+__all__ = ["DDL", "MEMORY", "CONDITIONER", "ROUTER", "ensure_tables", "vector_dimension", "embed_dimension"]
 
 DDL: dict[str, str] = {
     # One row per change of a memory; Memory.history() reads it (Lance versions get cleaned up, so they are not
@@ -131,3 +133,21 @@ def ensure_tables(client: Client, *names: str) -> None:
         raise InvalidArgumentError(f"not a table of the Python layer: {unknown}; they are {sorted(DDL)}")
     for name in names or tuple(DDL):
         client.execute(DDL[name])
+
+
+def vector_dimension(client: Client, table: str, column: str = "embedding") -> Optional[int]:
+    """n of ``table.column``, a ``FLOAT[n]`` column; None when the table does not exist. ``table`` is SQL (quoted
+    by the caller where needed)."""
+    try:
+        schema = client.sql(f"SELECT {column} FROM {table} LIMIT 0").schema
+    except NotFoundError:
+        return None
+    typ = schema.field(column).type
+    if not pa.types.is_fixed_size_list(typ):
+        raise InvalidArgumentError(f"{table}.{column} is {typ}, expected FLOAT[n]")
+    return int(typ.list_size)
+
+
+def embed_dimension(client: Client) -> int:
+    """The length of the vectors the server's ``embed()`` makes."""
+    return len(client.scalar("SELECT embed('dimension')"))

@@ -30,8 +30,9 @@ from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
 from ._filters import compile_filters
+from ._schema import embed_dimension, vector_dimension
 from .client import Client, quote_ident
-from .errors import InvalidArgumentError, NotFoundError
+from .errors import InvalidArgumentError
 
 #: The store's own columns a filter may name (anything else is a metadata key).
 FILTER_COLUMNS = {"id": "text", "content": "text"}
@@ -52,7 +53,7 @@ class MarrowVectorStore(VectorStore):
         self.table = quote_ident(table)
         self.embedding = embedding
         self._lock = threading.RLock()
-        self._dimension: Optional[int] = self._existing_dimension()
+        self._dimension: Optional[int] = vector_dimension(client, self.table)
 
     @property
     def embeddings(self) -> Optional[Embeddings]:
@@ -60,27 +61,17 @@ class MarrowVectorStore(VectorStore):
 
     # ---- the table ----------------------------------------------------------------------------------------------
 
-    def _existing_dimension(self) -> Optional[int]:
-        try:
-            schema = self.client.sql(f"SELECT embedding FROM {self.table} LIMIT 0").schema
-        except NotFoundError:
-            return None
-        return int(schema.field("embedding").type.list_size)
-
     def _ensure_table(self, dimension: int) -> None:
         if self._dimension is None:
             self.client.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.table} (id VARCHAR PRIMARY KEY, content VARCHAR,"
                 f" metadata VARCHAR, embedding FLOAT[{dimension}])"
             )
-            self._dimension = self._existing_dimension()
+            self._dimension = vector_dimension(self.client, self.table)
         if self._dimension != dimension:
             raise InvalidArgumentError(
                 f"table {self.table} holds {self._dimension}-dimensional vectors; the embeddings give {dimension}"
             )
-
-    def _server_dimension(self) -> int:
-        return len(self.client.scalar("SELECT embed('dimension')"))
 
     # ---- writes -------------------------------------------------------------------------------------------------
 
@@ -107,7 +98,7 @@ class MarrowVectorStore(VectorStore):
             return []
         vectors = None if self.embedding is None else self.embedding.embed_documents(texts)
         with self._lock:
-            self._ensure_table(len(vectors[0]) if vectors else self._server_dimension())
+            self._ensure_table(len(vectors[0]) if vectors else embed_dimension(self.client))
             # A later row with the same id replaces an earlier one of the same call, as a later call would.
             last = {i: n for n, i in enumerate(out)}
             rows = [n for n, i in enumerate(out) if last[i] == n]

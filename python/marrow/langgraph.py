@@ -41,6 +41,7 @@ from langgraph.store.base import (
 from langgraph.store.base.embed import get_text_at_path, tokenize_path
 
 from ._filters import compile_filters
+from ._schema import embed_dimension
 from .client import Client, quote_ident
 from .errors import InvalidArgumentError
 
@@ -77,7 +78,7 @@ class MarrowStore(BaseStore):
             self.fields = [(p, p if p == "$" else tokenize_path(p)) for p in fields]
             dims = index.get("dims")
             if self.embeddings is None:
-                server = len(client.scalar("SELECT embed('dimension')"))
+                server = embed_dimension(client)
                 if dims is not None and dims != server:
                     raise InvalidArgumentError(f"index dims {dims}; the server's embed() gives {server}")
                 dims = server

@@ -33,8 +33,9 @@ from llama_index.core.vector_stores.types import (
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 from ._filters import compile_filters
+from ._schema import vector_dimension
 from .client import Client, quote_ident
-from .errors import InvalidArgumentError, NotFoundError
+from .errors import InvalidArgumentError
 from .memory import Memory
 
 _OPS = {
@@ -68,7 +69,7 @@ class MarrowVectorStore(BasePydanticVectorStore):
         super().__init__(table=table, **kwargs)  # type: ignore[call-arg]  # a pydantic field
         self._client = client
         self._lock = threading.RLock()
-        self._dimension = self._existing_dimension()
+        self._dimension = vector_dimension(client, self._table)
 
     @property
     def client(self) -> Client:
@@ -77,13 +78,6 @@ class MarrowVectorStore(BasePydanticVectorStore):
     @property
     def _table(self) -> str:
         return quote_ident(self.table)
-
-    def _existing_dimension(self) -> Optional[int]:
-        try:
-            schema = self._client.sql(f"SELECT embedding FROM {self._table} LIMIT 0").schema
-        except NotFoundError:
-            return None
-        return int(schema.field("embedding").type.list_size)
 
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
         """Store nodes with their embeddings (a node id that exists is replaced); returns the node ids."""
@@ -103,7 +97,7 @@ class MarrowVectorStore(BasePydanticVectorStore):
                     f"CREATE TABLE IF NOT EXISTS {self._table} (id VARCHAR PRIMARY KEY, ref_doc_id VARCHAR,"
                     f" content VARCHAR, metadata VARCHAR, embedding FLOAT[{dim}])"
                 )
-                self._dimension = self._existing_dimension()
+                self._dimension = vector_dimension(self._client, self._table)
             if dim != self._dimension:
                 raise InvalidArgumentError(
                     f"table {self.table} holds {self._dimension}-dimensional embeddings, not {dim}"

@@ -207,11 +207,9 @@ class Memory:
         self._text_index: Optional[bool] = None
         self._embedder_error: Optional[str] = None
         _schema.ensure_tables(client, *_schema.MEMORY)
-        schema = self.db.sql("SELECT embedding FROM memories LIMIT 0").schema
-        typ = schema.field("embedding").type
-        if not pa.types.is_fixed_size_list(typ):
-            raise InvalidArgumentError(f"memories.embedding is {typ}, expected FLOAT[n]")
-        self.dimension: int = typ.list_size
+        dimension = _schema.vector_dimension(client, "memories")
+        assert dimension is not None, "ensure_tables made memories"
+        self.dimension: int = dimension
 
     def require_embedder(self) -> None:
         """Raise unless the server can embed text (asked once per :class:`Memory`): a memory stored without an
