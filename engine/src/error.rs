@@ -219,7 +219,7 @@ fn df_message(e: &DataFusionError) -> String {
 
 /// Lance appends the source location of an error (`…, /root/.cargo/registry/…/filtered_read.rs:1666:33`): a server
 /// path that means nothing to a client.
-fn without_locations(message: &str) -> String {
+pub(crate) fn without_locations(message: &str) -> String {
     static LOCATION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(r",?\s*(/|[A-Za-z]:\\)[^\s,]*\.rs:\d+:\d+").expect("valid pattern")
     });

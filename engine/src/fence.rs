@@ -290,6 +290,12 @@ impl ObjectStore for FencedFiles {
         &self,
         prefix: Option<&ObjectPath>,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        // A directory outside the root is refused, not listed as empty.
+        if let Some(p) = prefix {
+            if let Err(e) = self.check_read(p) {
+                return futures::stream::once(async move { Err(e) }).boxed();
+            }
+        }
         let root = self.read_root.clone();
         let store = LocalFileSystem::new();
         self.inner
@@ -317,6 +323,9 @@ impl ObjectStore for FencedFiles {
                 "reading server files is disabled".into(),
             ));
         };
+        if let Some(p) = prefix {
+            self.check_read(p)?;
+        }
         let mut listed = self.inner.list_with_delimiter(prefix).await?;
         let inside_root = |p: &ObjectPath| {
             self.inner

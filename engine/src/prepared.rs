@@ -385,7 +385,7 @@ async fn update(
 impl Session {
     /// Plan a statement without running it: its result and parameter schemas.
     pub async fn prepare(&self, sql: &str) -> Result<PreparedInfo> {
-        let mut statement = parse_one(sql)?;
+        let mut statement = self.parse_one(sql)?;
         let _pins = crate::session::pin_versions(self, &mut statement).await?;
         let empty: SchemaRef = Arc::new(Schema::empty());
         let (planned, is_query) = match &statement {
@@ -463,7 +463,7 @@ impl Session {
     /// `INSERT … SELECT … FROM <the parameter rows>`: one plan and one atomic commit for all rows, with the same
     /// constraint checks as a multi-row INSERT. Other statements run row by row, each row its own commit.
     pub async fn execute_many(&self, sql: &str, rows: Vec<ParamValues>) -> Result<u64> {
-        let written = match parse_one(sql)? {
+        let written = match self.parse_one(sql)? {
             DFStatement::Statement(stmt) => {
                 if let (Statement::Insert(insert), true) = (stmt.as_ref(), rows.len() > 1) {
                     if let Some(n) = self.insert_many(insert.clone(), &rows).await? {

@@ -26,9 +26,9 @@ use datafusion::sql::sqlparser::ast::Statement;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::database::Database;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::options::MarrowOptions;
-use crate::sql::{parse, parse_one};
+use crate::sql::{parse_in, parse_one_in};
 use crate::vector::plan_cache::PlanCache;
 
 /// What a statement produced.
@@ -232,7 +232,7 @@ impl Session {
         if let Some(p) = params {
             let functions = self.db.extensions().table_functions();
             if table_function_params::may_have_params(sql, functions) {
-                let mut statement = parse_one(sql)?;
+                let mut statement = self.parse_one(sql)?;
                 let bound = table_function_params::bind(
                     &mut statement,
                     functions,
@@ -247,15 +247,27 @@ impl Session {
             if self.plan_cache_enabled() {
                 return Box::pin(self.execute_cached(sql, p)).await;
             }
-            return Box::pin(self.execute_statement(parse_one(sql)?, Some(p))).await;
+            return Box::pin(self.execute_statement(self.parse_one(sql)?, Some(p))).await;
         }
-        Box::pin(self.execute_statement(parse_one(sql)?, None)).await
+        Box::pin(self.execute_statement(self.parse_one(sql)?, None)).await
     }
 
     /// The plan cache of this session (and its clones): how many plans it keeps, and how many executions of a
     /// statement with new vector parameters reused one instead of planning.
     pub fn plan_cache_stats(&self) -> (usize, u64) {
         self.plans.stats()
+    }
+
+    /// The dialect this session parses with (`datafusion.sql_parser.dialect`).
+    fn dialect(&self) -> datafusion::config::Dialect {
+        let state = self.ctx.state_ref();
+        let state = state.read();
+        state.config_options().sql_parser.dialect
+    }
+
+    /// Parse one statement in this session's dialect.
+    pub(crate) fn parse_one(&self, sql: &str) -> Result<DFStatement> {
+        parse_one_in(sql, self.dialect())
     }
 
     fn plan_cache_enabled(&self) -> bool {
@@ -275,7 +287,7 @@ impl Session {
         if let Some((plan, task)) = self.plans.lookup(sql, &params, generation).await {
             return Ok(QueryOutput::Rows(execute_stream(plan, task)?));
         }
-        let mut statement = parse_one(sql)?;
+        let mut statement = self.parse_one(sql)?;
         let is_query = matches!(&statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)));
         if !is_query {
             return self.execute_statement(statement, Some(params)).await;
@@ -325,7 +337,7 @@ impl Session {
         sql: &str,
     ) -> Result<Vec<(SchemaRef, Vec<RecordBatch>, bool)>> {
         let mut out = vec![];
-        for statement in parse(sql)? {
+        for statement in parse_in(sql, self.dialect())? {
             let output = self.execute_statement(statement, None).await?;
             let is_count = matches!(output, QueryOutput::Count(_));
             let (schema, batches) = output.collect().await?;
@@ -481,10 +493,34 @@ impl Session {
                         "PREPARE cannot prepare PREPARE, EXECUTE or DEALLOCATE",
                     ));
                 }
+                if kept().contains_key(&key(&name)) {
+                    return Err(Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!("prepared statement '{}' already exists", key(&name)),
+                    ));
+                }
                 if matches!(*statement, Statement::Query(_)) {
-                    // Checked now, as a query with placeholders, so a bad query fails at PREPARE.
-                    self.plan(DFStatement::Statement(statement.clone()), None)
+                    // Checked now, as DataFusion checks a PREPARE (its placeholders against the declared types),
+                    // so a bad query fails at PREPARE.
+                    let prepare = Statement::Prepare {
+                        name: name.clone(),
+                        data_types: data_types.clone(),
+                        statement: statement.clone(),
+                    };
+                    let plan = self
+                        .plan(DFStatement::Statement(Box::new(prepare)), None)
                         .await?;
+                    if let LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(p)) =
+                        &plan
+                    {
+                        let used = p.input.get_parameter_names()?.len();
+                        if !p.fields.is_empty() && used != p.fields.len() {
+                            return Err(Error::invalid(format!(
+                                "PREPARE declares {} parameter types but the statement uses {used} parameters",
+                                p.fields.len()
+                            )));
+                        }
+                    }
                 }
                 let types = data_types.iter().map(|t| t.to_string()).collect();
                 kept().insert(key(&name), (types, *statement));
@@ -526,7 +562,7 @@ impl Session {
                         .collect::<Vec<_>>()
                         .join(", ");
                     let (_, batches) = Box::pin(
-                        self.execute_statement(parse_one(&format!("SELECT {select}"))?, None),
+                        self.execute_statement(self.parse_one(&format!("SELECT {select}"))?, None),
                     )
                     .await?
                     .collect()

@@ -41,6 +41,41 @@ pub const META_EMBED: &str = "marrow.embed";
 
 const VIEWS_FILE: &str = "_marrow_views.json";
 
+/// Refuse, before anything is written, a column whose type Lance cannot store (an interval with nanoseconds, a
+/// fixed-size list of anything but fixed-width values …): NOT_SUPPORTED naming the column, rather than a storage
+/// error from the middle of the write.
+pub fn validate_storable(schema: &Schema) -> Result<()> {
+    fn fixed_width(t: &DataType) -> bool {
+        t.is_primitive() || matches!(t, DataType::Boolean | DataType::FixedSizeBinary(_))
+    }
+    fn check(name: &str, t: &DataType) -> std::result::Result<(), String> {
+        match t {
+            DataType::FixedSizeList(child, _) if !fixed_width(child.data_type()) => Err(format!(
+                "column '{name}' has type {t}: Marrow's storage (Lance) keeps fixed-size lists of fixed-width values \
+                 only; cast it to a list (arrow_cast(…, 'List({})'))",
+                child.data_type()
+            )),
+            DataType::List(child) | DataType::LargeList(child) | DataType::FixedSizeList(child, _) => {
+                check(name, child.data_type())
+            }
+            DataType::Struct(fields) => fields
+                .iter()
+                .try_for_each(|f| check(&format!("{name}.{}", f.name()), f.data_type())),
+            _ => Ok(()),
+        }
+    }
+    for f in schema.fields() {
+        check(f.name(), f.data_type()).map_err(Error::unsupported)?;
+    }
+    lance::datatypes::Schema::try_from(schema).map_err(|e| {
+        Error::unsupported(format!(
+            "a column type Marrow's storage (Lance) cannot hold: {}",
+            crate::error::without_locations(&e.to_string())
+        ))
+    })?;
+    Ok(())
+}
+
 /// Check Marrow's table properties in a new table's schema metadata (a client may send any through ingest): every
 /// `marrow.*` key known and readable, and naming columns the table has. A table is never created with a property
 /// that would make its later writes fail.
@@ -204,6 +239,7 @@ impl MarrowSchema {
         replace: bool,
     ) -> Result<()> {
         validate_metadata(&schema)?;
+        validate_storable(&schema)?;
         self.forget_handle(name);
         let path = self.table_path(name);
         let exists = self.lance_table_exists(name);
@@ -283,6 +319,14 @@ impl MarrowSchema {
 
     pub fn lance_session(&self) -> Arc<lance::session::Session> {
         self.lance_session.clone()
+    }
+
+    /// Whether `name` is an external table (files DataFusion reads, registered by CREATE EXTERNAL TABLE).
+    pub fn is_external(&self, name: &str) -> bool {
+        self.external
+            .read()
+            .expect("external lock")
+            .contains_key(name)
     }
 
     /// A table exists once its first commit is written (a crash during CREATE leaves no manifest and no table).
@@ -745,6 +789,16 @@ impl TableProvider for MarrowTable {
                 return Ok(plan);
             }
         }
+        // Lance leaves `_rowaddr` out of an unprojected scan although its schema lists it (a plan that was not
+        // optimized, `datafusion.optimizer.max_passes = 0`, would then index past the batch): ask for every column.
+        let all: Vec<usize>;
+        let projection = match projection {
+            None if self.with_row_addr => {
+                all = (0..self.inner.schema().fields().len()).collect();
+                Some(&all)
+            }
+            p => p,
+        };
         self.inner.scan(state, projection, filters, limit).await
     }
     fn supports_filters_pushdown(

@@ -3,6 +3,7 @@
 pub mod depth;
 pub mod dialect;
 
+use datafusion::config::Dialect;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{visit_expressions_mut, Expr as SqlExpr, Ident, ObjectName};
 
@@ -11,10 +12,21 @@ use crate::error::{Error, Result};
 
 /// Parse a script into statements with Marrow's dialect.
 pub fn parse(sql: &str) -> Result<Vec<DFStatement>> {
-    let dialect = dialect::MarrowDialect;
-    depth::check_nesting(&dialect, sql, depth::MAX_NESTING)?;
+    parse_in(sql, Dialect::Generic)
+}
+
+/// Parse a script with the dialect a session chose (`datafusion.sql_parser.dialect`): the generic one is Marrow's
+/// (generic plus time travel and PostgreSQL's JSON operator precedence); any other is sqlparser's own, as in
+/// DataFusion (so `SET datafusion.sql_parser.dialect = databricks` gives lambdas, `mysql` its intervals …).
+pub fn parse_in(sql: &str, dialect: Dialect) -> Result<Vec<DFStatement>> {
+    let chosen: Box<dyn datafusion::sql::sqlparser::dialect::Dialect> = match dialect {
+        Dialect::Generic => Box::new(dialect::MarrowDialect),
+        other => datafusion::sql::sqlparser::dialect::dialect_from_str(other.as_ref())
+            .ok_or_else(|| Error::invalid(format!("unsupported SQL dialect '{other}'")))?,
+    };
+    depth::check_nesting(chosen.as_ref(), sql, depth::MAX_NESTING)?;
     let statements = DFParserBuilder::new(sql)
-        .with_dialect(&dialect)
+        .with_dialect(chosen.as_ref())
         .build()?
         .parse_statements()?;
     statements.into_iter().map(number_placeholders).collect()
@@ -51,7 +63,12 @@ fn number_placeholders(mut statement: DFStatement) -> Result<DFStatement> {
 
 /// Parse exactly one statement.
 pub fn parse_one(sql: &str) -> Result<DFStatement> {
-    let mut statements = parse(sql)?;
+    parse_one_in(sql, Dialect::Generic)
+}
+
+/// Parse exactly one statement in the given dialect (see [`parse_in`]).
+pub fn parse_one_in(sql: &str, dialect: Dialect) -> Result<DFStatement> {
+    let mut statements = parse_in(sql, dialect)?;
     match statements.len() {
         0 => Err(Error::invalid("empty statement")),
         1 => Ok(statements.remove(0)),

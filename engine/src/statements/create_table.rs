@@ -74,10 +74,15 @@ pub(crate) async fn create_table(
     }
     let if_not_exists = ct.if_not_exists;
     let or_replace = ct.or_replace;
+    if if_not_exists && or_replace {
+        return Err(Error::invalid(
+            "CREATE OR REPLACE TABLE cannot also say IF NOT EXISTS: choose one",
+        ));
+    }
     let db = session.database();
     if db.schema_provider().table_exist(&name) {
         if if_not_exists {
-            return Ok(QueryOutput::Count(0));
+            return Ok(QueryOutput::Done);
         }
         if !or_replace {
             return Err(Error::new(
@@ -166,7 +171,8 @@ pub(crate) async fn create_table(
         .create_lance_table(&name, schema, rows, or_replace)
         .await
         .map_err(|e| passed.explain(e))?;
-    Ok(QueryOutput::Count(passed.rows()))
+    // No rows and no count, as DataFusion answers every CREATE TABLE form (CREATE TABLE … AS too).
+    Ok(QueryOutput::Done)
 }
 
 /// `CREATE TABLE`: a Lance dataset, not DataFusion's in-memory table.

@@ -89,9 +89,13 @@ impl OverlayPlanner {
             CATALOG.to_string(),
             Arc::new(catalog),
         );
-        let state = SessionStateBuilder::new_from_existing(session.state())
+        let mut state = SessionStateBuilder::new_from_existing(session.state())
             .with_catalog_list(Arc::new(list))
             .build();
+        // The plans Marrow builds here need the optimizer's rewrites (DISTINCT to an aggregate, projections of
+        // row addresses), whatever a session set `datafusion.optimizer.max_passes` to.
+        let optimizer = &mut state.config_mut().options_mut().optimizer;
+        optimizer.max_passes = optimizer.max_passes.max(1);
         Self { state }
     }
 
@@ -471,6 +475,18 @@ pub(crate) async fn insert_with(
         ));
     };
     let name = table_name(name)?;
+    let provider = session.database().schema_provider();
+    if !provider.lance_table_exists(&name) && provider.is_external(&name) {
+        // Files of an external table: DataFusion appends new files, through the fence (under the export root).
+        let output = session
+            .run_datafusion(
+                DFStatement::Statement(Box::new(Statement::Insert(insert))),
+                params,
+            )
+            .await?;
+        let (_, batches) = output.collect().await?;
+        return Ok(QueryOutput::Count(QueryOutput::count_in(&batches)));
+    }
     let alias = insert
         .table_alias
         .take()

@@ -25,9 +25,10 @@ impl StatementHandler for ExternalTableStatement {
         let DFStatement::CreateExternalTable(mut cet) = statement else {
             return Err(misrouted("CREATE EXTERNAL TABLE"));
         };
-        cet.location = fence::check_import(session.database().config(), &cet.location)?
-            .to_string_lossy()
-            .into_owned();
+        let resolved = fence::check_import(session.database().config(), &cet.location)?;
+        // A trailing slash is how DataFusion tells a directory (of files yet to be written) from a file.
+        let slash = if cet.location.ends_with('/') { "/" } else { "" };
+        cet.location = format!("{}{slash}", resolved.to_string_lossy());
         session
             .run_datafusion(DFStatement::CreateExternalTable(cet), params)
             .await
