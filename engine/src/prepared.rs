@@ -428,14 +428,32 @@ impl Session {
             });
         }
         let in_functions = Box::pin(self.probe_table_function_params(&mut statement)).await?;
-        let plan = self.plan(statement, None).await?;
+        let (state, plan) = self.plan_with_state(statement, None).await?;
         let mut parameters = parameter_schema(&plan)?;
         if !in_functions.is_empty() {
             parameters = with_fields(&parameters, in_functions);
         }
+        // The schema execution produces is the optimized plan's: type coercion gives a CASE, UNION or COALESCE of
+        // mixed types its common type, decorrelation makes a scalar subquery nullable, and simplification may
+        // narrow a type (`c * 0` of a decimal), all after SqlToRel's first guess. A plan the optimizer cannot take
+        // yet (placeholders without a type) announces the analyzed schema, or else SqlToRel's.
+        let announced = || {
+            let schema = match state.optimize(&plan) {
+                Ok(p) => p.schema().clone(),
+                Err(_) => match state.analyzer().execute_and_check(
+                    plan.clone(),
+                    state.config_options(),
+                    |_, _| {},
+                ) {
+                    Ok(p) => p.schema().clone(),
+                    Err(_) => plan.schema().clone(),
+                },
+            };
+            Arc::new(schema.as_arrow().clone())
+        };
         Ok(PreparedInfo {
             dataset_schema: if is_query {
-                Arc::new(plan.schema().as_arrow().clone())
+                announced()
             } else {
                 QueryOutput::count_schema()
             },

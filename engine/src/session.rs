@@ -611,7 +611,7 @@ impl Session {
     }
 
     /// The plan and the session state it was planned with (a snapshot of the settings and functions).
-    async fn plan_with_state(
+    pub(crate) async fn plan_with_state(
         &self,
         statement: DFStatement,
         params: Option<ParamValues>,

@@ -307,6 +307,39 @@ async fn queries_updates_and_ddl() {
     assert_eq!(stream.schema().unwrap().field(0).name(), "id");
 }
 
+/// GetFlightInfo announces the schema the rows will have: the optimized plan's, not SqlToRel's first guess (a
+/// CASE of mixed types, a UNION of an integer and a string, a scalar subquery that may be NULL all failed at DoGet
+/// with "was prepared as …" or "declared as non-nullable").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_schema_is_the_executed_one() {
+    let s = server_with(None).await;
+    let mut c = client(&s).await;
+    for (sql, column_type) in [
+        (
+            "SELECT CASE WHEN a > 1 THEN a ELSE 0.5 END AS v FROM (VALUES (1), (2)) AS t(a) ORDER BY v",
+            DataType::Float64,
+        ),
+        (
+            "SELECT * FROM (SELECT 1 AS v UNION ALL SELECT 'x' AS v) ORDER BY v",
+            DataType::Utf8,
+        ),
+        (
+            "SELECT (SELECT b FROM (VALUES (1, 10)) AS u(a, b) WHERE u.a = t.a) AS v \
+             FROM (VALUES (1), (2)) AS t(a) ORDER BY v",
+            DataType::Int64,
+        ),
+    ] {
+        let info = c.execute(sql.to_string(), None).await.expect(sql);
+        let announced = info.clone().try_decode_schema().expect("schema");
+        assert_eq!(announced.field(0).data_type(), &column_type, "{sql}");
+        let batches = fetch(&mut c, info).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2, "{sql}");
+        for b in &batches {
+            assert_eq!(b.schema().fields(), announced.fields(), "{sql}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_bind_parameters() {
     let s = server_with(None).await;

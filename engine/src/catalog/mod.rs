@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, Session as CatalogSession, TableProvider};
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Constraint, Constraints, DFSchema};
 use datafusion::datasource::{TableType, ViewTable};
 use datafusion::error::{DataFusionError, Result as DFResult};
@@ -805,6 +806,18 @@ impl TableProvider for MarrowTable {
         &self,
         filters: &[&Expr],
     ) -> DFResult<Vec<TableProviderFilterPushDown>> {
-        self.inner.supports_filters_pushdown(filters)
+        // A correlated filter (`t3.t2_id = outer.id` inside a LATERAL subquery) must stay a Filter node, where
+        // decorrelation finds it; taken into the scan it would reach the physical planner still correlated.
+        let correlated = |e: &Expr| {
+            e.exists(|e| Ok(matches!(e, Expr::OuterReferenceColumn(..))))
+                .unwrap_or(true)
+        };
+        let mut answers = self.inner.supports_filters_pushdown(filters)?;
+        for (answer, filter) in answers.iter_mut().zip(filters) {
+            if correlated(filter) {
+                *answer = TableProviderFilterPushDown::Unsupported;
+            }
+        }
+        Ok(answers)
     }
 }
