@@ -15,12 +15,14 @@ use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::DataFusionError;
+use datafusion::execution::context::SessionState;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use futures::{StreamExt, TryStreamExt};
+use lance::Dataset;
 
 use crate::error::{Error, Result};
 use crate::session::{QueryOutput, Session};
@@ -78,6 +80,76 @@ impl From<Vec<ParamValues>> for Parameters {
 pub struct PreparedStatement {
     sql: String,
     info: PreparedInfo,
+    /// A query without parameters keeps the plan made at prepare, so running it right after (a one-shot
+    /// statement's DoGet after its GetFlightInfo) does not plan it a second time.
+    ready: Option<Arc<ReadyPlan>>,
+}
+
+/// A query's optimized plan, the session state it was planned in, and the tables whose versions it reads.
+pub(crate) struct ReadyPlan {
+    generation: u64,
+    state: SessionState,
+    plan: LogicalPlan,
+    datasets: Vec<Arc<Dataset>>,
+}
+
+impl std::fmt::Debug for ReadyPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadyPlan(generation {})", self.generation)
+    }
+}
+
+impl ReadyPlan {
+    /// The plan when every table it reads can be checked for newer versions: Lance tables (and vector searches
+    /// over them) are read at the version they were opened with; `fts_search` and `hybrid_search` open their
+    /// table when the plan is executed. Any other source (a catalog listing, an external file listing) is planned
+    /// afresh each run.
+    fn new(generation: u64, state: SessionState, plan: LogicalPlan) -> Option<Self> {
+        use datafusion::common::tree_node::TreeNodeRecursion;
+        use datafusion::datasource::source_as_provider;
+        let mut datasets = vec![];
+        let mut checkable = true;
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                let Ok(provider) = source_as_provider(&scan.source) else {
+                    checkable = false;
+                    return Ok(TreeNodeRecursion::Stop);
+                };
+                match crate::catalog::MarrowTable::of_provider(provider.as_ref()) {
+                    Some(table) => datasets.push(table.dataset().clone()),
+                    None if crate::table_functions::opens_at_execution(provider.as_ref()) => {}
+                    None => {
+                        checkable = false;
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        checkable.then_some(Self {
+            generation,
+            state,
+            plan,
+            datasets,
+        })
+    }
+
+    /// Whether the plan still reads what a fresh plan would (see [`Session::execute_ready`]).
+    pub(crate) async fn is_current(&self, generation: u64) -> bool {
+        if generation != self.generation {
+            return false;
+        }
+        for ds in &self.datasets {
+            if ds.latest_version_id().await.ok() != Some(ds.version_id()) {
+                return false;
+            }
+        }
+        true
+    }
+
+    pub(crate) fn parts(&self) -> (&SessionState, &LogicalPlan) {
+        (&self.state, &self.plan)
+    }
 }
 
 impl PreparedStatement {
@@ -174,15 +246,22 @@ impl PreparedStatement {
         session: &Session,
         params: Option<Parameters>,
     ) -> Result<SendableRecordBatchStream> {
+        let announced = self.info.dataset_schema.clone();
         let mut rows = params
             .map(Parameters::into_rows)
             .unwrap_or_default()
             .into_iter();
-        let first = session
-            .execute_with_params(&self.sql, rows.next())
-            .await?
-            .into_stream();
-        let announced = self.info.dataset_schema.clone();
+        let ready = match (&self.ready, rows.len()) {
+            (Some(ready), 0) => session.execute_ready(ready).await?,
+            _ => None,
+        };
+        let first = match ready {
+            Some(stream) => stream,
+            None => session
+                .execute_with_params(&self.sql, rows.next())
+                .await?
+                .into_stream(),
+        };
         let conformed = |stream: SendableRecordBatchStream| {
             let target = announced.clone();
             Box::pin(RecordBatchStreamAdapter::new(
@@ -385,8 +464,17 @@ async fn update(
 impl Session {
     /// Plan a statement without running it: its result and parameter schemas.
     pub async fn prepare(&self, sql: &str) -> Result<PreparedInfo> {
+        Ok(self.prepare_planned(sql).await?.0)
+    }
+
+    /// [`Session::prepare`], and the plan of a query that takes no parameters, kept to run it.
+    async fn prepare_planned(&self, sql: &str) -> Result<(PreparedInfo, Option<ReadyPlan>)> {
+        // Read before planning: a change that lands while the statement plans makes the plan stale.
+        let generation = self.database().generation();
         let mut statement = self.parse_one(sql)?;
-        let _pins = crate::session::pin_versions(self, &mut statement).await?;
+        let pins = crate::session::pin_versions(self, &mut statement).await?;
+        let plain_query = pins.is_empty()
+            && matches!(&statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)));
         let empty: SchemaRef = Arc::new(Schema::empty());
         let (planned, is_query) = match &statement {
             DFStatement::Statement(stmt) => match stmt.as_ref() {
@@ -400,19 +488,22 @@ impl Session {
                     let plan = self
                         .plan(DFStatement::Statement(Box::new(Statement::Insert(i))), None)
                         .await?;
-                    return Ok(PreparedInfo {
-                        dataset_schema: QueryOutput::count_schema(),
-                        parameter_schema: parameter_schema(&plan)?,
-                        is_query: false,
-                    });
+                    return Ok((
+                        PreparedInfo {
+                            dataset_schema: QueryOutput::count_schema(),
+                            parameter_schema: parameter_schema(&plan)?,
+                            is_query: false,
+                        },
+                        None,
+                    ));
                 }
                 // DataFusion plans neither UPDATE … FROM nor DELETE … USING; Marrow runs them (dml.rs). Their
                 // parameters are named from the statement, untyped: the bound values decide at execution.
                 Statement::Update(u) if u.from.is_some() => {
-                    return Ok(unplanned_dml(stmt));
+                    return Ok((unplanned_dml(stmt), None));
                 }
                 Statement::Delete(d) if d.using.is_some() => {
-                    return Ok(unplanned_dml(stmt));
+                    return Ok((unplanned_dml(stmt), None));
                 }
                 Statement::Update(_) | Statement::Delete(_) => (true, false),
                 _ => (false, false),
@@ -421,52 +512,78 @@ impl Session {
             _ => (false, false),
         };
         if !planned {
-            return Ok(PreparedInfo {
-                dataset_schema: empty.clone(),
-                parameter_schema: empty,
-                is_query: false,
-            });
+            return Ok((
+                PreparedInfo {
+                    dataset_schema: empty.clone(),
+                    parameter_schema: empty,
+                    is_query: false,
+                },
+                None,
+            ));
         }
         let in_functions = Box::pin(self.probe_table_function_params(&mut statement)).await?;
         let (state, plan) = self.plan_with_state(statement, None).await?;
         let mut parameters = parameter_schema(&plan)?;
-        if !in_functions.is_empty() {
+        let binds_functions = !in_functions.is_empty();
+        if binds_functions {
             parameters = with_fields(&parameters, in_functions);
         }
         // The schema execution produces is the optimized plan's: type coercion gives a CASE, UNION or COALESCE of
         // mixed types its common type, decorrelation makes a scalar subquery nullable, and simplification may
         // narrow a type (`c * 0` of a decimal), all after SqlToRel's first guess. A plan the optimizer cannot take
         // yet (placeholders without a type) announces the analyzed schema, or else SqlToRel's.
-        let announced = || {
-            let schema = match state.optimize(&plan) {
-                Ok(p) => p.schema().clone(),
-                Err(_) => match state.analyzer().execute_and_check(
-                    plan.clone(),
-                    state.config_options(),
-                    |_, _| {},
-                ) {
-                    Ok(p) => p.schema().clone(),
-                    Err(_) => plan.schema().clone(),
+        if !is_query {
+            return Ok((
+                PreparedInfo {
+                    dataset_schema: QueryOutput::count_schema(),
+                    parameter_schema: parameters,
+                    is_query,
                 },
-            };
-            Arc::new(schema.as_arrow().clone())
-        };
-        Ok(PreparedInfo {
-            dataset_schema: if is_query {
-                announced()
-            } else {
-                QueryOutput::count_schema()
+                None,
+            ));
+        }
+        let (schema, optimized) = match state.optimize(&plan) {
+            Ok(p) => (p.schema().clone(), Some(p)),
+            Err(_) => match state.analyzer().execute_and_check(
+                plan.clone(),
+                state.config_options(),
+                |_, _| {},
+            ) {
+                Ok(p) => (p.schema().clone(), None),
+                Err(_) => (plan.schema().clone(), None),
             },
-            parameter_schema: parameters,
-            is_query,
-        })
+        };
+        let ready = match optimized {
+            Some(p)
+                if plain_query
+                    && self.plan_cache_enabled()
+                    && parameters.fields().is_empty()
+                    && !binds_functions
+                    && !reads_the_clock(&plan) =>
+            {
+                ReadyPlan::new(generation, state, p)
+            }
+            _ => None,
+        };
+        Ok((
+            PreparedInfo {
+                dataset_schema: Arc::new(schema.as_arrow().clone()),
+                parameter_schema: parameters,
+                is_query,
+            },
+            ready,
+        ))
     }
 
     /// Plan a statement once for repeated runs with bound parameters.
     pub async fn prepare_statement(&self, sql: impl Into<String>) -> Result<PreparedStatement> {
         let sql = sql.into();
-        let info = self.prepare(&sql).await?;
-        Ok(PreparedStatement { sql, info })
+        let (info, ready) = self.prepare_planned(&sql).await?;
+        Ok(PreparedStatement {
+            sql,
+            info,
+            ready: ready.map(Arc::new),
+        })
     }
 
     /// Run a statement for its row count; `None` when it reports none (DDL, SET, a query, whose rows are drained
@@ -652,6 +769,39 @@ impl Session {
 }
 
 /// `schema` with the parameters of table-function arguments added (a type from the plan wins), in `$n` order.
+/// Whether a plan calls a function whose value depends on when the statement runs (`now()`, `current_date`): the
+/// optimizer folds those into constants, so such a plan is made at each run.
+fn reads_the_clock(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Expr, Volatility};
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        // A view is still a table scan here (inlined by the analyzer later): look into its plan.
+        if let LogicalPlan::TableScan(scan) = node {
+            if let Ok(provider) = datafusion::datasource::source_as_provider(&scan.source) {
+                if let Some(view) = provider.downcast_ref::<datafusion::datasource::ViewTable>() {
+                    if reads_the_clock(view.logical_plan()) {
+                        found = true;
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+            }
+        }
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e {
+                    if f.func.signature().volatility == Volatility::Stable {
+                        found = true;
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    found
+}
+
 fn with_fields(schema: &Schema, extra: std::collections::BTreeMap<String, DataType>) -> SchemaRef {
     let mut fields: std::collections::BTreeMap<(usize, String), Field> = extra
         .into_iter()

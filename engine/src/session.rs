@@ -198,7 +198,7 @@ impl Session {
             .map(|(i, e)| format!("({e}) AS arg{i}"))
             .collect();
         let sql = format!("SELECT {}", columns.join(", "));
-        let df = self.context().sql(&sql).await?;
+        let df = crate::catalog::views::planning(self.context().sql(&sql)).await?;
         let df = match params {
             Some(p) => df.with_param_values(p)?,
             None => df,
@@ -258,6 +258,11 @@ impl Session {
         self.plans.stats()
     }
 
+    /// How many queries ran on the plan made when they were prepared (without parameters), not planned again.
+    pub fn ready_plan_hits(&self) -> u64 {
+        self.plans.ready_hits()
+    }
+
     /// The dialect this session parses with (`datafusion.sql_parser.dialect`).
     fn dialect(&self) -> datafusion::config::Dialect {
         let state = self.ctx.state_ref();
@@ -270,7 +275,7 @@ impl Session {
         parse_one_in(sql, self.dialect())
     }
 
-    fn plan_cache_enabled(&self) -> bool {
+    pub(crate) fn plan_cache_enabled(&self) -> bool {
         let state = self.ctx.state_ref();
         let state = state.read();
         state
@@ -358,6 +363,26 @@ impl Session {
             self.db.bump_generation();
         }
         let is_read = matches!(&statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_) | Statement::Explain { .. }));
+        let out = self
+            .within_timeout(
+                is_read,
+                self.run_off_workers(move |session| async move {
+                    Box::pin(session.run_statement(statement, params)).await
+                }),
+            )
+            .await;
+        if changes {
+            self.db.bump_generation();
+        }
+        out
+    }
+
+    /// `run` under `marrow.statement_timeout` when it is a read (the limit covers planning and the whole stream).
+    async fn within_timeout(
+        &self,
+        is_read: bool,
+        run: impl std::future::Future<Output = Result<QueryOutput>>,
+    ) -> Result<QueryOutput> {
         let timeout = if is_read {
             // Read in place: cloning the session state for one setting would cost every query.
             let state = self.ctx.state_ref();
@@ -368,8 +393,7 @@ impl Session {
         } else {
             None
         };
-        let run = self.run_off_workers(statement, params);
-        let out = match timeout {
+        match timeout {
             None => run.await,
             Some(limit) => {
                 let deadline = tokio::time::Instant::now() + limit;
@@ -381,25 +405,59 @@ impl Session {
                     Err(_) => Err(timed_out(limit)),
                 }
             }
-        };
-        if changes {
-            self.db.bump_generation();
         }
-        out
+    }
+
+    /// Run a query planned by [`Session::prepare`] (a one-shot statement's GetFlightInfo) now, without planning it
+    /// again, when nothing it depends on has changed since: no statement but a query ran in this database (DDL,
+    /// writes and `SET` all count) and every table it reads is still at the version it was planned with. `None`:
+    /// plan afresh.
+    pub(crate) async fn execute_ready(
+        &self,
+        ready: &Arc<crate::prepared::ReadyPlan>,
+    ) -> Result<Option<SendableRecordBatchStream>> {
+        if !ready.is_current(self.db.generation()).await {
+            return Ok(None);
+        }
+        self.plans.note_ready_hit();
+        let ready = ready.clone();
+        let out = self
+            .within_timeout(
+                true,
+                self.run_off_workers(move |_| async move {
+                    let (state, plan) = ready.parts();
+                    let physical = state
+                        .query_planner()
+                        .create_physical_plan(plan, state)
+                        .await?;
+                    let stream = execute_stream(physical, Arc::new(TaskContext::from(state)))?;
+                    // As in run_datafusion: the plan's tables keep the versions being read alive while the rows
+                    // stream.
+                    let schema = stream.schema();
+                    Ok(QueryOutput::Rows(Box::pin(RecordBatchStreamAdapter::new(
+                        schema,
+                        stream.inspect(move |_| {
+                            let _ = &ready;
+                        }),
+                    ))))
+                }),
+            )
+            .await?;
+        Ok(Some(out.into_stream()))
     }
 
     /// Run a statement on a blocking thread, so planning (which does not yield: a 200,000-element IN list plans for
     /// seconds) and writes never hold a runtime worker that other clients' requests need. Nested statements (a
     /// CALL's own statements) run where they are; so does everything on a single-threaded runtime.
-    async fn run_off_workers(
-        &self,
-        statement: DFStatement,
-        params: Option<ParamValues>,
-    ) -> Result<QueryOutput> {
+    async fn run_off_workers<F, Fut>(&self, job: F) -> Result<QueryOutput>
+    where
+        F: FnOnce(Session) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<QueryOutput>> + 'static,
+    {
         use tokio::runtime::{Handle, RuntimeFlavor};
         let handle = match Handle::try_current() {
             Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread && !OFF_WORKERS.get() => h,
-            _ => return Box::pin(self.run_statement(statement, params)).await,
+            _ => return Box::pin(job(self.clone())).await,
         };
         let slot = self
             .db
@@ -420,7 +478,7 @@ impl Session {
                 }
             }
             let _reset = Reset;
-            handle.block_on(Box::pin(session.run_statement(statement, params)))
+            handle.block_on(Box::pin(job(session)))
         });
         match job.await {
             Ok(out) => out,
@@ -618,7 +676,7 @@ impl Session {
     ) -> Result<(SessionState, LogicalPlan)> {
         self.open_table_function_tables(&statement).await?;
         let state = self.state();
-        let plan = state.statement_to_plan(statement).await?;
+        let plan = crate::catalog::views::planning(state.statement_to_plan(statement)).await?;
         let plan = match params {
             Some(p) => plan.with_param_values(p)?,
             None => plan,

@@ -198,3 +198,111 @@ async fn restore_racing_writers_leaves_a_consistent_table() {
     let n = first_i64(&count);
     assert_eq!(n, 100 + 10 * appends_after);
 }
+
+/// A query prepared without parameters (a one-shot Flight SQL statement: GetFlightInfo, then DoGet) runs on the plan
+/// its prepare made only while that plan reads what a fresh one would: a write, DDL or `SET` in between, or a commit
+/// to a table it reads, makes it plan again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_plan_is_reused_only_while_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(Config::new(dir.path())).await.unwrap();
+    let s = db.session();
+    rows(&s, "CREATE TABLE t (id BIGINT)").await;
+    rows(&s, "INSERT INTO t VALUES (1), (2)").await;
+    let counted = async |p: &marrow_engine::PreparedStatement| {
+        let (_, batches) = p.execute(&s, None).await.unwrap().collect().await.unwrap();
+        first_i64(&batches)
+    };
+
+    let p = s.prepare_statement("SELECT count(*) FROM t").await.unwrap();
+    assert_eq!(counted(&p).await, 2);
+    assert_eq!(s.ready_plan_hits(), 1, "run on the plan made at prepare");
+    assert_eq!(counted(&p).await, 2);
+    assert_eq!(s.ready_plan_hits(), 2);
+
+    // A write from another session between prepare and run: planned again, and the new row is seen.
+    let p = s.prepare_statement("SELECT count(*) FROM t").await.unwrap();
+    rows(&db.session(), "INSERT INTO t VALUES (3)").await;
+    assert_eq!(counted(&p).await, 3);
+    assert_eq!(s.ready_plan_hits(), 2);
+    // Kept plans of that statement are current again after the next prepare.
+    let p = s.prepare_statement("SELECT count(*) FROM t").await.unwrap();
+    assert_eq!(counted(&p).await, 3);
+    assert_eq!(s.ready_plan_hits(), 3);
+
+    // DDL in between: the table the plan read is replaced.
+    let p = s.prepare_statement("SELECT count(*) FROM t").await.unwrap();
+    rows(&s, "CREATE OR REPLACE TABLE t (id BIGINT)").await;
+    assert_eq!(counted(&p).await, 0);
+    assert_eq!(s.ready_plan_hits(), 3);
+
+    // Sources whose versions a kept plan cannot check are planned at every run.
+    let p = s
+        .prepare_statement("SELECT count(*) FROM information_schema.tables WHERE table_name = 'u'")
+        .await
+        .unwrap();
+    rows(&s, "CREATE TABLE u (id BIGINT)").await;
+    assert_eq!(counted(&p).await, 1);
+    let p = s
+        .prepare_statement("SELECT count(*) FROM information_schema.tables WHERE table_name = 'u'")
+        .await
+        .unwrap();
+    assert_eq!(counted(&p).await, 1);
+    assert_eq!(s.ready_plan_hits(), 3);
+
+    // Parameters: planned with the values at each run.
+    let p = s
+        .prepare_statement("SELECT count(*) FROM t WHERE id > $1")
+        .await
+        .unwrap();
+    rows(&s, "INSERT INTO t VALUES (1), (5)").await;
+    let params = p
+        .bind(&[arrow::array::RecordBatch::try_from_iter([(
+            "$1",
+            std::sync::Arc::new(Int64Array::from(vec![2])) as arrow::array::ArrayRef,
+        )])
+        .unwrap()])
+        .unwrap();
+    let (_, batches) = p
+        .execute(&s, Some(params))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(first_i64(&batches), 1);
+    assert_eq!(s.ready_plan_hits(), 3);
+
+    // Off with the plan cache.
+    rows(&s, "SET marrow.plan_cache = false").await;
+    let p = s.prepare_statement("SELECT count(*) FROM t").await.unwrap();
+    assert_eq!(counted(&p).await, 2);
+    assert_eq!(s.ready_plan_hits(), 3);
+}
+
+/// A plan that folds the clock (`now()`, directly or through a view) is made at each run, so a statement prepared
+/// once reads the time it runs at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_plan_that_reads_the_clock_is_made_at_each_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(Config::new(dir.path())).await.unwrap();
+    let s = db.session();
+    rows(&s, "CREATE VIEW clock AS SELECT now() AS t").await;
+    for sql in [
+        "SELECT CAST(now() AS BIGINT)",
+        "SELECT CAST(t AS BIGINT) FROM clock",
+    ] {
+        let p = s.prepare_statement(sql).await.unwrap();
+        let at = async || {
+            let (_, batches) = p.execute(&s, None).await.unwrap().collect().await.unwrap();
+            first_i64(&batches)
+        };
+        let first = at().await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(
+            at().await > first,
+            "{sql}: the second run reads a later clock"
+        );
+    }
+    assert_eq!(s.ready_plan_hits(), 0);
+}

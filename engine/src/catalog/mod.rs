@@ -39,6 +39,9 @@ pub const META_DEFAULTS: &str = "marrow.defaults";
 /// `{"<vector column>": "<text column>"}`: rows written without the vector get `embed(<text column>)`, and an UPDATE
 /// that changes the text recomputes it. On for `memories`.
 pub const META_EMBED: &str = "marrow.embed";
+/// `"true"`: the table's vector columns may hold NaN and infinite elements (`CREATE TABLE … WITH
+/// (allow_non_finite = true)`). Off by default: such an element makes every distance to its row NaN.
+pub const META_ALLOW_NON_FINITE: &str = "marrow.allow_non_finite";
 
 const VIEWS_FILE: &str = "_marrow_views.json";
 
@@ -141,11 +144,16 @@ pub fn validate_metadata(schema: &Schema) -> Result<()> {
                     }
                 }
             }
+            META_ALLOW_NON_FINITE if value != "true" && value != "false" => {
+                return Err(bad(key, format!("must be true or false, got '{value}'")));
+            }
+            META_ALLOW_NON_FINITE => {}
             other if other.starts_with("marrow.") => {
                 return Err(bad(
                     other,
                     format!(
-                    "unknown; Marrow reads {META_PRIMARY_KEY}, {META_DEFAULTS} and {META_EMBED}"
+                    "unknown; Marrow reads {META_PRIMARY_KEY}, {META_DEFAULTS}, {META_EMBED} and \
+                     {META_ALLOW_NON_FINITE}"
                 ),
                 ))
             }
@@ -557,7 +565,11 @@ impl SchemaProvider for MarrowSchema {
         }
         let view = self.views.read().expect("views lock").get(name).cloned();
         if let Some(definition) = view {
-            return self.plan_view(name, &definition).await.map(Some);
+            return match self.plan_view(name, &definition).await {
+                Ok(view) => Ok(Some(view)),
+                Err(e) if !views::strict() => Ok(Some(Arc::new(views::BrokenView::new(&e)))),
+                Err(e) => Err(e),
+            };
         }
         if let Some(t) = self.external.read().expect("external lock").get(name) {
             return Ok(Some(t.clone()));
@@ -737,6 +749,15 @@ impl MarrowTable {
             constraints,
             defaults,
             default_sql,
+        })
+    }
+
+    /// The Lance table a scan reads: the provider itself, or the table a vector search reads.
+    pub(crate) fn of_provider(provider: &dyn TableProvider) -> Option<&MarrowTable> {
+        provider.downcast_ref::<MarrowTable>().or_else(|| {
+            provider
+                .downcast_ref::<crate::vector::VectorSearchTable>()
+                .and_then(|v| v.marrow_table().ok())
         })
     }
 

@@ -6,8 +6,16 @@
 //! other views, and the broken one fails with a clear error instead of recursing until the stack runs out).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
+use arrow::datatypes::{Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session as CatalogSession, TableProvider};
+use datafusion::common::{DataFusionError, Result as DFResult};
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{Query, Visit, Visitor};
 
@@ -15,6 +23,61 @@ use crate::error::{Error, Result};
 
 /// How many views one view may stack on (v1 reads v2 reads … v32).
 pub const MAX_VIEW_DEPTH: usize = 32;
+
+tokio::task_local! {
+    static PLANNING: ();
+}
+
+/// Run `f` as the planning of a statement: within it a view that no longer plans is an error naming the view.
+/// Outside it (a catalog listing such as `information_schema.columns`, which looks up every table) such a view is a
+/// [`BrokenView`], so one broken view cannot make the whole catalog unreadable.
+pub async fn planning<F: Future>(f: F) -> F::Output {
+    if PLANNING.try_with(|_| ()).is_ok() {
+        return f.await;
+    }
+    PLANNING.scope((), f).await
+}
+
+/// Whether a view that no longer plans should fail the caller (see [`planning`]).
+pub fn strict() -> bool {
+    PLANNING.try_with(|_| ()).is_ok()
+}
+
+/// A view whose definition no longer plans, as listed outside statement planning: no columns, and reading it fails
+/// with the planning error.
+#[derive(Debug)]
+pub struct BrokenView {
+    error: String,
+}
+
+impl BrokenView {
+    pub fn new(error: &DataFusionError) -> Self {
+        Self {
+            error: crate::error::without_locations(&error.to_string()),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for BrokenView {
+    fn schema(&self) -> SchemaRef {
+        Arc::new(Schema::empty())
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn CatalogSession,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        Err(DataFusionError::Plan(self.error.clone()))
+    }
+}
 
 /// The relation names a view definition reads, normalized as DataFusion resolves them, without the names of its
 /// own common table expressions.

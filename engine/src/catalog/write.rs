@@ -19,7 +19,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 use marrow_udfs::text::{SharedModels, TextModels};
 
-use crate::catalog::META_EMBED;
+use crate::catalog::{META_ALLOW_NON_FINITE, META_EMBED};
 use crate::error::{Error, ErrorKind, Result};
 
 fn describe(dt: &DataType) -> String {
@@ -85,6 +85,10 @@ fn list_len_mismatch(array: &ArrayRef, target: &DataType) -> Option<i64> {
 /// Shape batches to a table's stored schema: match columns by name, cast types, fill absent nullable columns with
 /// NULL, and reject NULLs in NOT NULL columns.
 pub fn coerce_batches(batches: &[RecordBatch], schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    let allow_non_finite = schema
+        .metadata()
+        .get(META_ALLOW_NON_FINITE)
+        .is_some_and(|v| v == "true");
     batches
         .iter()
         .filter(|b| b.num_rows() > 0)
@@ -95,7 +99,7 @@ pub fn coerce_batches(batches: &[RecordBatch], schema: &SchemaRef) -> Result<Vec
                     Some(c) => coerce_column(field.name(), c, field.data_type())?,
                     None => new_null_array(field.data_type(), batch.num_rows()),
                 };
-                check_vectors(field.name(), &column)?;
+                check_vectors(field.name(), &column, allow_non_finite)?;
                 if !field.is_nullable() && column.null_count() > 0 {
                     return Err(Error::constraint(format!(
                         "column '{}' is NOT NULL and got a NULL",
@@ -119,8 +123,9 @@ pub fn coerce_batches(batches: &[RecordBatch], schema: &SchemaRef) -> Result<Vec
 
 /// Vectors (fixed-size lists of floats) are stored only whole and finite: a NULL, NaN or infinite element would
 /// make every distance to the row NaN and silently drop it from (or float it to the top of) searches. A whole NULL
-/// vector is allowed where the column is nullable.
-fn check_vectors(name: &str, column: &ArrayRef) -> Result<()> {
+/// vector is allowed where the column is nullable. A table with `allow_non_finite` takes NaN and infinite elements
+/// (never NULL ones: a vector has every element or is NULL as a whole).
+fn check_vectors(name: &str, column: &ArrayRef, allow_non_finite: bool) -> Result<()> {
     use arrow::datatypes::{Float16Type, Float32Type, Float64Type};
     let DataType::FixedSizeList(_, n) = column.data_type() else {
         return Ok(());
@@ -151,6 +156,13 @@ fn check_vectors(name: &str, column: &ArrayRef) -> Result<()> {
             .collect()
     };
     let fine = match values.data_type() {
+        DataType::Float16 | DataType::Float32 | DataType::Float64 if allow_non_finite => {
+            values.nulls().is_none_or(|nulls| {
+                ranges
+                    .iter()
+                    .all(|&(a, b)| nulls.slice(a, b - a).null_count() == 0)
+            })
+        }
         DataType::Float32 => all_finite::<Float32Type>(values, &ranges, f32::is_finite),
         DataType::Float64 => all_finite::<Float64Type>(values, &ranges, f64::is_finite),
         DataType::Float16 => all_finite::<Float16Type>(values, &ranges, |x| x.is_finite()),
@@ -178,7 +190,7 @@ fn check_vectors(name: &str, column: &ArrayRef) -> Result<()> {
         for i in start..start + n {
             let problem = if values.is_null(i) {
                 "a NULL element"
-            } else if !finite(i) {
+            } else if !allow_non_finite && !finite(i) {
                 "a NaN or infinite element"
             } else {
                 continue;

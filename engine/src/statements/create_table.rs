@@ -11,11 +11,14 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::physical_plan::execute_stream;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    ArrayElemTypeDef, ColumnOption, CreateTable, DataType as SqlType, ExactNumberInfo, Statement,
+    ArrayElemTypeDef, ColumnOption, CreateTable, CreateTableOptions, DataType as SqlType,
+    ExactNumberInfo, Expr as SqlExpr, SqlOption, Statement, Value as SqlValue,
 };
 
 use crate::catalog::write::{self, coerce_batches};
-use crate::catalog::{storage_schema, validate_table_name, META_DEFAULTS, META_PRIMARY_KEY};
+use crate::catalog::{
+    storage_schema, validate_table_name, META_ALLOW_NON_FINITE, META_DEFAULTS, META_PRIMARY_KEY,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::extension::{is_sql, misrouted, sql_statement, StatementHandler};
 use crate::session::{QueryOutput, Session};
@@ -50,6 +53,57 @@ fn rewrite_vector_types(ct: &mut CreateTable) -> Result<()> {
     Ok(())
 }
 
+/// Marrow's table options, `CREATE TABLE … WITH (name = value, …)`, as the schema metadata that keeps them. Taken out
+/// of the statement: DataFusion plans only the columns.
+fn take_table_options(ct: &mut CreateTable) -> Result<Vec<(String, String)>> {
+    let options = match std::mem::take(&mut ct.table_options) {
+        CreateTableOptions::None => return Ok(vec![]),
+        CreateTableOptions::With(options) => options,
+        other => {
+            return Err(Error::unsupported(format!(
+                "table options written as {other} are not supported; write WITH (allow_non_finite = true)"
+            )))
+        }
+    };
+    let mut metadata = vec![];
+    for option in options {
+        let SqlOption::KeyValue { key, value } = &option else {
+            return Err(Error::invalid(format!(
+                "table option {option} is not a name = value pair"
+            )));
+        };
+        match key.value.to_lowercase().as_str() {
+            "allow_non_finite" => {
+                let on = match value {
+                    SqlExpr::Value(v) => match &v.value {
+                        SqlValue::Boolean(b) => Some(*b),
+                        SqlValue::SingleQuotedString(s) => match s.to_lowercase().as_str() {
+                            "true" => Some(true),
+                            "false" => Some(false),
+                            _ => None,
+                        },
+                        _ => None,
+                    },
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "table option allow_non_finite must be true or false, got {value}"
+                    ))
+                })?;
+                metadata.push((META_ALLOW_NON_FINITE.to_string(), on.to_string()));
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown table option '{other}': CREATE TABLE takes allow_non_finite (vector columns may hold \
+                     NaN and infinite elements)"
+                )))
+            }
+        }
+    }
+    Ok(metadata)
+}
+
 pub(crate) async fn create_table(
     session: &Session,
     mut ct: CreateTable,
@@ -63,6 +117,7 @@ pub(crate) async fn create_table(
         ));
     }
     rewrite_vector_types(&mut ct)?;
+    let options = take_table_options(&mut ct)?;
     // Defaults are stored as SQL text so that they are re-planned (now(), uuid()) on every insert.
     let mut defaults = BTreeMap::new();
     for col in &ct.columns {
@@ -143,6 +198,7 @@ pub(crate) async fn create_table(
             serde_json::to_string(&defaults).expect("defaults serialize"),
         );
     }
+    metadata.extend(options);
     let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
     let state = session.state();
     let input = if ct.query.is_some() {

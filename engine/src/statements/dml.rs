@@ -104,7 +104,7 @@ impl OverlayPlanner {
         statement: DFStatement,
         params: &Option<ParamValues>,
     ) -> Result<LogicalPlan> {
-        let plan = self.state.statement_to_plan(statement).await?;
+        let plan = crate::catalog::views::planning(self.state.statement_to_plan(statement)).await?;
         Ok(match params {
             Some(p) => plan.with_param_values(p.clone())?,
             None => plan,

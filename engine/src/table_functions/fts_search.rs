@@ -111,6 +111,10 @@ pub(crate) async fn inverted_index(ds: &lance::Dataset, column: &str) -> DFResul
         .map(|i| i.name.clone()))
 }
 
+pub(crate) fn is_provider(provider: &dyn TableProvider) -> bool {
+    provider.downcast_ref::<FtsSearchProvider>().is_some()
+}
+
 #[derive(Debug)]
 struct FtsSearchProvider {
     catalog: Arc<MarrowSchema>,

@@ -178,6 +178,10 @@ impl std::fmt::Display for Method {
     }
 }
 
+pub(crate) fn is_provider(provider: &dyn TableProvider) -> bool {
+    provider.downcast_ref::<HybridSearchProvider>().is_some()
+}
+
 #[derive(Debug)]
 struct HybridSearchProvider {
     catalog: Arc<MarrowSchema>,

@@ -46,6 +46,12 @@ fn plan_err(msg: impl Into<String>) -> DataFusionError {
 
 /// Filter pushdown of a search table function: a condition on the table's columns is applied exactly, as the
 /// search's prefilter; one that reads a column the search computes (`computed`) stays above it.
+/// Whether a table function's provider opens its table when its plan is executed (`fts_search`, `hybrid_search`),
+/// so a plan kept from earlier still reads the latest version.
+pub(crate) fn opens_at_execution(provider: &dyn TableProvider) -> bool {
+    fts_search::is_provider(provider) || hybrid_search::is_provider(provider)
+}
+
 pub(crate) fn prefilter_pushdown(
     filters: &[&Expr],
     computed: &[&str],

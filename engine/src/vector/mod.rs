@@ -328,7 +328,7 @@ impl VectorSearchTable {
         &self.constant
     }
 
-    fn marrow_table(&self) -> DFResult<&MarrowTable> {
+    pub(crate) fn marrow_table(&self) -> DFResult<&MarrowTable> {
         self.inner.downcast_ref::<MarrowTable>().ok_or_else(|| {
             DataFusionError::Internal("vector search over a non-Marrow table".into())
         })

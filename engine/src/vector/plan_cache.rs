@@ -55,6 +55,8 @@ pub(crate) struct PlanCache {
     /// a second time) until something changes.
     rejected: Mutex<HashMap<String, u64>>,
     hits: AtomicU64,
+    /// Queries run on the plan their prepare made (a one-shot statement's GetFlightInfo), not planned again.
+    ready_hits: AtomicU64,
 }
 
 pub(crate) struct CachedPlan {
@@ -74,6 +76,14 @@ impl std::fmt::Debug for PlanCache {
 }
 
 impl PlanCache {
+    pub(crate) fn note_ready_hit(&self) {
+        self.ready_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn ready_hits(&self) -> u64 {
+        self.ready_hits.load(Ordering::Relaxed)
+    }
+
     /// How many plans are kept, and how many executions reused one.
     pub(crate) fn stats(&self) -> (usize, u64) {
         let n = self.entries.lock().expect("plan cache").len();
