@@ -107,6 +107,16 @@ impl ReadyPlan {
     fn new(generation: u64, state: SessionState, plan: LogicalPlan) -> Option<Self> {
         use datafusion::common::tree_node::TreeNodeRecursion;
         use datafusion::datasource::source_as_provider;
+        // `SELECT … INTO t` is a query to the parser and DDL to the planner: it runs as DDL, each time.
+        if matches!(
+            plan,
+            LogicalPlan::Ddl(_)
+                | LogicalPlan::Statement(_)
+                | LogicalPlan::Dml(_)
+                | LogicalPlan::Copy(_)
+        ) {
+            return None;
+        }
         let mut datasets = vec![];
         let mut checkable = true;
         let _ = plan.apply_with_subqueries(|node| {
