@@ -146,15 +146,8 @@ impl ReadyPlan {
 
     /// Whether the plan still reads what a fresh plan would (see [`Session::execute_ready`]).
     pub(crate) async fn is_current(&self, generation: u64) -> bool {
-        if generation != self.generation {
-            return false;
-        }
-        for ds in &self.datasets {
-            if ds.latest_version_id().await.ok() != Some(ds.version_id()) {
-                return false;
-            }
-        }
-        true
+        generation == self.generation
+            && crate::vector::plan_cache::at_latest_versions(&self.datasets).await
     }
 
     pub(crate) fn parts(&self) -> (&SessionState, &LogicalPlan) {
@@ -778,7 +771,6 @@ impl Session {
     }
 }
 
-/// `schema` with the parameters of table-function arguments added (a type from the plan wins), in `$n` order.
 /// Whether a plan calls a function whose value depends on when the statement runs (`now()`, `current_date`): the
 /// optimizer folds those into constants, so such a plan is made at each run.
 fn reads_the_clock(plan: &LogicalPlan) -> bool {
@@ -812,6 +804,7 @@ fn reads_the_clock(plan: &LogicalPlan) -> bool {
     found
 }
 
+/// `schema` with the parameters of table-function arguments added (a type from the plan wins), in `$n` order.
 fn with_fields(schema: &Schema, extra: std::collections::BTreeMap<String, DataType>) -> SchemaRef {
     let mut fields: std::collections::BTreeMap<(usize, String), Field> = extra
         .into_iter()

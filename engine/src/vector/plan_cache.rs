@@ -129,12 +129,9 @@ impl PlanCache {
         {
             return None;
         }
-        for ds in &entry.datasets {
-            // A table gone or unreadable: planning afresh reports it.
-            if ds.latest_version_id().await.ok() != Some(ds.version_id()) {
-                self.remove(sql);
-                return None;
-            }
+        if !at_latest_versions(&entry.datasets).await {
+            self.remove(sql);
+            return None;
         }
         let subs = Substitution::new(&entry.params, values);
         let plan = rebind(&entry.plan, &subs).ok().flatten()?;
@@ -198,6 +195,17 @@ impl PlanCache {
             },
         );
     }
+}
+
+/// Whether every dataset a kept plan reads is still its table's latest version (which also notices other
+/// processes' commits). A table gone or unreadable counts as changed: planning afresh reports it.
+pub(crate) async fn at_latest_versions(datasets: &[Arc<Dataset>]) -> bool {
+    for ds in datasets {
+        if ds.latest_version_id().await.ok() != Some(ds.version_id()) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether planning with other values gives the plan that substituting them gives.
