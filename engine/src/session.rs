@@ -449,10 +449,11 @@ impl Session {
     /// Run a statement on a blocking thread, so planning (which does not yield: a 200,000-element IN list plans for
     /// seconds) and writes never hold a runtime worker that other clients' requests need. Nested statements (a
     /// CALL's own statements) run where they are; so does everything on a single-threaded runtime.
-    async fn run_off_workers<F, Fut>(&self, job: F) -> Result<QueryOutput>
+    pub(crate) async fn run_off_workers<T, F, Fut>(&self, job: F) -> Result<T>
     where
+        T: Send + 'static,
         F: FnOnce(Session) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<QueryOutput>> + 'static,
+        Fut: std::future::Future<Output = Result<T>> + 'static,
     {
         use tokio::runtime::{Handle, RuntimeFlavor};
         let handle = match Handle::try_current() {
