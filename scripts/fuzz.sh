@@ -16,6 +16,8 @@ rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly -
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 # The instrumented build lives apart from the main target directory (other flags, other toolchain).
 export CARGO_TARGET_DIR="$CARGO_TARGET_DIR-fuzz"
+# Coverage only in the crates that interpret the inputs (see fuzz-rustc.sh).
+export RUSTC_WRAPPER="$PWD/scripts/fuzz-rustc.sh"
 [ -d fuzz/corpus/sql_parse ] || .venv/bin/python fuzz/seed.py
 cd fuzz
 # No sanitizer: Marrow's unsafe code is its SIMD kernels, tested against scalar references; libFuzzer's coverage
