@@ -21,6 +21,11 @@ pub const MAX_NESTING: usize = 4096;
 /// Stack size for every thread that parses, plans or executes statements (see the binary's runtime).
 pub const STACK_SIZE: usize = 64 << 20;
 
+/// The most periods one dotted chain (`catalog.schema.table.column.field…`) may hold. The parser retries each
+/// link of a chain that starts at a placeholder and holds an empty part (`$a.b.….b..c`) both ways, so its time
+/// doubles per link (22 links: 8 s, found by fuzzing); real names use a handful.
+pub const MAX_CHAIN_PERIODS: usize = 12;
+
 #[derive(Default, Clone, Copy)]
 struct Level {
     /// Operators since the last comma at this level.
@@ -118,7 +123,21 @@ pub fn check_nesting(dialect: &dyn Dialect, sql: &str, limit: usize) -> Result<u
     // Depth of the levels below the innermost one, kept incrementally so each token costs O(1).
     let mut below = 0usize;
     let mut deepest = 0usize;
+    let mut periods = 0usize;
     for token in &tokens {
+        match token {
+            Token::Period => {
+                periods += 1;
+                if periods > MAX_CHAIN_PERIODS {
+                    return Err(Error::invalid(format!(
+                        "a dotted name chains more than {MAX_CHAIN_PERIODS} parts (a.b.c…); names have at most \
+                         catalog.schema.table.column and a few nested fields"
+                    )));
+                }
+            }
+            Token::Word(_) | Token::Placeholder(_) | Token::Whitespace(_) => {}
+            _ => periods = 0,
+        }
         let levels = stack.len();
         let top = stack
             .last_mut()
@@ -190,6 +209,18 @@ mod tests {
         assert_eq!(depth(&chain("SELECT true", " AND true", 100)), 100);
         assert_eq!(depth(&chain("SELECT 1", " UNION ALL SELECT 1", 100)), 100);
         assert_eq!(depth(&chain("SELECT 1::int", "::int", 50)), 51);
+    }
+
+    #[test]
+    fn long_dotted_chains_are_refused_before_parsing() {
+        let chain = |n: usize| format!("SELECT $a.{}..c", vec!["b"; n].join("."));
+        assert!(check_nesting(&MarrowDialect, &chain(8), usize::MAX).is_ok());
+        let err = check_nesting(&MarrowDialect, &chain(40), usize::MAX).unwrap_err();
+        assert!(err.to_string().contains("dotted name"), "{err}");
+        // Periods apart from a chain (qualified columns in a list) do not add up.
+        let columns = (0..100).map(|i| format!("t.c{i}")).collect::<Vec<_>>();
+        let sql = format!("SELECT {} FROM s.t", columns.join(", "));
+        assert!(check_nesting(&MarrowDialect, &sql, usize::MAX).is_ok());
     }
 
     #[test]
