@@ -130,8 +130,9 @@ pub fn check_nesting(dialect: &dyn Dialect, sql: &str, limit: usize) -> Result<u
                 periods += 1;
                 if periods > MAX_CHAIN_PERIODS {
                     return Err(Error::invalid(format!(
-                        "a dotted name chains more than {MAX_CHAIN_PERIODS} parts (a.b.c…); names have at most \
-                         catalog.schema.table.column and a few nested fields"
+                        "a dotted name has more than {} parts (a.b.c…); names have at most \
+                         catalog.schema.table.column and a few nested fields",
+                        MAX_CHAIN_PERIODS + 1
                     )));
                 }
             }
