@@ -3,6 +3,7 @@
 # corpus in fuzz/corpus/<target>/ and printing each target's executions. A scheduled job, not part of scripts/test.sh
 # (which replays the corpus in every run). A crash leaves its input in fuzz/artifacts/<target>/ and fails the script.
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET (600)] [TARGET ...]   (targets: fuzz/fuzz_targets/*.rs)
+# FUZZ_RUNS=N ends a target after N executions if that comes before its time (e.g. FUZZ_RUNS=10000000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -31,7 +32,7 @@ for t in "${TARGETS[@]}"; do
   # -fork would hide the executions count; one process, bounded time, 30 s per input.
   if ! cargo +nightly fuzz run "${FLAGS[@]}" "$t" "corpus/$t" -- \
       -max_total_time="$SECONDS_PER_TARGET" -timeout=30 -rss_limit_mb=6144 -max_len=65536 \
-      -print_final_stats=1 >"$log" 2>&1; then
+      -print_final_stats=1 ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} >"$log" 2>&1; then
     status=1
     echo "fuzz target $t: CRASH (see fuzz/$log and fuzz/artifacts/$t/)"
   fi

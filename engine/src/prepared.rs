@@ -83,6 +83,8 @@ pub struct PreparedStatement {
     /// A query without parameters keeps the plan made at prepare, so running it right after (a one-shot
     /// statement's DoGet after its GetFlightInfo) does not plan it a second time.
     ready: Option<Arc<ReadyPlan>>,
+    /// The database's generation when it was prepared (see [`PreparedStatement::is_current`]).
+    generation: u64,
 }
 
 /// A query's optimized plan, the session state it was planned in, and the tables whose versions it reads.
@@ -158,6 +160,12 @@ impl ReadyPlan {
 impl PreparedStatement {
     pub fn sql(&self) -> &str {
         &self.sql
+    }
+
+    /// Whether nothing that could change this statement's schemas or plan (DDL, a write, `SET`) has run in the
+    /// database since it was prepared: a cache of statements by SQL text prepares a statement again otherwise.
+    pub fn is_current(&self, session: &Session) -> bool {
+        session.database().generation() == self.generation
     }
 
     pub fn info(&self) -> &PreparedInfo {
@@ -588,11 +596,14 @@ impl Session {
     /// Plan a statement once for repeated runs with bound parameters.
     pub async fn prepare_statement(&self, sql: impl Into<String>) -> Result<PreparedStatement> {
         let sql = sql.into();
+        // Read before planning, as the plan's own generation is.
+        let generation = self.database().generation();
         let (info, ready) = self.prepare_off_workers(sql.clone()).await?;
         Ok(PreparedStatement {
             sql,
             info,
             ready: ready.map(Arc::new),
+            generation,
         })
     }
 

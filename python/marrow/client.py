@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional, Sequence, Un
 import adbc_driver_flightsql.dbapi as flightsql
 import adbc_driver_manager
 import pyarrow as pa
+import pyarrow.flight as flight
 from adbc_driver_flightsql import DatabaseOptions
 
-from .errors import InvalidArgumentError, MarrowError, map_error
+from .errors import InvalidArgumentError, MarrowError, map_error, map_flight_error
 
 if TYPE_CHECKING:
     import pandas
@@ -38,6 +39,10 @@ _REUSABLE = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
 # The server's answer when a prepared query's result shape no longer matches its tables.
 _STALE = re.compile(r"changed between planning and execution|prepared statement not found")
 PREPARED_CACHE_SIZE = 64
+# The first path element of the descriptor of Marrow's single-call statement (`DoExchange`, flight/src/service/exchange.rs).
+_EXCHANGE_SQL = "marrow.sql"
+# The server's answer to a bearer token whose session has ended (flight/src/auth/layer.rs).
+_SESSION_GONE = re.compile(r"invalid or expired bearer token")
 
 
 def _close_quietly(cur: flightsql.Cursor) -> None:
@@ -70,11 +75,22 @@ class Client:
     drop-in for code written against the plain ADBC connection. ``SET`` options last for the client's session.
     """
 
-    def __init__(self, conn: flightsql.Connection, uri: str, connect_args: Optional[dict[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        conn: flightsql.Connection,
+        uri: str,
+        connect_args: Optional[dict[str, Any]] = None,
+        flight_client: Optional[flight.FlightClient] = None,
+        call_options: Optional[flight.FlightCallOptions] = None,
+    ) -> None:
         self.adbc = conn
         self.uri = uri
         self._closed = False
         self._connect_args = dict(connect_args or {})
+        # A pyarrow Flight connection in the same server session as `adbc` (both send the session's bearer token):
+        # `sql` runs a statement with its parameters in one call on it (DoExchange) instead of Flight SQL's three.
+        self._flight = flight_client
+        self._call_options = call_options or flight.FlightCallOptions()
         # Prepared queries by SQL text, least recently used first: running the same query again binds its new
         # parameters to the statement prepared before (3 round trips: bind, plan, fetch) instead of preparing and
         # closing one each time (5).
@@ -138,6 +154,8 @@ class Client:
                 _close_quietly(cur)
             self._prepared.clear()
             self.adbc.close()
+            if self._flight is not None:
+                self._flight.close()
 
     @property
     def closed(self) -> bool:
@@ -173,9 +191,11 @@ class Client:
         """Run one statement and return its result as an Arrow table (DDL/DML return a one-row ``count`` table).
 
         ``params`` bind ``$1, $2, …``: str, int, float, bool, None, ``datetime``, bytes and lists of floats (vectors)
-        work; a list bound to a ``FLOAT[n]`` column must have exactly n values. Queries (``SELECT``, ``WITH``)
-        stay prepared on the server, per SQL text, for the client's next run of the same text.
+        work; a list bound to a ``FLOAT[n]`` column must have exactly n values. The statement and its parameters go
+        in one call and the server keeps it prepared, per SQL text and session, for the next run of the same text.
         """
+        if self._flight is not None:
+            return self._exchange(query, params)
         if not _REUSABLE.match(query if isinstance(query, str) else ""):
             cur = self._executed(query, params)
             try:
@@ -185,6 +205,57 @@ class Client:
             finally:
                 cur.close()
         return self._prepared_query(query, params)
+
+    def _exchange(self, query: str, params: Optional[Sequence[Any]]) -> pa.Table:
+        """Run one statement in a single call: the SQL in the descriptor, the parameters as one Arrow row."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidArgumentError("empty SQL statement", grpc_code="INVALID_ARGUMENT")
+        if self._closed:
+            raise MarrowError("the client is closed")
+        assert self._flight is not None
+        # As ADBC binds a parameter sequence: one column per parameter, named by position.
+        row = (
+            pa.record_batch([[p] for p in params], names=[str(i) for i in range(len(params))]) if params else None
+        )
+        descriptor = flight.FlightDescriptor.for_path(_EXCHANGE_SQL, query)
+        for attempt in (1, 2):
+            try:
+                writer, reader = self._flight.do_exchange(descriptor, self._call_options)
+                with writer:
+                    if row is not None:
+                        writer.begin(row.schema)
+                        writer.write_batch(row)
+                    else:
+                        # The descriptor travels with the first message: an empty schema says "no parameters".
+                        writer.begin(pa.schema([]))
+                    writer.done_writing()
+                    return reader.read_all()
+            except (flight.FlightError, pa.ArrowException) as e:
+                error = map_flight_error(e)
+                # The session ended (unused past the server's --session-idle, or the server restarted): log in
+                # again, as a cookie client silently gets a new session, and run the statement in the new one.
+                if attempt == 1 and error.grpc_code == "UNAUTHENTICATED" and _SESSION_GONE.search(str(error)):
+                    self._renew_session()
+                    continue
+                raise error from e
+        raise AssertionError("unreachable")
+
+    def _renew_session(self) -> None:
+        """Log in again and put the new session's connections in place of the old ones (SET values and prepared
+        statements of the old session are gone with it)."""
+        fresh = connect(self.uri, **self._connect_args)
+        old_adbc, old_flight, old_prepared = self.adbc, self._flight, list(self._prepared.values())
+        self.adbc, self._flight, self._call_options = fresh.adbc, fresh._flight, fresh._call_options
+        self._prepared.clear()
+        fresh._closed = True  # its connections now belong to this client
+        for cur in old_prepared:
+            _close_quietly(cur)
+        try:
+            old_adbc.close()
+        except adbc_driver_manager.Error:
+            pass
+        if old_flight is not None:
+            old_flight.close()
 
     def _prepared_query(self, query: str, params: Optional[Sequence[Any]]) -> pa.Table:
         if self._closed:
@@ -325,12 +396,10 @@ def connect(
     raises :class:`marrow.MarrowConnectionError` and wrong credentials :class:`marrow.AuthenticationError` here, at
     once, rather than on first use or never. ``query_timeout`` (seconds, default none) bounds every later call.
     """
-    # Without a login the server keys the session (SET options, prepared statements) by a cookie: send it back.
-    kwargs: dict[str, str] = {DatabaseOptions.WITH_COOKIE_MIDDLEWARE.value: "true"}
-    if user is not None:
-        kwargs["username"] = user
-    if password is not None:
-        kwargs["password"] = password
+    # One login (the Flight handshake, which also opens a session when the server runs without auth) gives a bearer
+    # token; the ADBC connection and the pyarrow Flight connection both send it, so they are one session.
+    fc, token = _login(uri, user, password, tls_root_certs, connect_timeout)
+    kwargs: dict[str, str] = {DatabaseOptions.AUTHORIZATION_HEADER.value: token.decode()}
     if tls_root_certs is not None:
         kwargs[DatabaseOptions.TLS_ROOT_CERTS.value] = tls_root_certs
     for option in (DatabaseOptions.TIMEOUT_QUERY, DatabaseOptions.TIMEOUT_FETCH, DatabaseOptions.TIMEOUT_UPDATE):
@@ -346,6 +415,7 @@ def connect(
     try:
         conn = flightsql.connect(uri, db_kwargs=kwargs, autocommit=autocommit)
     except adbc_driver_manager.Error as e:
+        fc.close()
         raise map_error(e, f"cannot connect to Marrow at {uri}") from e
     try:
         with conn.cursor() as cur:
@@ -361,5 +431,26 @@ def connect(
         )
     except adbc_driver_manager.Error as e:
         conn.close()
+        fc.close()
         raise map_error(e, f"cannot connect to Marrow at {uri}") from e
-    return Client(conn, uri, connect_args)
+    options = flight.FlightCallOptions(headers=[(b"authorization", token)], timeout=query_timeout)
+    return Client(conn, uri, connect_args, fc, options)
+
+
+def _login(
+    uri: str, user: Optional[str], password: Optional[str], tls_root_certs: Optional[str], timeout: float
+) -> tuple[flight.FlightClient, bytes]:
+    """A pyarrow Flight connection logged in with the Flight handshake, and the ``Bearer …`` value it got."""
+    kwargs: dict[str, Any] = {}
+    if tls_root_certs is not None:
+        kwargs["tls_root_certs"] = tls_root_certs.encode()
+    try:
+        fc = flight.FlightClient(uri, **kwargs)
+    except (flight.FlightError, pa.ArrowException) as e:
+        raise map_flight_error(e, f"cannot connect to Marrow at {uri}") from e
+    try:
+        _, token = fc.authenticate_basic_token(user or "", password or "", flight.FlightCallOptions(timeout=timeout))
+    except (flight.FlightError, pa.ArrowException) as e:
+        fc.close()
+        raise map_flight_error(e, f"cannot connect to Marrow at {uri}") from e
+    return fc, token

@@ -7,6 +7,7 @@ connection (``except adbc_driver_manager.ProgrammingError``) keeps catching them
 from __future__ import annotations
 
 import builtins
+import re
 import warnings
 from typing import Any, Optional
 
@@ -26,6 +27,7 @@ __all__ = [
     "MarrowTimeoutError",
     "InternalError",
     "map_error",
+    "map_flight_error",
 ]
 
 
@@ -156,6 +158,41 @@ def map_error(err: BaseException, context: str = "") -> MarrowError:
         status_code=status if isinstance(status, adbc.AdbcStatusCode) else adbc.AdbcStatusCode.UNKNOWN,
         vendor_code=vendor if isinstance(vendor, int) else None,
     )
+
+
+# pyarrow.flight raises its own classes for a few gRPC codes and Arrow errors for the others, naming the code in the
+# message: "Flight returned invalid argument error, with message: …".
+_FLIGHT_RETURNED = re.compile(r"Flight returned ([a-z]+(?: [a-z]+)*) error")
+_BY_FLIGHT_CLASS: dict[str, str] = {
+    "FlightUnauthenticatedError": "UNAUTHENTICATED",
+    "FlightUnauthorizedError": "PERMISSION_DENIED",
+    "FlightUnavailableError": "UNAVAILABLE",
+    "FlightTimedOutError": "DEADLINE_EXCEEDED",
+    "FlightCancelledError": "CANCELLED",
+    "FlightInternalError": "INTERNAL",
+}
+
+
+def map_flight_error(err: BaseException, context: str = "") -> MarrowError:
+    """The Marrow exception for an error raised by ``pyarrow.flight`` (the client's single-call statement path)."""
+    if isinstance(err, MarrowError):
+        return err
+    text = str(err)
+    found = _FLIGHT_RETURNED.search(text)
+    name = found.group(1).upper().replace(" ", "_") if found else None
+    if name is None:
+        name = next((n for c, n in _BY_FLIGHT_CLASS.items() if type(err).__name__ == c), "INTERNAL")
+    if name == "UNAUTHENTICATED" or "UNAUTHENTICATED" in text:
+        name = "UNAUTHENTICATED"
+    by_name = {n: (code, cls) for code, (n, cls) in _BY_GRPC.items()}
+    code, cls = by_name.get(name, (None, InternalError))
+    # The server's own message, without pyarrow's framing and gRPC debug context.
+    message = text
+    if found and ", with message: " in text:
+        message = text.split(", with message: ", 1)[1]
+    message = message.split(". gRPC client debug context:", 1)[0]
+    message = f"{context}: {message}" if context else message
+    return cls(message, grpc_code=name, vendor_code=code)
 
 
 # The old names shadowed the builtins under `from marrow import *`: they stay importable by name, with a

@@ -14,12 +14,12 @@
 //! end a session whose client is using it. Clients that send neither token nor cookie have no identity to protect:
 //! their one-call sessions (and the prepared statements made in them) live in the pending pool, used by handle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use marrow_engine::Database;
+use marrow_engine::{Database, PreparedStatement};
 
 use crate::error::{Error, Result};
 
@@ -46,7 +46,12 @@ pub struct ClientSession {
     engine: marrow_engine::Session,
     last_used: Mutex<Instant>,
     closed: AtomicBool,
+    /// Statements run by SQL text with [`ClientSession::statement`], least recently used first.
+    statements: Mutex<VecDeque<PreparedStatement>>,
 }
+
+/// How many statements a session keeps prepared by SQL text.
+const STATEMENTS_KEPT: usize = 64;
 
 impl std::fmt::Debug for ClientSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,6 +78,29 @@ impl ClientSession {
 
     pub fn engine(&self) -> &marrow_engine::Session {
         &self.engine
+    }
+
+    /// `sql` prepared in this session: the statement prepared for the same text before, while the database has not
+    /// changed since (see [`PreparedStatement::is_current`]), or else a fresh one, kept for next time.
+    pub async fn statement(&self, sql: &str) -> Result<PreparedStatement> {
+        {
+            let mut kept = self.statements.lock().expect("session statements");
+            if let Some(at) = kept.iter().position(|s| s.sql() == sql) {
+                let statement = kept.remove(at).expect("position is in range");
+                if statement.is_current(&self.engine) {
+                    kept.push_back(statement.clone());
+                    return Ok(statement);
+                }
+            }
+        }
+        let statement = self.engine.prepare_statement(sql).await?;
+        let mut kept = self.statements.lock().expect("session statements");
+        kept.retain(|s| s.sql() != sql);
+        kept.push_back(statement.clone());
+        while kept.len() > STATEMENTS_KEPT {
+            kept.pop_front();
+        }
+        Ok(statement)
     }
 
     /// Dropped by expiry or eviction: its prepared statements and tickets are gone with it.
@@ -210,6 +238,7 @@ impl SessionStore {
             engine: self.db.session(),
             last_used: Mutex::new(Instant::now()),
             closed: AtomicBool::new(false),
+            statements: Mutex::new(VecDeque::new()),
         });
         let now = Instant::now();
         let mut pools = self.pools.lock().expect("sessions");

@@ -130,7 +130,7 @@ pub async fn next_batch(
 /// The Arrow data of a DoPut, decoded as it arrives. With a `limit` (the server's memory limit), a stream whose
 /// batches take more memory than that is refused as soon as it passes it, before the rest is read.
 pub(super) async fn read_batches(
-    stream: PeekableFlightDataStream,
+    stream: impl Stream<Item = std::result::Result<FlightData, Status>> + Send + 'static,
     limit: Option<usize>,
 ) -> Result<(Option<SchemaRef>, Vec<RecordBatch>)> {
     // The first message may carry only the descriptor (no Arrow data): skip messages without an IPC header.

@@ -12,6 +12,8 @@
 //! - Tickets are random 128-bit ids of server-side state, bound to the session that got them, single-use and valid
 //!   for ten minutes. Unknown, expired, used or other sessions' tickets answer `NOT_FOUND`; undecodable ones
 //!   `INVALID_ARGUMENT`.
+//! - `DoExchange` runs one statement with its parameters in a single call ([`exchange`]), Marrow's own shortcut
+//!   for its clients' hot path.
 //! - `DoGet` splits batches so that no message exceeds 2 MiB (a single row larger than that is sent whole).
 //!
 //! By concern: [`statements`] (SQL text), [`prepared`] (handles, binding), [`tickets`] (issue, redeem),
@@ -19,6 +21,7 @@
 //! (Arrow data in and out). This file holds the service's state and the `FlightSqlService` impl, which delegates.
 
 mod encode;
+mod exchange;
 mod ingest;
 mod metadata;
 mod prepared;
@@ -44,11 +47,12 @@ use arrow_flight::sql::{
     CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, SqlInfo,
     TicketStatementQuery,
 };
-use arrow_flight::{Action, FlightDescriptor, FlightInfo, HandshakeRequest, Ticket};
+use arrow_flight::{Action, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, Ticket};
 use marrow_engine::Database;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use encode::{next_batch, split_batch, MAX_MESSAGE_BYTES};
+pub use exchange::EXCHANGE_SQL;
 pub use tickets::TICKET_TTL;
 
 use crate::auth::handshake::{handshake, HandshakeStream};
@@ -374,6 +378,13 @@ impl FlightSqlService for MarrowFlightService {
             request.get_ref().r#type
         ))
         .into())
+    }
+
+    async fn do_exchange_fallback(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<<Self as FlightService>::DoExchangeStream>, Status> {
+        Ok(self.exchange(request).await?)
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
