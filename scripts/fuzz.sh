@@ -29,6 +29,7 @@ mkdir -p ../fuzz/logs
 status=0
 for t in "${TARGETS[@]}"; do
   log="logs/$t.log"
+  started=$SECONDS
   # -fork would hide the executions count; one process, bounded time, 30 s per input.
   if ! cargo +nightly fuzz run "${FLAGS[@]}" "$t" "corpus/$t" -- \
       -max_total_time="$SECONDS_PER_TARGET" -timeout=30 -rss_limit_mb=6144 -max_len=65536 \
@@ -38,6 +39,6 @@ for t in "${TARGETS[@]}"; do
   fi
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
   rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-  echo "fuzz target $t: ${execs:-?} executions in ${SECONDS_PER_TARGET} s (${rate:-?}/s), corpus $(ls "corpus/$t" | wc -l) inputs"
+  echo "fuzz target $t: ${execs:-?} executions in $((SECONDS - started)) s (${rate:-?}/s), corpus $(ls "corpus/$t" | wc -l) inputs"
 done
 exit $status

@@ -107,9 +107,15 @@ pub(super) fn encode_batch(batch: RecordBatch) -> Response<DoGetStream> {
     encode_batches(batch.schema(), vec![batch])
 }
 
+/// Rows a received batch may declare whatever its size: past this, at most 8 rows per byte it holds (a boolean's).
+const ROWS_WITHOUT_DATA: usize = 1 << 20;
+
 /// The decoder's next batch. Arrow's IPC reader meets some malformed messages (a validity buffer shorter than its
 /// field's length) with a panic rather than an error; here that is an error like any other malformed data, for the
-/// client (INVALID_ARGUMENT) and for the rest of the stream, which ends.
+/// client (INVALID_ARGUMENT) and for the rest of the stream, which ends. So is a batch that declares far more rows
+/// than its data holds: columns without buffers (type Null, a struct without fields, zero-width lists or binaries)
+/// take any length for free, and the first cast or copy of such a column would allocate memory no client sent (a
+/// 500-byte message declaring 2^40 rows).
 pub async fn next_batch(
     decoder: &mut FlightRecordBatchStream,
 ) -> Option<std::result::Result<RecordBatch, FlightError>> {
@@ -118,12 +124,25 @@ pub async fn next_batch(
         .catch_unwind()
         .await
     {
+        Ok(Some(Ok(batch))) => Some(within_its_data(batch)),
         Ok(item) => item,
         Err(panic) => Some(Err(FlightError::DecodeError(format!(
             "malformed Arrow IPC data: {}",
             marrow_engine::error::panic_message(panic.as_ref())
         )))),
     }
+}
+
+fn within_its_data(batch: RecordBatch) -> std::result::Result<RecordBatch, FlightError> {
+    let bytes = batch.get_array_memory_size();
+    if batch.num_rows() > ROWS_WITHOUT_DATA.max(bytes.saturating_mul(8)) {
+        return Err(FlightError::DecodeError(format!(
+            "malformed Arrow IPC data: a record batch declares {} rows but holds {bytes} bytes; columns without \
+             data (type Null, a struct without fields) may have at most {ROWS_WITHOUT_DATA} rows per batch",
+            batch.num_rows()
+        )));
+    }
+    Ok(batch)
 }
 
 /// Read the record batches of a DoPut stream: its schema (if any message carried one) and its batches.
@@ -256,5 +275,51 @@ mod tests {
         // A small batch stays whole; a single huge row is not split.
         assert_eq!(split_batch(batch.slice(0, 2), 1_000_000).len(), 1);
         assert_eq!(split_batch(batch.slice(0, 1), 10).len(), 1);
+    }
+
+    /// Flight data of `batch` as a DoPut carries it, decoded by the server's decoding step.
+    async fn received(batch: RecordBatch) -> Vec<std::result::Result<RecordBatch, FlightError>> {
+        let data: Vec<_> = FlightDataEncoderBuilder::new()
+            .build(stream::iter([Ok(batch)]))
+            .collect()
+            .await;
+        let mut decoder = FlightRecordBatchStream::new_from_flight_data(stream::iter(data));
+        let mut out = vec![];
+        while let Some(b) = next_batch(&mut decoder).await {
+            out.push(b);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn batches_declaring_rows_without_data_are_refused() {
+        use arrow::array::{Int64Array, NullArray};
+        let nulls = |rows: usize| {
+            RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new("n", DataType::Null, true)])),
+                vec![Arc::new(NullArray::new(rows))],
+            )
+            .unwrap()
+        };
+        // A few bytes on the wire for 2^33 rows: refused before anything copies or casts them.
+        let got = received(nulls(1 << 33)).await;
+        let err = got[0].as_ref().unwrap_err().to_string();
+        assert!(err.contains("declares 8589934592 rows"), "{err}");
+        // Within the bound, and data that holds its rows, pass.
+        assert_eq!(
+            received(nulls(1000)).await[0].as_ref().unwrap().num_rows(),
+            1000
+        );
+        let ints = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("i", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from_iter_values(0..3_000_000))],
+        )
+        .unwrap();
+        let rows: usize = received(ints)
+            .await
+            .iter()
+            .map(|b| b.as_ref().unwrap().num_rows())
+            .sum();
+        assert_eq!(rows, 3_000_000);
     }
 }

@@ -112,3 +112,22 @@ def test_a_client_whose_session_ended_logs_in_again(serve):
         with db.cursor() as cur:
             cur.execute("SELECT 7")
             assert cur.fetchall() == [(7,)]
+
+
+def test_parameters_declaring_rows_they_do_not_hold_are_refused(server):
+    # A Null column takes any length for free on the wire; 2^30 parameter rows would be 2^30 statement runs (or a
+    # cast allocating tens of GB). Refused as malformed data, the server up.
+    batch = pa.record_batch([pa.nulls(1 << 30)], names=["0"])
+    client = flight.FlightClient(server.uri)
+    try:
+        writer, reader = client.do_exchange(flight.FlightDescriptor.for_path("marrow.sql", "SELECT $1"))
+        with pytest.raises(pa.ArrowInvalid, match="declares 1073741824 rows"):
+            with writer:
+                writer.begin(batch.schema)
+                writer.write_batch(batch)
+                writer.done_writing()
+                reader.read_all()
+    finally:
+        client.close()
+    with marrow.connect(server.uri) as db:
+        assert db.scalar("SELECT 1") == 1
