@@ -98,4 +98,5 @@ pub fn builtins(schema: &Arc<MarrowSchema>, config: &Config) -> Extensions {
             read_safetensors::ReadSafetensors(config.clone()),
         )
         .optimizer_rule(crate::vector::VectorTopKRule)
+        .optimizer_rule(crate::table_functions::fts_rank::FullTextTopKRule)
 }

@@ -27,8 +27,9 @@ pub(crate) struct DbInner {
     write_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Appends staged and waiting for their table's next group commit.
     commit_queues: crate::statements::group_commit::CommitQueues,
-    /// Counts statements that may change what a query plans to (DDL, writes, SET): cached plans made before
-    /// a change are not reused after it.
+    /// Counts statements that may change what a query plans to (DDL, SET, procedures, writes that create or replace
+    /// a table): cached plans made before a change are not reused after it. Row writes change versions, which the
+    /// cached plans check on their own.
     generation: AtomicU64,
     /// Statements being planned (and writes being run) at once, each on a blocking thread: past it they wait,
     /// so a flood of expensive statements queues instead of multiplying threads.

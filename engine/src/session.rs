@@ -356,9 +356,14 @@ impl Session {
         statement: DFStatement,
         params: Option<ParamValues>,
     ) -> Result<QueryOutput> {
-        // Anything but a query may change what later queries plan to (DDL, writes, SET): counted before and after,
-        // so a plan made while it ran is not kept past it either.
-        let changes = !matches!(&statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)));
+        // Anything but a query or a row write may change what later queries plan to (DDL, SET, procedures):
+        // counted before and after, so a plan made while it ran is not kept past it either. A row write changes a
+        // table's version, not its shape; kept plans check the versions they read (`ReadyPlan::is_current`), and
+        // statements kept by SQL text replan at each run with parameters.
+        let changes = !matches!(&statement, DFStatement::Statement(s) if matches!(
+            s.as_ref(),
+            Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
+        ));
         if changes {
             self.db.bump_generation();
         }
@@ -409,9 +414,9 @@ impl Session {
     }
 
     /// Run a query planned by [`Session::prepare`] (a one-shot statement's GetFlightInfo) now, without planning it
-    /// again, when nothing it depends on has changed since: no statement but a query ran in this database (DDL,
-    /// writes and `SET` all count) and every table it reads is still at the version it was planned with. `None`:
-    /// plan afresh.
+    /// again, when nothing it depends on has changed since: no statement that changes what queries plan to ran in
+    /// this database (DDL, `SET`, procedures) and every table it reads is still at the version it was planned with
+    /// (row writes change it). `None`: plan afresh.
     pub(crate) async fn execute_ready(
         &self,
         ready: &Arc<crate::prepared::ReadyPlan>,

@@ -41,6 +41,7 @@ pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
         registry.register_udf(udf)?;
     }
     registry.register_udf(std::sync::Arc::new(json::to_json()))?;
+    registry.register_udf(std::sync::Arc::new(text::bm25()))?;
     quant::functions()
         .into_iter()
         .try_for_each(|udf| registry.register_udf(udf).map(drop))?;

@@ -754,11 +754,14 @@ impl MarrowTable {
 
     /// The Lance table a scan reads: the provider itself, or the table a vector search reads.
     pub(crate) fn of_provider(provider: &dyn TableProvider) -> Option<&MarrowTable> {
-        provider.downcast_ref::<MarrowTable>().or_else(|| {
-            provider
-                .downcast_ref::<crate::vector::VectorSearchTable>()
-                .and_then(|v| v.marrow_table().ok())
-        })
+        provider
+            .downcast_ref::<MarrowTable>()
+            .or_else(|| {
+                provider
+                    .downcast_ref::<crate::vector::VectorSearchTable>()
+                    .and_then(|v| v.marrow_table().ok())
+            })
+            .or_else(|| crate::table_functions::fts_search::ranked_table(provider))
     }
 
     pub fn dataset(&self) -> &Arc<Dataset> {

@@ -114,10 +114,16 @@ impl Session {
         schema: SchemaRef,
         rows: SendableRecordBatchStream,
     ) -> Result<u64> {
-        // A write may create or replace the table: cached plans made before it are not reused after it.
-        self.database().bump_generation();
+        // A write that may create or replace the table changes what later queries plan to: cached plans made
+        // before it are not reused after it. An append changes the table's version only, which kept plans check.
+        let shapes = !matches!(mode, IngestMode::Append);
+        if shapes {
+            self.database().bump_generation();
+        }
         let out = self.ingest_rows(table, mode, schema, rows).await;
-        self.database().bump_generation();
+        if shapes {
+            self.database().bump_generation();
+        }
         out
     }
 

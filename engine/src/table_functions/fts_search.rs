@@ -21,7 +21,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use lance::index::DatasetIndexExt;
 
 use super::*;
-use crate::catalog::MarrowSchema;
+use crate::catalog::{MarrowSchema, MarrowTable};
 use crate::vector::{lance_err, project};
 
 /// The name of the BM25 score column full-text search adds.
@@ -53,7 +53,7 @@ impl TableFunctionImpl for FtsSearchFunction {
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(SCORE_COLUMN, DataType::Float32, true));
         Ok(Arc::new(FtsSearchProvider {
-            catalog: self.0.clone(),
+            source: Source::Latest(self.0.clone()),
             schema: Arc::new(Schema::new(fields)),
             table,
             column,
@@ -61,6 +61,31 @@ impl TableFunctionImpl for FtsSearchFunction {
             k,
         }))
     }
+}
+
+/// The search that `ORDER BY bm25(column, query) DESC LIMIT k` over `table` becomes: `table`'s columns and `_score`,
+/// the k best rows of the version `table` reads. The query is checked here, as `fts_search` checks it.
+pub(crate) fn ranking(
+    table: Arc<dyn TableProvider>,
+    name: &str,
+    column: &str,
+    query: &str,
+    k: usize,
+) -> DFResult<Arc<dyn TableProvider>> {
+    const NAME: &str = "bm25";
+    let schema = table.schema();
+    text_column(&schema, name, column, NAME)?;
+    super::fts_query::parse(query, column, NAME)?;
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(SCORE_COLUMN, DataType::Float32, true));
+    Ok(Arc::new(FtsSearchProvider {
+        source: Source::Table(table),
+        schema: Arc::new(Schema::new(fields)),
+        table: name.to_string(),
+        column: column.to_string(),
+        query: query.to_string(),
+        k,
+    }))
 }
 
 /// A text column (the only kind full-text search reads), or a clear error.
@@ -111,13 +136,33 @@ pub(crate) async fn inverted_index(ds: &lance::Dataset, column: &str) -> DFResul
         .map(|i| i.name.clone()))
 }
 
+/// Whether `provider` is an `fts_search` that opens its table's latest version when it runs.
 pub(crate) fn is_provider(provider: &dyn TableProvider) -> bool {
-    provider.downcast_ref::<FtsSearchProvider>().is_some()
+    provider
+        .downcast_ref::<FtsSearchProvider>()
+        .is_some_and(|p| matches!(p.source, Source::Latest(_)))
+}
+
+/// The table a `bm25` ranking replaced, for the checks a kept plan makes of the versions it reads.
+pub(crate) fn ranked_table(provider: &dyn TableProvider) -> Option<&MarrowTable> {
+    match &provider.downcast_ref::<FtsSearchProvider>()?.source {
+        Source::Table(t) => t.downcast_ref::<MarrowTable>(),
+        Source::Latest(_) => None,
+    }
+}
+
+/// Where a search reads its rows.
+#[derive(Debug)]
+enum Source {
+    /// `fts_search`: the table's latest version, opened when the search runs.
+    Latest(Arc<MarrowSchema>),
+    /// `ORDER BY bm25(…) DESC LIMIT k`: the table (at the version) the query planned to read.
+    Table(Arc<dyn TableProvider>),
 }
 
 #[derive(Debug)]
 struct FtsSearchProvider {
-    catalog: Arc<MarrowSchema>,
+    source: Source,
     schema: SchemaRef,
     table: String,
     column: String,
@@ -151,8 +196,19 @@ impl TableProvider for FtsSearchProvider {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        let table = self.catalog.open_table(&self.table, false).await?;
-        let ds = table.dataset();
+        let opened;
+        let ds = match &self.source {
+            Source::Latest(catalog) => {
+                opened = catalog.open_table(&self.table, false).await?;
+                opened.dataset()
+            }
+            Source::Table(t) => t
+                .downcast_ref::<MarrowTable>()
+                .ok_or_else(|| {
+                    DataFusionError::Internal("bm25 ranking over a non-Marrow table".into())
+                })?
+                .dataset(),
+        };
         let index = inverted_index(ds, &self.column).await?;
         let columns: Vec<String> = self
             .schema

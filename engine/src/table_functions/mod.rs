@@ -26,6 +26,7 @@ use crate::error::Error;
 use crate::vector::{function_for, vector_indexes};
 
 pub mod fts_query;
+pub mod fts_rank;
 pub mod fts_search;
 pub mod hybrid_search;
 pub mod marrow_indexes;

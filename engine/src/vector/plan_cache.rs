@@ -14,9 +14,10 @@
 //!   projections, sorts, merges and round-robin repartitions above it); Lance's scanner plans are planned per
 //!   execution.
 //!
-//! A kept plan is used only while nothing it depends on has changed: no statement other than a query ran in this
-//! database since it was planned (DDL, writes and `SET` all count), and every dataset it reads is still at its
-//! latest version (which also notices other processes' commits). Otherwise the statement is planned afresh.
+//! A kept plan is used only while nothing it depends on has changed: no statement that can change what queries plan
+//! to ran in this database since it was planned (DDL, `SET`, procedures, a write that creates or replaces a table),
+//! and every dataset it reads is still at its latest version (which notices row writes, this process's and other
+//! processes' commits). Otherwise the statement is planned afresh.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,4 +1,5 @@
-"""Marrow's BM25 scores against pylance's on the same rows: `fts_search` is a reference-checked BM25.
+"""Marrow's BM25 scores against pylance's on the same rows: `fts_search` and `ORDER BY bm25(…) DESC LIMIT k` are a
+reference-checked BM25.
 
 Marrow's full-text search is Lance's (the lance 14.0.2 crates pylance 14.0.2 is built from): `CREATE INDEX … USING
 INVERTED (content)` with no options builds with `InvertedIndexParams::default()`, and `fts_search` runs Lance's scanner.
@@ -91,6 +92,12 @@ def _marrow(db: marrow.Client, query: str, k: int = ALL) -> list[tuple[int, floa
     return list(zip(t["id"].to_pylist(), t["_score"].to_pylist(), strict=True))
 
 
+def _marrow_order_by(db: marrow.Client, query: str, k: int = ALL) -> list[tuple[int, float]]:
+    """The same ranking through `ORDER BY bm25(content, $1) DESC LIMIT k`, the query bound as a parameter."""
+    t = db.sql(f"SELECT id, bm25(content, $1) AS s FROM docs ORDER BY s DESC LIMIT {k}", [query])
+    return list(zip(t["id"].to_pylist(), t["s"].to_pylist(), strict=True))
+
+
 def _pylance(ds: lance.LanceDataset, query: str, k: int = ALL) -> list[tuple[int, float]]:
     t = ds.to_table(
         full_text_query={"query": query, "columns": ["content"]},
@@ -120,6 +127,7 @@ def _assert_all_queries_agree(db: marrow.Client, ds: lance.LanceDataset, queries
         got = _marrow(db, q)
         _assert_same_scores(got, _pylance(ds, q), f"{what}, {q!r}")
         assert (len(got) == 0) == (q == "xylophonic"), f"{what}, {q!r}: {len(got)} rows"
+        _assert_same_scores(_marrow_order_by(db, q), _pylance(ds, q), f"{what}, ORDER BY bm25, {q!r}")
 
 
 def _unindexed(db: marrow.Client) -> int:

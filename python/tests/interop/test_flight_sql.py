@@ -106,6 +106,11 @@ def test_prepared_hybrid_search_with_bound_parameters(server):
         # Keyword and vector search take parameters the same way; a vector binds as a list of floats.
         cur.execute("SELECT content FROM fts_search('memories', 'content', $1, $2)", parameters=["rainy", 5])
         assert cur.fetchall() == [("The weather was rainy all week",)]
+        ranked = "SELECT content FROM memories WHERE namespace = $2 ORDER BY bm25(content, $1) DESC LIMIT 1"
+        cur.execute(ranked, parameters=["rainy", "prep"])
+        assert cur.fetchall() == [("The weather was rainy all week",)]
+        cur.execute(ranked, parameters=["adoption", "prep"])
+        assert cur.fetchall() == [("Caroline is researching adoption agencies",)]
         vector = conn.scalar("SELECT embed('adoption agencies')")
         cur.execute(
             "SELECT content FROM vector_search('memories', 'embedding', $1, 1)",

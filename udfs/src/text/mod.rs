@@ -5,6 +5,7 @@
 //! use, and reused by every query.
 
 pub mod bert;
+mod bm25;
 mod functions;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+pub use bm25::bm25;
 pub use functions::functions;
 
 /// The name of the tokenizer that ships with the embedding model.
