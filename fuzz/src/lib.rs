@@ -144,7 +144,9 @@ thread_local! {
 /// For the flight_ipc fuzz binary only: libFuzzer's panic hook aborts on every panic, caught or not, so a panic
 /// that the server's `next_batch` catches (and answers as malformed data) would be reported as a crash. This hook
 /// stays silent for those and defers to the previous hook (which aborts) for any other panic. Not installed by the
-/// corpus replay in the e2e suite, where other tests' panics must stay visible.
+/// corpus replay in the e2e suite, where other tests' panics must stay visible (and which does not compile it:
+/// cargo fuzz builds with `--cfg fuzzing`).
+#[cfg(fuzzing)]
 pub fn tolerate_caught_decoder_panics() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
