@@ -39,7 +39,7 @@ _REUSABLE = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
 # The server's answer when a prepared query's result shape no longer matches its tables.
 _STALE = re.compile(r"changed between planning and execution|prepared statement not found")
 PREPARED_CACHE_SIZE = 64
-# The first path element of the descriptor of Marrow's single-call statement (`DoExchange`, flight/src/service/exchange.rs).
+# The first path element of the descriptor of the single-call statement (DoExchange; flight/src/service/exchange.rs).
 _EXCHANGE_SQL = "marrow.sql"
 # The server's answer to a bearer token whose session has ended (flight/src/auth/layer.rs).
 _SESSION_GONE = re.compile(r"invalid or expired bearer token")
@@ -214,9 +214,7 @@ class Client:
             raise MarrowError("the client is closed")
         assert self._flight is not None
         # As ADBC binds a parameter sequence: one column per parameter, named by position.
-        row = (
-            pa.record_batch([[p] for p in params], names=[str(i) for i in range(len(params))]) if params else None
-        )
+        row = pa.record_batch([[p] for p in params], names=[str(i) for i in range(len(params))]) if params else None
         descriptor = flight.FlightDescriptor.for_path(_EXCHANGE_SQL, query)
         for attempt in (1, 2):
             try:
