@@ -84,7 +84,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         proc, uri = start(binary, Path(d) / "data")
         try:
-            with marrow.connect(uri) as db:
+            with marrow.connect(uri, one_call=True) as db:
                 mem = Memory(db)
                 vectors: dict[str, tuple[list[str], np.ndarray]] = {}
                 for c in convs:

@@ -29,7 +29,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         proc, uri = start(binary, Path(d) / "data")
         try:
-            with marrow.connect(uri) as db:
+            with marrow.connect(uri, one_call=True) as db:
                 mem = Memory(db, access_log="off")
                 for c in convs:
                     mem.remember_many([t for _, t in c["turns"]], namespace=c["name"])

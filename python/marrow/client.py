@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 from adbc_driver_flightsql import DatabaseOptions
 
-from .errors import InvalidArgumentError, MarrowError, map_error, map_flight_error
+from .errors import InvalidArgumentError, MarrowConnectionError, MarrowError, map_error, map_flight_error
 
 if TYPE_CHECKING:
     import pandas
@@ -383,6 +383,7 @@ def connect(
     autocommit: bool = True,
     connect_timeout: float = 10.0,
     query_timeout: Optional[float] = None,
+    one_call: bool = False,
 ) -> Client:
     """Open a session with a Marrow server and check it answers.
 
@@ -393,15 +394,11 @@ def connect(
     The connection is checked with ``SELECT 1`` bounded by ``connect_timeout`` seconds, so a server that is down
     raises :class:`marrow.MarrowConnectionError` and wrong credentials :class:`marrow.AuthenticationError` here, at
     once, rather than on first use or never. ``query_timeout`` (seconds, default none) bounds every later call.
+
+    ``one_call=True`` (experimental) sends each ``sql`` statement with its parameters in one call (DoExchange)
+    instead of Flight SQL's three: the client logs in with the Flight handshake and its ADBC and pyarrow.flight
+    connections share the session's bearer token.
     """
-    # One login (the Flight handshake, which also opens a session when the server runs without auth) gives a bearer
-    # token; the ADBC connection and the pyarrow Flight connection both send it, so they are one session.
-    fc, token = _login(uri, user, password, tls_root_certs, connect_timeout)
-    kwargs: dict[str, str] = {DatabaseOptions.AUTHORIZATION_HEADER.value: token.decode()}
-    if tls_root_certs is not None:
-        kwargs[DatabaseOptions.TLS_ROOT_CERTS.value] = tls_root_certs
-    for option in (DatabaseOptions.TIMEOUT_QUERY, DatabaseOptions.TIMEOUT_FETCH, DatabaseOptions.TIMEOUT_UPDATE):
-        kwargs[option.value] = f"{connect_timeout:g}"
     connect_args: dict[str, Any] = {
         "user": user,
         "password": password,
@@ -409,11 +406,31 @@ def connect(
         "autocommit": autocommit,
         "connect_timeout": connect_timeout,
         "query_timeout": query_timeout,
+        "one_call": one_call,
     }
+    fc: Optional[flight.FlightClient] = None
+    token = b""
+    if one_call:
+        # One login (the Flight handshake, which also opens a session when the server runs without auth) gives a
+        # bearer token; the ADBC connection and the pyarrow Flight connection both send it: one session.
+        fc, token = _login(uri, user, password, tls_root_certs, connect_timeout)
+        kwargs: dict[str, str] = {DatabaseOptions.AUTHORIZATION_HEADER.value: token.decode()}
+    else:
+        # Without a login the server keys the session (SET options, prepared statements) by a cookie: send it back.
+        kwargs = {DatabaseOptions.WITH_COOKIE_MIDDLEWARE.value: "true"}
+        if user is not None:
+            kwargs["username"] = user
+        if password is not None:
+            kwargs["password"] = password
+    if tls_root_certs is not None:
+        kwargs[DatabaseOptions.TLS_ROOT_CERTS.value] = tls_root_certs
+    for option in (DatabaseOptions.TIMEOUT_QUERY, DatabaseOptions.TIMEOUT_FETCH, DatabaseOptions.TIMEOUT_UPDATE):
+        kwargs[option.value] = f"{connect_timeout:g}"
     try:
         conn = flightsql.connect(uri, db_kwargs=kwargs, autocommit=autocommit)
     except adbc_driver_manager.Error as e:
-        fc.close()
+        if fc is not None:
+            fc.close()
         raise map_error(e, f"cannot connect to Marrow at {uri}") from e
     try:
         with conn.cursor() as cur:
@@ -429,8 +446,11 @@ def connect(
         )
     except adbc_driver_manager.Error as e:
         conn.close()
-        fc.close()
+        if fc is not None:
+            fc.close()
         raise map_error(e, f"cannot connect to Marrow at {uri}") from e
+    if fc is None:
+        return Client(conn, uri, connect_args)
     options = flight.FlightCallOptions(headers=[(b"authorization", token)], timeout=query_timeout)
     return Client(conn, uri, connect_args, fc, options)
 
@@ -450,5 +470,10 @@ def _login(
         _, token = fc.authenticate_basic_token(user or "", password or "", flight.FlightCallOptions(timeout=timeout))
     except (flight.FlightError, pa.ArrowException) as e:
         fc.close()
-        raise map_flight_error(e, f"cannot connect to Marrow at {uri}") from e
+        error = map_flight_error(e, f"cannot connect to Marrow at {uri}")
+        # A refused login or a full server says so; anything else (nothing listening, a broken stream) is the
+        # connection's failure.
+        if error.grpc_code not in ("UNAUTHENTICATED", "RESOURCE_EXHAUSTED", "PERMISSION_DENIED"):
+            error = MarrowConnectionError(str(error), grpc_code="UNAVAILABLE")
+        raise error from e
     return fc, token

@@ -161,8 +161,8 @@ def map_error(err: BaseException, context: str = "") -> MarrowError:
 
 
 # pyarrow.flight raises its own classes for a few gRPC codes and Arrow errors for the others, naming the code in the
-# message: "Flight returned invalid argument error, with message: …".
-_FLIGHT_RETURNED = re.compile(r"Flight returned ([a-z]+(?: [a-z]+)*) error")
+# message: "Flight returned invalid argument error, with message: …" (or "gRPC returned …" for some codes).
+_FLIGHT_RETURNED = re.compile(r"(?:Flight|gRPC) returned ([a-z]+(?: [a-z]+)*) error")
 _BY_FLIGHT_CLASS: dict[str, str] = {
     "FlightUnauthenticatedError": "UNAUTHENTICATED",
     "FlightUnauthorizedError": "PERMISSION_DENIED",

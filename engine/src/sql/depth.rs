@@ -124,6 +124,9 @@ pub fn check_nesting(dialect: &dyn Dialect, sql: &str, limit: usize) -> Result<u
     let mut below = 0usize;
     let mut deepest = 0usize;
     let mut periods = 0usize;
+    // Which of the open levels a `[` opened: a `[` never closed makes sqlparser retry each dotted name inside it
+    // both ways, its time growing fourfold per such bracket (`x.a[y.b.a[y.b…`: 12 took 30 s).
+    let mut brackets: Vec<bool> = vec![];
     for token in &tokens {
         match token {
             Token::Period => {
@@ -147,9 +150,11 @@ pub fn check_nesting(dialect: &dyn Dialect, sql: &str, limit: usize) -> Result<u
             Token::LParen | Token::LBracket => {
                 below += top.depth();
                 stack.push(Level::default());
+                brackets.push(matches!(token, Token::LBracket));
                 continue;
             }
             Token::RParen | Token::RBracket if levels > 1 => {
+                brackets.pop();
                 let inner = stack.pop().expect("more than one level");
                 let top = stack
                     .last_mut()
@@ -182,6 +187,12 @@ pub fn check_nesting(dialect: &dyn Dialect, sql: &str, limit: usize) -> Result<u
                  for long lists of alternatives"
             )));
         }
+    }
+    let unclosed = brackets.iter().filter(|b| **b).count();
+    if unclosed > 0 {
+        return Err(Error::invalid(format!(
+            "{unclosed} '[' never closed: every '[' (an array or a subscript) needs its ']'"
+        )));
     }
     Ok(deepest)
 }
@@ -222,6 +233,27 @@ mod tests {
         let columns = (0..100).map(|i| format!("t.c{i}")).collect::<Vec<_>>();
         let sql = format!("SELECT {} FROM s.t", columns.join(", "));
         assert!(check_nesting(&MarrowDialect, &sql, usize::MAX).is_ok());
+    }
+
+    #[test]
+    fn unclosed_brackets_are_refused_before_parsing() {
+        // Found by fuzzing sql_plan: each unclosed '[' around dotted names quadrupled the parse (12 took 30 s).
+        let open = |n: usize| format!("SELECT x{}", ".a[y.b".repeat(n));
+        let err = check_nesting(&MarrowDialect, &open(12), usize::MAX).unwrap_err();
+        assert!(err.to_string().contains("12 '[' never closed"), "{err}");
+        assert!(check_nesting(&MarrowDialect, &open(1), usize::MAX).is_err());
+        // Closed brackets, arrays, subscripts and brackets inside strings or quoted names are fine.
+        let closed = format!("{}{}", open(12), "]".repeat(12));
+        assert!(check_nesting(&MarrowDialect, &closed, usize::MAX).is_ok());
+        for sql in [
+            "SELECT [1.0, 2.0][1], ARRAY[[1, 2], [3, 4]], v[2:3] FROM t",
+            "SELECT '[', \"a[b\" FROM t WHERE s LIKE '%[%'",
+        ] {
+            assert!(
+                check_nesting(&MarrowDialect, sql, usize::MAX).is_ok(),
+                "{sql}"
+            );
+        }
     }
 
     #[test]

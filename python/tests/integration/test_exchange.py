@@ -1,6 +1,6 @@
 """Marrow's single-call statement (`DoExchange` with the path descriptor ``["marrow.sql", <statement>]``), which
-``Client.sql`` uses: the same answers as Flight SQL's prepared path, in the same session as the client's ADBC
-connection, statements kept prepared per SQL text until the database changes, and clear errors for bad calls."""
+``Client.sql`` uses with ``connect(one_call=True)``: the same answers as Flight SQL's prepared path, in the same session as
+the client's ADBC connection, statements kept prepared per SQL text until the database changes, and clear errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import marrow
 
 
 def test_a_parameterized_query_answers_as_the_prepared_path(server):
-    with marrow.connect(server.uri) as db:
+    with marrow.connect(server.uri, one_call=True) as db:
         db.execute("CREATE TABLE ex_people (id BIGINT PRIMARY KEY, name VARCHAR, score DOUBLE)")
         db.execute("INSERT INTO ex_people VALUES (1, 'ada', 0.5), (2, 'bo', 1.5), (3, 'cy', 2.5)")
         sql = "SELECT id, name FROM ex_people WHERE score > $1 AND name <> $2 ORDER BY id"
@@ -30,7 +30,7 @@ def test_a_parameterized_query_answers_as_the_prepared_path(server):
 
 
 def test_settings_are_shared_with_the_adbc_connection(server):
-    with marrow.connect(server.uri) as db:
+    with marrow.connect(server.uri, one_call=True) as db:
         with db.cursor() as cur:
             cur.execute("SET datafusion.execution.batch_size = 1234")
             cur.fetchall()
@@ -41,12 +41,12 @@ def test_settings_are_shared_with_the_adbc_connection(server):
             cur.execute("SHOW datafusion.execution.batch_size")
             assert cur.fetch_arrow_table().to_pylist()[0]["value"] == "4321"
     # Another client is another session.
-    with marrow.connect(server.uri) as other:
+    with marrow.connect(server.uri, one_call=True) as other:
         assert other.sql("SHOW datafusion.execution.batch_size").to_pylist()[0]["value"] != "4321"
 
 
 def test_a_kept_statement_follows_a_table_that_changed_shape(server):
-    with marrow.connect(server.uri) as db:
+    with marrow.connect(server.uri, one_call=True) as db:
         db.execute("CREATE TABLE ex_shape (id BIGINT, a VARCHAR)")
         db.execute("INSERT INTO ex_shape VALUES (1, 'x')")
         assert db.sql("SELECT * FROM ex_shape").column_names == ["id", "a"]
@@ -77,12 +77,12 @@ def test_a_malformed_exchange_is_invalid_argument(server, descriptor):
                 reader.read_all()
     finally:
         client.close()
-    with marrow.connect(server.uri) as db:
+    with marrow.connect(server.uri, one_call=True) as db:
         assert db.scalar("SELECT 1") == 1
 
 
 def test_statement_errors_keep_their_codes(server):
-    with marrow.connect(server.uri) as db:
+    with marrow.connect(server.uri, one_call=True) as db:
         with pytest.raises(marrow.SQLError) as e:
             db.sql("SELEC 1")
         assert e.value.grpc_code == "INVALID_ARGUMENT"
@@ -100,7 +100,7 @@ def test_a_client_whose_session_ended_logs_in_again(serve):
     import time
 
     s = serve(extra_args=("--session-idle", "1s"))
-    with marrow.connect(s.uri) as db:
+    with marrow.connect(s.uri, one_call=True) as db:
         db.execute("SET datafusion.execution.batch_size = 777")
         assert db.sql("SHOW datafusion.execution.batch_size").to_pylist()[0]["value"] == "777"
         time.sleep(2.5)
@@ -129,5 +129,5 @@ def test_parameters_declaring_rows_they_do_not_hold_are_refused(server):
                 reader.read_all()
     finally:
         client.close()
-    with marrow.connect(server.uri) as db:
+    with marrow.connect(server.uri, one_call=True) as db:
         assert db.scalar("SELECT 1") == 1
