@@ -15,6 +15,7 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 use super::fts_search::{ranking, SCORE_COLUMN};
 use crate::catalog::MarrowTable;
+use crate::vector::{key_at_scan, strip_casts};
 
 /// The function this rule plans.
 const BM25: &str = "bm25";
@@ -46,30 +47,8 @@ impl OptimizerRule for FullTextTopKRule {
         if order.asc {
             return Ok(Transformed::no(plan));
         }
-        // Down to the scan through projections and aliases, the sort key in the scan's columns.
-        let mut key = order.expr.clone();
-        let mut node = sort.input.as_ref();
-        let scan = loop {
-            match node {
-                LogicalPlan::Projection(p) => {
-                    key = key
-                        .transform(|e| {
-                            if let Expr::Column(c) = &e {
-                                if let Some(i) = p.schema.maybe_index_of_column(c) {
-                                    return Ok(Transformed::yes(
-                                        p.expr[i].clone().unalias_nested().data,
-                                    ));
-                                }
-                            }
-                            Ok(Transformed::no(e))
-                        })?
-                        .data;
-                    node = &p.input;
-                }
-                LogicalPlan::SubqueryAlias(a) => node = &a.input,
-                LogicalPlan::TableScan(scan) => break scan,
-                _ => return Ok(Transformed::no(plan)),
-            }
+        let Some((key, scan)) = key_at_scan(&sort.input, &order.expr)? else {
+            return Ok(Transformed::no(plan));
         };
         let Some((column, query)) = bm25_call(&key) else {
             return Ok(Transformed::no(plan));
@@ -121,7 +100,7 @@ impl OptimizerRule for FullTextTopKRule {
 
 /// `bm25(column, '<query>')` (through casts and aliases): the column and the query.
 fn bm25_call(e: &Expr) -> Option<(Column, String)> {
-    let e = strip(e);
+    let e = strip_casts(e);
     let Expr::ScalarFunction(f) = e else {
         return None;
     };
@@ -131,7 +110,7 @@ fn bm25_call(e: &Expr) -> Option<(Column, String)> {
     let [a, b] = f.args.as_slice() else {
         return None;
     };
-    match (strip(a), strip(b)) {
+    match (strip_casts(a), strip_casts(b)) {
         (
             Expr::Column(c),
             Expr::Literal(
@@ -142,15 +121,6 @@ fn bm25_call(e: &Expr) -> Option<(Column, String)> {
             ),
         ) => Some((c.clone(), q.clone())),
         _ => None,
-    }
-}
-
-fn strip(e: &Expr) -> &Expr {
-    match e {
-        Expr::Cast(c) => strip(&c.expr),
-        Expr::TryCast(c) => strip(&c.expr),
-        Expr::Alias(a) => strip(&a.expr),
-        other => other,
     }
 }
 

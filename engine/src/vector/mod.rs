@@ -113,7 +113,22 @@ fn rewrite_input(
     k: usize,
     opts: &MarrowOptions,
 ) -> DFResult<Option<LogicalPlan>> {
-    let mut key = order.expr.clone();
+    let Some((key, scan)) = key_at_scan(input, &order.expr)? else {
+        return Ok(None);
+    };
+    let Some(new_scan) = rewrite_scan(scan, &key, order.asc, k, opts)? else {
+        return Ok(None);
+    };
+    Ok(Some(replace_scan(input, new_scan)?))
+}
+
+/// The table scan under `input` (through projections and aliases only) and `key`, an expression over `input`'s
+/// columns, rewritten over the scan's columns; `None` when another node stands in between.
+pub(crate) fn key_at_scan<'a>(
+    input: &'a LogicalPlan,
+    key: &Expr,
+) -> DFResult<Option<(Expr, &'a TableScan)>> {
+    let mut key = key.clone();
     let mut node = input;
     loop {
         match node {
@@ -133,12 +148,7 @@ fn rewrite_input(
                 node = &p.input;
             }
             LogicalPlan::SubqueryAlias(a) => node = &a.input,
-            LogicalPlan::TableScan(scan) => {
-                let Some(new_scan) = rewrite_scan(scan, &key, order.asc, k, opts)? else {
-                    return Ok(None);
-                };
-                return Ok(Some(replace_scan(input, new_scan)?));
-            }
+            LogicalPlan::TableScan(scan) => return Ok(Some((key, scan))),
             _ => return Ok(None),
         }
     }
@@ -154,7 +164,7 @@ fn replace_scan(plan: &LogicalPlan, scan: LogicalPlan) -> DFResult<LogicalPlan> 
     }
 }
 
-fn strip_casts(e: &Expr) -> &Expr {
+pub(crate) fn strip_casts(e: &Expr) -> &Expr {
     match e {
         Expr::Cast(c) => strip_casts(&c.expr),
         Expr::TryCast(c) => strip_casts(&c.expr),
