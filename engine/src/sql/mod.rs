@@ -1,5 +1,6 @@
 //! SQL text: Marrow's dialect, parsing, and the quoting of names and values in statements Marrow writes itself.
 
+pub mod budget;
 pub mod depth;
 pub mod dialect;
 
@@ -25,11 +26,21 @@ pub fn parse_in(sql: &str, dialect: Dialect) -> Result<Vec<DFStatement>> {
             .ok_or_else(|| Error::invalid(format!("unsupported SQL dialect '{other}'")))?,
     };
     depth::check_nesting(chosen.as_ref(), sql, depth::MAX_NESTING)?;
-    let statements = DFParserBuilder::new(sql)
-        .with_dialect(chosen.as_ref())
+    let budgeted = budget::Budgeted::new(chosen, sql.len());
+    let parsed = DFParserBuilder::new(sql)
+        .with_dialect(&budgeted)
         .build()?
-        .parse_statements()?;
-    statements.into_iter().map(number_placeholders).collect()
+        .parse_statements();
+    if budgeted.exhausted() {
+        return Err(Error::invalid(format!(
+            "statement too complex to parse: the parser retried alternatives past its budget for {} bytes of SQL; \
+             this happens when a statement that does not parse nests many CAST(…), EXTRACT(…), CASE or similar \
+             forms, or nests past the parser's recursion limit: check it for unclosed parentheses and missing AS \
+             or END",
+            sql.len()
+        )));
+    }
+    parsed?.into_iter().map(number_placeholders).collect()
 }
 
 /// `?` placeholders (ADBC's and JDBC's style) numbered `$1, $2, …` in the order they appear, as DataFusion binds
