@@ -5,9 +5,11 @@
 //!
 //! [`StatementHandler`]: crate::extension::StatementHandler
 
+mod deferred;
 mod table_function_params;
 mod time_travel;
 
+pub(crate) use deferred::{has_placeholder, resolve as resolve_deferred, BoundParams};
 pub(crate) use time_travel::pin_versions;
 
 use std::sync::Arc;
@@ -114,6 +116,7 @@ pub struct Session {
     db: Database,
     ctx: SessionContext,
     plans: Arc<PlanCache>,
+    deferred: Arc<deferred::DeferredPlans>,
     prepared: Arc<std::sync::Mutex<SqlPrepared>>,
     /// The table whose write lock the caller already holds (a batch of parameter rows run as one unit): the
     /// statements run through this session do not take it again.
@@ -144,6 +147,7 @@ impl Session {
             db,
             ctx,
             plans: Arc::default(),
+            deferred: Arc::default(),
             prepared: Arc::default(),
             holds: None,
         }
@@ -232,7 +236,14 @@ impl Session {
         if let Some(p) = params {
             let functions = self.db.extensions().table_functions();
             if table_function_params::may_have_params(sql, functions) {
+                if self.plan_cache_enabled() {
+                    if let Some(out) = Box::pin(self.execute_deferred(sql, &p)).await? {
+                        return Ok(out);
+                    }
+                }
                 let mut statement = self.parse_one(sql)?;
+                // The types of the arguments come from the tables' schemas, cached once they are open.
+                self.open_table_function_tables(&statement).await?;
                 let bound = table_function_params::bind(
                     &mut statement,
                     functions,
@@ -252,10 +263,92 @@ impl Session {
         Box::pin(self.execute_statement(self.parse_one(sql)?, None)).await
     }
 
+    /// A query whose table-function arguments hold `$n`, on a plan kept with its placeholders (session/deferred.rs):
+    /// planned at its first execution, and kept when every placeholder went into a function that reads it at
+    /// execution. `None`: the statement cannot be run that way; plan it with the values written in.
+    async fn execute_deferred(
+        &self,
+        sql: &str,
+        params: &ParamValues,
+    ) -> Result<Option<QueryOutput>> {
+        let generation = self.db.generation();
+        let bound = Arc::new(deferred::BoundParams::new(params.clone()));
+        if let Some((plan, task)) = self.deferred.lookup(sql, generation, bound.clone())? {
+            let out = self.within_timeout(true, async { Ok(QueryOutput::Rows(execute_stream(plan, task)?)) });
+            return out.await.map(Some);
+        }
+        if self.deferred.is_rejected(sql, generation) {
+            return Ok(None);
+        }
+        match self.plan_deferred(sql).await {
+            Ok(Some((plan, task))) => {
+                self.deferred
+                    .keep(sql, generation, plan.clone(), task.clone());
+                let plan = datafusion::physical_plan::execution_plan::reset_plan_states(plan)?;
+                let task = deferred::with_params(&task, bound);
+                let out = self.within_timeout(true, async { Ok(QueryOutput::Rows(execute_stream(plan, task)?)) });
+                out.await.map(Some)
+            }
+            Ok(None) | Err(_) => {
+                self.deferred.reject(sql, generation);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The physical plan of `sql` with its placeholders left for execution, when it can be kept that way.
+    async fn plan_deferred(
+        &self,
+        sql: &str,
+    ) -> Result<
+        Option<(
+            Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+            Arc<TaskContext>,
+        )>,
+    > {
+        let statement = self.parse_one(sql)?;
+        if !matches!(&statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)))
+        {
+            return Ok(None);
+        }
+        let mut pinned = statement.clone();
+        if !time_travel::pin_versions(self, &mut pinned)
+            .await?
+            .is_empty()
+        {
+            return Ok(None);
+        }
+        self.open_table_function_tables(&statement).await?;
+        let state = self.state();
+        let plan = crate::catalog::views::planning(state.statement_to_plan(statement)).await?;
+        let plan = deferred::defer_now(plan)?;
+        let optimized = state.optimize(&plan)?;
+        let deferring = |node: &LogicalPlan| match node {
+            LogicalPlan::TableScan(scan) => {
+                datafusion::datasource::source_as_provider(&scan.source)
+                    .is_ok_and(|p| crate::table_functions::hybrid_search::is_provider(p.as_ref()))
+            }
+            _ => false,
+        };
+        if !deferred::placeholders_only_in(&optimized, &deferring) {
+            return Ok(None);
+        }
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&optimized, &state)
+            .await?;
+        Ok(Some((physical, Arc::new(TaskContext::from(&state)))))
+    }
+
     /// The plan cache of this session (and its clones): how many plans it keeps, and how many executions of a
     /// statement with new vector parameters reused one instead of planning.
     pub fn plan_cache_stats(&self) -> (usize, u64) {
         self.plans.stats()
+    }
+
+    /// How many executions ran on a plan kept with its placeholders (session/deferred.rs), not planned again.
+    pub fn deferred_plan_hits(&self) -> u64 {
+        self.deferred.hits()
     }
 
     /// How many queries ran on the plan made when they were prepared (without parameters), not planned again.

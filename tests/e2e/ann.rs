@@ -311,3 +311,141 @@ async fn plan_cache_answers_as_planning_does() {
     }
     assert_eq!(session.plan_cache_stats().1, before + 1);
 }
+
+/// (id, score) rows of a `hybrid_search` statement with `$1` text, `$2` vector and `$3` namespace.
+async fn hybrid(
+    session: &Session,
+    sql: &str,
+    text: &str,
+    v: &[f32],
+    ns: &str,
+) -> Result<Vec<(i64, f64)>, String> {
+    use datafusion::common::ScalarValue;
+    let vector = match vector_param(v) {
+        datafusion::common::ParamValues::List(mut l) => l.remove(0),
+        _ => unreachable!(),
+    };
+    let params = datafusion::common::ParamValues::List(vec![
+        ScalarValue::Utf8(Some(text.into())).into(),
+        vector,
+        ScalarValue::Utf8(Some(ns.into())).into(),
+    ]);
+    let out = session
+        .execute_with_params(sql, Some(params))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, batches) = out.collect().await.map_err(|e| e.to_string())?;
+    Ok(batches
+        .iter()
+        .flat_map(|b| {
+            let ids = b.column(0).as_primitive::<Int64Type>().values().to_vec();
+            let s = b
+                .column(1)
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .values()
+                .to_vec();
+            ids.into_iter().zip(s)
+        })
+        .collect())
+}
+
+/// A hybrid search whose text, vector and WHERE values are `$n` is planned once and run with each execution's
+/// values: the same rows as planning it afresh, rows written since are found, `now()` is each execution's own, and
+/// a bad value fails its own execution without spoiling the kept plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_hybrid_plans_answer_as_planning_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(Config::new(dir.path())).await.unwrap();
+    let session = db.session();
+    let mut rng = Lcg(23);
+    run(
+        &session,
+        &format!(
+            "CREATE TABLE docs (id BIGINT PRIMARY KEY, ns VARCHAR, body VARCHAR, expires TIMESTAMP, emb VECTOR({DIM}))"
+        ),
+    )
+    .await;
+    let rows: Vec<String> = (0..600)
+        .map(|i| {
+            format!(
+                "({i}, 'ns{}', 'word{} word{} topic{}', NULL, {})",
+                i % 3,
+                i % 7,
+                i % 11,
+                i % 13,
+                rng.vector()
+            )
+        })
+        .collect();
+    run(
+        &session,
+        &format!("INSERT INTO docs VALUES {}", rows.join(",")),
+    )
+    .await;
+    run(
+        &session,
+        "CREATE INDEX docs_body ON docs USING INVERTED (body)",
+    )
+    .await;
+    let sql = "SELECT id, _score FROM hybrid_search('docs', 'body', 'emb', $1, $2, 5) \
+               WHERE ns = $3 AND (expires IS NULL OR expires > now()) ORDER BY _score DESC, id LIMIT 5";
+    let cases: Vec<(String, Vec<f32>, String)> = (0..12)
+        .map(|i| {
+            (
+                format!("word{} topic{}", i % 7, i % 13),
+                (0..DIM).map(|_| rng.next()).collect(),
+                format!("ns{}", i % 3),
+            )
+        })
+        .collect();
+    let fresh_session = db.session();
+    run(&fresh_session, "SET marrow.plan_cache = false").await;
+    for (text, v, ns) in &cases {
+        let fresh = hybrid(&fresh_session, sql, text, v, ns).await.unwrap();
+        let kept = hybrid(&session, sql, text, v, ns).await.unwrap();
+        assert_eq!(kept, fresh, "{text} {ns}");
+        assert_eq!(kept.len(), 5);
+    }
+    assert_eq!(fresh_session.deferred_plan_hits(), 0);
+    assert_eq!(session.deferred_plan_hits(), cases.len() as u64 - 1);
+    let (text, v, ns) = &cases[0];
+    let before = hybrid(&session, sql, text, v, ns).await.unwrap();
+    assert!(before.windows(2).all(|w| w[0].1 >= w[1].1), "{before:?}");
+
+    // A row written after the plan was kept is found; one that expires is found until it does.
+    let copy: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+    run(
+        &session,
+        &format!(
+            "INSERT INTO docs VALUES (9001, '{ns}', '{text}', now() + INTERVAL '3 seconds', [{}])",
+            copy.join(",")
+        ),
+    )
+    .await;
+    assert_eq!(hybrid(&session, sql, text, v, ns).await.unwrap()[0].0, 9001);
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let after = hybrid(&session, sql, text, v, ns).await.unwrap();
+    assert_eq!(
+        after, before,
+        "the expired row is gone, by each execution's now()"
+    );
+
+    // Bad values fail their own execution, and the kept plan answers the next one.
+    let hits = session.deferred_plan_hits();
+    let wrong_dim = hybrid(&session, sql, text, &[0.5; 3], ns)
+        .await
+        .unwrap_err();
+    assert!(wrong_dim.contains("3 dimensions"), "{wrong_dim}");
+    let empty = hybrid(&session, sql, "  ", v, ns).await.unwrap_err();
+    assert!(empty.contains("empty"), "{empty}");
+    assert_eq!(hybrid(&session, sql, text, v, ns).await.unwrap(), before);
+    assert_eq!(session.deferred_plan_hits(), hits + 3);
+
+    // A statement with `$n` outside the search (a projection) is planned per execution, never kept.
+    let projected =
+        "SELECT id, _score, $3 AS ns FROM hybrid_search('docs', 'body', 'emb', $1, $2, 5) \
+                     ORDER BY _score DESC, id LIMIT 5";
+    let _ = hybrid(&session, projected, text, v, ns).await;
+    let _ = hybrid(&session, projected, text, v, ns).await;
+    assert_eq!(session.deferred_plan_hits(), hits + 3);
+}

@@ -43,6 +43,7 @@ use super::fts_search::{inverted_index, text_column, SCORE_COLUMN};
 use super::*;
 use crate::catalog::MarrowSchema;
 use crate::options::MarrowOptions;
+use crate::session::{has_placeholder, resolve_deferred, BoundParams};
 use crate::vector::{lance_err, project, query_vector};
 
 /// The reciprocal-rank constant when none is given (Cormack et al.'s 60).
@@ -57,7 +58,12 @@ pub struct HybridSearchFunction(pub Arc<MarrowSchema>);
 impl TableFunctionImpl for HybridSearchFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
         const NAME: &str = "hybrid_search";
-        let values = constant_args(&args, NAME)?;
+        // The query text and vector may be `$n`, read when the plan executes (session/deferred.rs).
+        let given = constant_or_deferred_args(&args, NAME, &[3, 4])?;
+        let values: Vec<ScalarValue> = given
+            .iter()
+            .map(|v| v.clone().unwrap_or(ScalarValue::Null))
+            .collect();
         if !matches!(values.len(), 6 | 7 | 9 | 10) {
             return Err(plan_err(
                 "hybrid_search(table, text_column, vector_column, query_text, query_vector, k [, fusion \
@@ -68,15 +74,17 @@ impl TableFunctionImpl for HybridSearchFunction {
         let table = string_arg(&values[0], NAME, "table")?;
         let text = string_arg(&values[1], NAME, "text_column")?;
         let vector = string_arg(&values[2], NAME, "vector_column")?;
-        let query = string_arg(&values[3], NAME, "query_text")?;
         let schema = table_schema(&self.0, &table, NAME)?;
         text_column(&schema, &table, &text, NAME)?;
-        super::fts_query::parse(&query, &text, NAME)?;
         let vector_type = vector_column(&schema, &table, &vector, NAME)?;
-        let query_vector =
-            query_vector(&values[4], &table, &vector, &vector_type)?.ok_or_else(|| {
-                plan_err("hybrid_search: the query vector must be a non-NULL list of numbers")
-            })?;
+        let query = match &given[3] {
+            Some(v) => Arg::Value(checked_query(v, &text)?),
+            None => Arg::Deferred(args.exprs()[3].clone()),
+        };
+        let query_vector = match &given[4] {
+            Some(v) => Arg::Value(checked_vector(v, &table, &vector, &vector_type)?),
+            None => Arg::Deferred(args.exprs()[4].clone()),
+        };
         let k = k_arg(&values[5], NAME)?;
         let number = |i: usize, what: &str, positive: bool| -> DFResult<Option<f64>> {
             let Some(v) = values.get(i) else {
@@ -141,6 +149,7 @@ impl TableFunctionImpl for HybridSearchFunction {
             table,
             text,
             vector,
+            vector_type,
             query,
             query_vector,
             k,
@@ -152,6 +161,65 @@ impl TableFunctionImpl for HybridSearchFunction {
             },
         }))
     }
+}
+
+/// An argument known when the statement is planned, or a `$n` read when the plan executes.
+#[derive(Debug, Clone)]
+enum Arg<T> {
+    Value(T),
+    Deferred(Expr),
+}
+
+impl<T: Clone> Arg<T> {
+    /// The value, resolving a deferred argument from the values bound to `task` and checking it with `check`.
+    fn value(
+        &self,
+        task: &TaskContext,
+        check: impl Fn(&ScalarValue) -> DFResult<T>,
+    ) -> DFResult<T> {
+        match self {
+            Arg::Value(v) => Ok(v.clone()),
+            Arg::Deferred(e) => check(&bound_constant(e, task)?),
+        }
+    }
+}
+
+impl<T> std::fmt::Display for Arg<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Arg::Value(_) => write!(f, "given"),
+            Arg::Deferred(e) => write!(f, "{e} (bound at execution)"),
+        }
+    }
+}
+
+/// A deferred expression's value for the execution running on `task`.
+fn bound_constant(expr: &Expr, task: &TaskContext) -> DFResult<ScalarValue> {
+    let bound = BoundParams::of(task)
+        .ok_or_else(|| plan_err(format!("hybrid_search: no value is bound for {expr}")))?;
+    match resolve_deferred(expr, &bound, task, &Arc::new(Schema::empty()))? {
+        Expr::Literal(v, _) => Ok(v),
+        other => Err(plan_err(format!(
+            "hybrid_search: argument {other} must be a constant"
+        ))),
+    }
+}
+
+fn checked_query(value: &ScalarValue, text: &str) -> DFResult<String> {
+    let query = string_arg(value, "hybrid_search", "query_text")?;
+    super::fts_query::parse(&query, text, "hybrid_search")?;
+    Ok(query)
+}
+
+fn checked_vector(
+    value: &ScalarValue,
+    table: &str,
+    vector: &str,
+    vector_type: &DataType,
+) -> DFResult<ArrayRef> {
+    query_vector(value, table, vector, vector_type)?.ok_or_else(|| {
+        plan_err("hybrid_search: the query vector must be a non-NULL list of numbers")
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +246,8 @@ impl std::fmt::Display for Method {
     }
 }
 
+/// Whether `provider` is a `hybrid_search`: it opens its table, and resolves the `$n` in its arguments and
+/// pushed-down conditions, when its plan executes.
 pub(crate) fn is_provider(provider: &dyn TableProvider) -> bool {
     provider.downcast_ref::<HybridSearchProvider>().is_some()
 }
@@ -190,8 +260,9 @@ struct HybridSearchProvider {
     table: String,
     text: String,
     vector: String,
-    query: String,
-    query_vector: ArrayRef,
+    vector_type: DataType,
+    query: Arg<String>,
+    query_vector: Arg<ArrayRef>,
     k: usize,
     window: usize,
     fusion: Fusion,
@@ -228,64 +299,22 @@ impl TableProvider for HybridSearchProvider {
         let table = self.catalog.open_table(&self.table, false).await?;
         let ds = table.dataset();
         let opts = MarrowOptions::of(state.config_options());
-        let candidates = self.window;
-        let columns: Vec<String> = self.schema.fields()[..self.table_columns]
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
         let filter = conjunction(filters.iter().cloned());
-
-        let mut text_columns = columns.clone();
-        text_columns.push(SCORE_COLUMN.to_string());
-        let mut fts = ds.scan();
-        fts.disable_scoring_autoprojection();
-        fts.project(&text_columns).map_err(lance_err)?;
-        fts.with_row_address();
-        fts.full_text_search(super::fts_query::parse(
-            &self.query,
-            &self.text,
-            "hybrid_search",
-        )?)
-        .map_err(lance_err)?;
-        fts.prefilter(true);
-        if let Some(f) = &filter {
-            fts.filter_expr(f.clone());
-        }
-        fts.limit(Some(candidates as i64), None)
-            .map_err(lance_err)?;
-        let fts = fts.create_plan().await.map_err(lance_err)?;
-
         let vector_index = crate::vector::vector_indexes(ds, &self.vector).await?;
         let metric = vector_index
             .first()
             .and_then(|i| i.metric)
             .unwrap_or(DistanceType::Cosine);
-        let mut vector_columns = columns.clone();
-        vector_columns.push(DISTANCE_COLUMN.to_string());
-        let mut ann = ds.scan();
-        ann.disable_scoring_autoprojection();
-        ann.project(&vector_columns).map_err(lance_err)?;
-        ann.with_row_address();
-        ann.nearest(&self.vector, self.query_vector.as_ref(), candidates)
-            .map_err(lance_err)?;
-        ann.distance_metric(metric);
-        ann.prefilter(true);
-        if let Some(f) = &filter {
-            ann.filter_expr(f.clone());
-        }
-        if opts.nprobes > 0 {
-            ann.nprobes(opts.nprobes);
-        }
-        if opts.ef > 0 {
-            ann.ef(opts.ef);
-        }
-        let ann = ann.create_plan().await.map_err(lance_err)?;
-
+        let deferred = match (&self.query, &self.query_vector) {
+            (Arg::Value(_), Arg::Value(_)) => String::new(),
+            (q, v) => format!(" query={q} vector={v}"),
+        };
         let describe = format!(
-            "table={} k={} candidates={candidates} fusion={} weights=({}, {}) text: column={} {} vector: column={} {} \
-             metric={} filter={}",
+            "table={} k={} candidates={} fusion={} weights=({}, {}) text: column={} {} vector: column={} {} \
+             metric={} filter={}{deferred}",
             self.table,
             self.k,
+            self.window,
             self.fusion.method,
             self.fusion.text_weight,
             self.fusion.vector_weight,
@@ -300,18 +329,25 @@ impl TableProvider for HybridSearchProvider {
                 None => "index=none (exact)".to_string(),
             },
             crate::vector::metric_name(metric),
-            filter.map_or("none".to_string(), |f| f.to_string())
+            filter.as_ref().map_or("none".to_string(), |f| f.to_string())
         );
         let fused = Arc::new(Fused {
             schema: self.schema.clone(),
             table_columns: self.table_columns,
-            fts,
-            ann,
+            catalog: self.catalog.clone(),
+            table: self.table.clone(),
+            text: self.text.clone(),
+            vector: self.vector.clone(),
+            vector_type: self.vector_type.clone(),
+            query: self.query.clone(),
+            query_vector: self.query_vector.clone(),
+            filter,
+            window: self.window,
             k: self.k,
             fusion: self.fusion,
-            vector: self.vector.clone(),
-            query_vector: self.query_vector.clone(),
             metric,
+            nprobes: opts.nprobes,
+            ef: opts.ef,
         });
         let plan = StreamingTableExec::try_new(
             self.schema.clone(),
@@ -328,18 +364,106 @@ impl TableProvider for HybridSearchProvider {
     }
 }
 
-/// The two searches, run when the plan executes, and their fusion.
-#[derive(Debug)]
+/// The two searches and their fusion, planned and run when the plan executes: the table is read at its latest
+/// version, and `$n` arguments and conditions take the values bound to that execution.
+#[derive(Debug, Clone)]
 struct Fused {
     schema: SchemaRef,
     table_columns: usize,
-    fts: Arc<dyn ExecutionPlan>,
-    ann: Arc<dyn ExecutionPlan>,
+    catalog: Arc<MarrowSchema>,
+    table: String,
+    text: String,
+    vector: String,
+    vector_type: DataType,
+    query: Arg<String>,
+    query_vector: Arg<ArrayRef>,
+    filter: Option<Expr>,
+    window: usize,
     k: usize,
     fusion: Fusion,
-    vector: String,
-    query_vector: ArrayRef,
     metric: DistanceType,
+    nprobes: usize,
+    ef: usize,
+}
+
+impl Fused {
+    async fn run(self, ctx: Arc<TaskContext>) -> DFResult<RecordBatch> {
+        let query = self.query.value(&ctx, |v| checked_query(v, &self.text))?;
+        let query_vector = self.query_vector.value(&ctx, |v| {
+            checked_vector(v, &self.table, &self.vector, &self.vector_type)
+        })?;
+        let filter = match &self.filter {
+            Some(f) if has_placeholder(f) => {
+                let bound = BoundParams::of(&ctx)
+                    .ok_or_else(|| plan_err(format!("hybrid_search: no value is bound for {f}")))?;
+                Some(resolve_deferred(f, &bound, &ctx, &self.schema)?)
+            }
+            f => f.clone(),
+        };
+        let table = self.catalog.open_table(&self.table, false).await?;
+        let ds = table.dataset();
+        let columns: Vec<String> = self.schema.fields()[..self.table_columns]
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+
+        let mut text_columns = columns.clone();
+        text_columns.push(SCORE_COLUMN.to_string());
+        let mut fts = ds.scan();
+        fts.disable_scoring_autoprojection();
+        fts.project(&text_columns).map_err(lance_err)?;
+        fts.with_row_address();
+        fts.full_text_search(super::fts_query::parse(
+            &query,
+            &self.text,
+            "hybrid_search",
+        )?)
+        .map_err(lance_err)?;
+        fts.prefilter(true);
+        if let Some(f) = &filter {
+            fts.filter_expr(f.clone());
+        }
+        fts.limit(Some(self.window as i64), None)
+            .map_err(lance_err)?;
+        let fts = fts.create_plan().await.map_err(lance_err)?;
+
+        let mut vector_columns = columns;
+        vector_columns.push(DISTANCE_COLUMN.to_string());
+        let mut ann = ds.scan();
+        ann.disable_scoring_autoprojection();
+        ann.project(&vector_columns).map_err(lance_err)?;
+        ann.with_row_address();
+        ann.nearest(&self.vector, query_vector.as_ref(), self.window)
+            .map_err(lance_err)?;
+        ann.distance_metric(self.metric);
+        ann.prefilter(true);
+        if let Some(f) = &filter {
+            ann.filter_expr(f.clone());
+        }
+        if self.nprobes > 0 {
+            ann.nprobes(self.nprobes);
+        }
+        if self.ef > 0 {
+            ann.ef(self.ef);
+        }
+        let ann = ann.create_plan().await.map_err(lance_err)?;
+
+        let distance = QueryDistance {
+            column: self.vector.clone(),
+            query: f32_values(&query_vector)?,
+            metric: self.metric,
+        };
+        let (text, vector) = futures::try_join!(collect(fts, ctx.clone()), collect(ann, ctx))?;
+        fuse(
+            &self.schema,
+            self.table_columns,
+            concat(text)?,
+            concat(vector)?,
+            self.k,
+            self.fusion,
+            &distance,
+        )
+    }
 }
 
 impl PartitionStream for Fused {
@@ -348,32 +472,9 @@ impl PartitionStream for Fused {
     }
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (fts, ann) = (self.fts.clone(), self.ann.clone());
-        let (schema, table_columns, k, fusion) =
-            (self.schema.clone(), self.table_columns, self.k, self.fusion);
-        let (column, query_vector, metric) =
-            (self.vector.clone(), self.query_vector.clone(), self.metric);
-        let out_schema = schema.clone();
-        let batch = async move {
-            let distance = QueryDistance {
-                column,
-                query: f32_values(&query_vector)?,
-                metric,
-            };
-            let (text, vector) = futures::try_join!(collect(fts, ctx.clone()), collect(ann, ctx))?;
-            fuse(
-                &out_schema,
-                table_columns,
-                concat(text)?,
-                concat(vector)?,
-                k,
-                fusion,
-                &distance,
-            )
-        };
         Box::pin(RecordBatchStreamAdapter::new(
-            schema,
-            futures::stream::once(batch),
+            self.schema.clone(),
+            futures::stream::once(self.clone().run(ctx)),
         ))
     }
 }

@@ -45,13 +45,14 @@ fn plan_err(msg: impl Into<String>) -> DataFusionError {
     DataFusionError::from(Error::invalid(msg))
 }
 
-/// Filter pushdown of a search table function: a condition on the table's columns is applied exactly, as the
-/// search's prefilter; one that reads a column the search computes (`computed`) stays above it.
 /// Whether a table function's provider opens its table when its plan is executed (`fts_search`, `hybrid_search`),
 /// so a plan kept from earlier still reads the latest version.
 pub(crate) fn opens_at_execution(provider: &dyn TableProvider) -> bool {
     fts_search::is_provider(provider) || hybrid_search::is_provider(provider)
 }
+
+/// Filter pushdown of a search table function: a condition on the table's columns is applied exactly, as the
+/// search's prefilter; one that reads a column the search computes (`computed`) stays above it.
 
 pub(crate) fn prefilter_pushdown(
     filters: &[&Expr],
@@ -89,6 +90,42 @@ pub(crate) fn constant_args(args: &TableFunctionArgs, name: &str) -> DFResult<Ve
             ))),
         })
         .collect()
+}
+
+/// As [`constant_args`], except that an argument at one of the `deferrable` positions that holds a `$n` is `None`:
+/// the function resolves it when its plan executes (session/deferred.rs).
+pub(crate) fn constant_or_deferred_args(
+    args: &TableFunctionArgs,
+    name: &str,
+    deferrable: &[usize],
+) -> DFResult<Vec<Option<ScalarValue>>> {
+    let deferred: Vec<bool> = args
+        .exprs()
+        .iter()
+        .enumerate()
+        .map(|(i, e)| deferrable.contains(&i) && crate::session::has_placeholder(e))
+        .collect();
+    if !deferred.contains(&true) {
+        return Ok(constant_args(args, name)?.into_iter().map(Some).collect());
+    }
+    let exprs: Vec<Expr> = args
+        .exprs()
+        .iter()
+        .zip(&deferred)
+        .map(|(e, d)| {
+            if *d {
+                lit(ScalarValue::Null)
+            } else {
+                e.clone()
+            }
+        })
+        .collect();
+    let values = constant_args(&TableFunctionArgs::new(&exprs, args.session()), name)?;
+    Ok(values
+        .into_iter()
+        .zip(deferred)
+        .map(|(v, d)| (!d).then_some(v))
+        .collect())
 }
 
 pub(crate) fn string_arg(v: &ScalarValue, name: &str, what: &str) -> DFResult<String> {
