@@ -274,7 +274,9 @@ impl Session {
         let generation = self.db.generation();
         let bound = Arc::new(deferred::BoundParams::new(params.clone()));
         if let Some((plan, task)) = self.deferred.lookup(sql, generation, bound.clone())? {
-            let out = self.within_timeout(true, async { Ok(QueryOutput::Rows(execute_stream(plan, task)?)) });
+            let out = self.within_timeout(true, async {
+                Ok(QueryOutput::Rows(execute_stream(plan, task)?))
+            });
             return out.await.map(Some);
         }
         if self.deferred.is_rejected(sql, generation) {
@@ -286,7 +288,9 @@ impl Session {
                     .keep(sql, generation, plan.clone(), task.clone());
                 let plan = datafusion::physical_plan::execution_plan::reset_plan_states(plan)?;
                 let task = deferred::with_params(&task, bound);
-                let out = self.within_timeout(true, async { Ok(QueryOutput::Rows(execute_stream(plan, task)?)) });
+                let out = self.within_timeout(true, async {
+                    Ok(QueryOutput::Rows(execute_stream(plan, task)?))
+                });
                 out.await.map(Some)
             }
             Ok(None) | Err(_) => {

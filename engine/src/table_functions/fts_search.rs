@@ -199,8 +199,8 @@ impl TableProvider for FtsSearchProvider {
         let opened;
         let ds = match &self.source {
             Source::Latest(catalog) => {
-                opened = catalog.open_table(&self.table, false).await?;
-                opened.dataset()
+                opened = catalog.open_dataset(&self.table).await?;
+                &opened
             }
             Source::Table(t) => t
                 .downcast_ref::<MarrowTable>()

@@ -296,8 +296,8 @@ impl TableProvider for HybridSearchProvider {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        let table = self.catalog.open_table(&self.table, false).await?;
-        let ds = table.dataset();
+        // The dataset alone: opening it as a table would build the column defaults a search never writes.
+        let ds = &self.catalog.open_dataset(&self.table).await?;
         let opts = MarrowOptions::of(state.config_options());
         let filter = conjunction(filters.iter().cloned());
         let vector_index = crate::vector::vector_indexes(ds, &self.vector).await?;
@@ -400,8 +400,7 @@ impl Fused {
             }
             f => f.clone(),
         };
-        let table = self.catalog.open_table(&self.table, false).await?;
-        let ds = table.dataset();
+        let ds = &self.catalog.open_dataset(&self.table).await?;
         let columns: Vec<String> = self.schema.fields()[..self.table_columns]
             .iter()
             .map(|f| f.name().clone())
