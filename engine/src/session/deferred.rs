@@ -166,6 +166,9 @@ pub(crate) fn placeholders_only_in(
     ok
 }
 
+/// A plan ready to execute, and the task that executes it.
+pub(crate) type Runnable = (Arc<dyn ExecutionPlan>, Arc<TaskContext>);
+
 struct Kept {
     generation: u64,
     plan: Arc<dyn ExecutionPlan>,
@@ -232,7 +235,7 @@ impl DeferredPlans {
         sql: &str,
         generation: u64,
         bound: Arc<BoundParams>,
-    ) -> DFResult<Option<(Arc<dyn ExecutionPlan>, Arc<TaskContext>)>> {
+    ) -> DFResult<Option<Runnable>> {
         let entry = {
             let mut kept = self.kept.lock().expect("deferred plans");
             match kept.get(sql) {

@@ -53,7 +53,6 @@ pub(crate) fn opens_at_execution(provider: &dyn TableProvider) -> bool {
 
 /// Filter pushdown of a search table function: a condition on the table's columns is applied exactly, as the
 /// search's prefilter; one that reads a column the search computes (`computed`) stays above it.
-
 pub(crate) fn prefilter_pushdown(
     filters: &[&Expr],
     computed: &[&str],
