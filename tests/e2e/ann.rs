@@ -186,8 +186,17 @@ fn vector_param(v: &[f32]) -> datafusion::common::ParamValues {
 
 /// (id, distance) rows of a query with `$1` bound to `v`, or the error's text.
 async fn bound(session: &Session, sql: &str, v: &[f32]) -> Result<Vec<(i64, f64)>, String> {
+    pairs(session, sql, vector_param(v)).await
+}
+
+/// The (BIGINT, DOUBLE) rows of a query with `params` bound, or the error's text.
+async fn pairs(
+    session: &Session,
+    sql: &str,
+    params: datafusion::common::ParamValues,
+) -> Result<Vec<(i64, f64)>, String> {
     let out = session
-        .execute_with_params(sql, Some(vector_param(v)))
+        .execute_with_params(sql, Some(params))
         .await
         .map_err(|e| e.to_string())?;
     let (_, batches) = out.collect().await.map_err(|e| e.to_string())?;
@@ -330,23 +339,7 @@ async fn hybrid(
         vector,
         ScalarValue::Utf8(Some(ns.into())).into(),
     ]);
-    let out = session
-        .execute_with_params(sql, Some(params))
-        .await
-        .map_err(|e| e.to_string())?;
-    let (_, batches) = out.collect().await.map_err(|e| e.to_string())?;
-    Ok(batches
-        .iter()
-        .flat_map(|b| {
-            let ids = b.column(0).as_primitive::<Int64Type>().values().to_vec();
-            let s = b
-                .column(1)
-                .as_primitive::<arrow::datatypes::Float64Type>()
-                .values()
-                .to_vec();
-            ids.into_iter().zip(s)
-        })
-        .collect())
+    pairs(session, sql, params).await
 }
 
 /// A hybrid search whose text, vector and WHERE values are `$n` is planned once and run with each execution's

@@ -252,7 +252,7 @@ pub(crate) fn is_provider(provider: &dyn TableProvider) -> bool {
     provider.downcast_ref::<HybridSearchProvider>().is_some()
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct HybridSearchProvider {
     catalog: Arc<MarrowSchema>,
     schema: SchemaRef,
@@ -332,19 +332,8 @@ impl TableProvider for HybridSearchProvider {
             filter.as_ref().map_or("none".to_string(), |f| f.to_string())
         );
         let fused = Arc::new(Fused {
-            schema: self.schema.clone(),
-            table_columns: self.table_columns,
-            catalog: self.catalog.clone(),
-            table: self.table.clone(),
-            text: self.text.clone(),
-            vector: self.vector.clone(),
-            vector_type: self.vector_type.clone(),
-            query: self.query.clone(),
-            query_vector: self.query_vector.clone(),
+            search: self.clone(),
             filter,
-            window: self.window,
-            k: self.k,
-            fusion: self.fusion,
             metric,
             nprobes: opts.nprobes,
             ef: opts.ef,
@@ -368,19 +357,8 @@ impl TableProvider for HybridSearchProvider {
 /// version, and `$n` arguments and conditions take the values bound to that execution.
 #[derive(Debug, Clone)]
 struct Fused {
-    schema: SchemaRef,
-    table_columns: usize,
-    catalog: Arc<MarrowSchema>,
-    table: String,
-    text: String,
-    vector: String,
-    vector_type: DataType,
-    query: Arg<String>,
-    query_vector: Arg<ArrayRef>,
+    search: HybridSearchProvider,
     filter: Option<Expr>,
-    window: usize,
-    k: usize,
-    fusion: Fusion,
     metric: DistanceType,
     nprobes: usize,
     ef: usize,
@@ -388,20 +366,23 @@ struct Fused {
 
 impl Fused {
     async fn run(self, ctx: Arc<TaskContext>) -> DFResult<RecordBatch> {
-        let query = self.query.value(&ctx, |v| checked_query(v, &self.text))?;
-        let query_vector = self.query_vector.value(&ctx, |v| {
-            checked_vector(v, &self.table, &self.vector, &self.vector_type)
+        let search = &self.search;
+        let query = search
+            .query
+            .value(&ctx, |v| checked_query(v, &search.text))?;
+        let query_vector = search.query_vector.value(&ctx, |v| {
+            checked_vector(v, &search.table, &search.vector, &search.vector_type)
         })?;
         let filter = match &self.filter {
             Some(f) if has_placeholder(f) => {
                 let bound = BoundParams::of(&ctx)
                     .ok_or_else(|| plan_err(format!("hybrid_search: no value is bound for {f}")))?;
-                Some(resolve_deferred(f, &bound, &ctx, &self.schema)?)
+                Some(resolve_deferred(f, &bound, &ctx, &search.schema)?)
             }
             f => f.clone(),
         };
-        let ds = &self.catalog.open_dataset(&self.table).await?;
-        let columns: Vec<String> = self.schema.fields()[..self.table_columns]
+        let ds = &search.catalog.open_dataset(&search.table).await?;
+        let columns: Vec<String> = search.schema.fields()[..search.table_columns]
             .iter()
             .map(|f| f.name().clone())
             .collect();
@@ -414,7 +395,7 @@ impl Fused {
         fts.with_row_address();
         fts.full_text_search(super::fts_query::parse(
             &query,
-            &self.text,
+            &search.text,
             "hybrid_search",
         )?)
         .map_err(lance_err)?;
@@ -422,7 +403,7 @@ impl Fused {
         if let Some(f) = &filter {
             fts.filter_expr(f.clone());
         }
-        fts.limit(Some(self.window as i64), None)
+        fts.limit(Some(search.window as i64), None)
             .map_err(lance_err)?;
         let fts = fts.create_plan().await.map_err(lance_err)?;
 
@@ -432,7 +413,7 @@ impl Fused {
         ann.disable_scoring_autoprojection();
         ann.project(&vector_columns).map_err(lance_err)?;
         ann.with_row_address();
-        ann.nearest(&self.vector, query_vector.as_ref(), self.window)
+        ann.nearest(&search.vector, query_vector.as_ref(), search.window)
             .map_err(lance_err)?;
         ann.distance_metric(self.metric);
         ann.prefilter(true);
@@ -448,18 +429,18 @@ impl Fused {
         let ann = ann.create_plan().await.map_err(lance_err)?;
 
         let distance = QueryDistance {
-            column: self.vector.clone(),
+            column: search.vector.clone(),
             query: f32_values(&query_vector)?,
             metric: self.metric,
         };
         let (text, vector) = futures::try_join!(collect(fts, ctx.clone()), collect(ann, ctx))?;
         fuse(
-            &self.schema,
-            self.table_columns,
+            &search.schema,
+            search.table_columns,
             concat(text)?,
             concat(vector)?,
-            self.k,
-            self.fusion,
+            search.k,
+            search.fusion,
             &distance,
         )
     }
@@ -467,12 +448,12 @@ impl Fused {
 
 impl PartitionStream for Fused {
     fn schema(&self) -> &SchemaRef {
-        &self.schema
+        &self.search.schema
     }
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
+            self.search.schema.clone(),
             futures::stream::once(self.clone().run(ctx)),
         ))
     }
