@@ -8,6 +8,8 @@ use marrow_engine::{Config, Database, ErrorKind};
 
 const CHILD_ENV: &str = "MARROW_TEST_CHILD";
 const BATCH: usize = 2000;
+/// Rows per small keyed statement.
+const SMALL: usize = 10;
 
 async fn count(db: &Database, table: &str) -> u64 {
     let (_, batches) = db
@@ -57,6 +59,27 @@ async fn child_role() {
                     session.execute(&sql).await.unwrap();
                     let total = acked.fetch_add(BATCH, std::sync::atomic::Ordering::SeqCst) + BATCH;
                     println!("committed {total}");
+                }
+            }));
+        }
+        // Two writers of small keyed statements: their rows are written by a group's leader, several statements
+        // to one file.
+        let keyed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        session
+            .execute("CREATE TABLE IF NOT EXISTS k (id BIGINT PRIMARY KEY, payload VARCHAR)")
+            .await
+            .unwrap();
+        for w in 0..2usize {
+            let (session, keyed) = (db.session(), keyed.clone());
+            writers.push(tokio::spawn(async move {
+                for round in 0usize.. {
+                    let base = (round * 2 + w) * SMALL;
+                    let sql = format!(
+                        "INSERT INTO k SELECT value + {base}, 'small' FROM generate_series(1, {SMALL})"
+                    );
+                    session.execute(&sql).await.unwrap();
+                    let total = keyed.fetch_add(SMALL, std::sync::atomic::Ordering::SeqCst) + SMALL;
+                    println!("keyed {total}");
                 }
             }));
         }
@@ -132,24 +155,55 @@ async fn other_process_is_refused() {
 async fn kill_during_writes_keeps_last_commit() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, lines) = spawn_child("write", dir.path());
-    let mut last = 0usize;
+    let (mut last, mut last_keyed) = (0usize, 0usize);
     for line in lines {
         if let Some(n) = line.strip_prefix("committed ") {
             last = last.max(n.parse().unwrap());
-            if last >= 5 * BATCH {
-                break;
-            }
+        }
+        if let Some(n) = line.strip_prefix("keyed ") {
+            last_keyed = last_keyed.max(n.parse().unwrap());
+        }
+        if last >= 5 * BATCH && last_keyed >= 20 * SMALL {
+            break;
         }
     }
     child.kill().unwrap(); // SIGKILL, most likely in the middle of the next commit
     child.wait().unwrap();
-    assert!(last >= 5 * BATCH, "child stopped early");
+    assert!(
+        last >= 5 * BATCH && last_keyed >= 20 * SMALL,
+        "child stopped early"
+    );
     let db = Database::open(Config::new(dir.path()))
         .await
         .expect("reopens after kill -9");
     let n = count(&db, "t").await as usize;
     assert!(n >= last, "lost committed rows: {n} < {last}");
     assert_eq!(n % BATCH, 0, "a partial statement became visible: {n} rows");
+    let k = count(&db, "k").await as usize;
+    assert!(
+        k >= last_keyed,
+        "lost committed small writes: {k} < {last_keyed}"
+    );
+    assert_eq!(
+        k % SMALL,
+        0,
+        "part of a small statement became visible: {k} rows"
+    );
+    let (_, b) = db
+        .session()
+        .execute("SELECT count(DISTINCT id) FROM k")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let distinct = b[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(distinct as usize, k, "a key was written twice");
     let session = db.session();
     session
         .execute("INSERT INTO t VALUES (-1, 'after')")
@@ -229,6 +283,78 @@ async fn concurrent_writers_and_readers_see_whole_statements() {
         assert!(r.await.unwrap() > 0);
     }
     assert_eq!(count(&db, "t").await, (WRITERS * ROUNDS * 100) as u64);
+}
+
+/// Many small keyed writes at once (each written by a group's leader together with others'): every acknowledged
+/// row is there once, and of the writers that all try one shared key exactly one succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_small_keyed_writes_keep_keys_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(Config::new(dir.path())).await.unwrap();
+    db.session()
+        .execute(
+            "CREATE TABLE e (id VARCHAR PRIMARY KEY, writer BIGINT, at TIMESTAMP DEFAULT now())",
+        )
+        .await
+        .unwrap();
+    const WRITERS: i64 = 8;
+    const ROWS: i64 = 25;
+    let mut tasks = vec![];
+    for w in 0..WRITERS {
+        let s = db.session();
+        tasks.push(tokio::spawn(async move {
+            let mut shared = 0;
+            for r in 0..ROWS {
+                s.execute(&format!(
+                    "INSERT INTO e (id, writer) VALUES ('{w}-{r}', {w})"
+                ))
+                .await
+                .unwrap();
+                if r == ROWS / 2 {
+                    match s
+                        .execute(&format!(
+                            "INSERT INTO e (id, writer) VALUES ('shared', {w})"
+                        ))
+                        .await
+                    {
+                        Ok(_) => shared += 1,
+                        Err(e) => assert_eq!(e.kind(), ErrorKind::Constraint, "{e}"),
+                    }
+                }
+            }
+            shared
+        }));
+    }
+    let mut shared = 0;
+    for t in tasks {
+        shared += t.await.unwrap();
+    }
+    assert_eq!(shared, 1, "one writer of the shared key succeeds");
+    assert_eq!(count(&db, "e").await, (WRITERS * ROWS + 1) as u64);
+    let (_, b) = db
+        .session()
+        .execute("SELECT count(DISTINCT id), count(at) FROM e")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let col = |i: usize| {
+        b[0].column(i)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .value(0)
+    };
+    assert_eq!(col(0), WRITERS * ROWS + 1, "every key once");
+    assert_eq!(col(1), WRITERS * ROWS + 1, "defaults filled");
+    // A key written by the group is refused afterwards, whoever wrote it.
+    let err = db
+        .session()
+        .execute("INSERT INTO e (id, writer) VALUES ('3-7', 99)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Constraint, "{err}");
 }
 
 /// A data directory written before `memories.expires_at` existed gains the column when it is opened (all NULL:

@@ -228,6 +228,8 @@ pub struct MarrowSchema {
     hot: OnceLock<Arc<hot::HotTier>>,
     /// The latest handle of each table, reused while no later version exists.
     handles: Mutex<HashMap<String, Arc<Dataset>>>,
+    /// Column defaults planned once per definition (the schema metadata's JSON): planning them needs a session state.
+    defaults: Mutex<HashMap<String, Defaults>>,
 }
 
 impl std::fmt::Debug for MarrowSchema {
@@ -298,6 +300,7 @@ impl MarrowSchema {
             readers: Mutex::new(HashMap::new()),
             hot: OnceLock::new(),
             handles: Mutex::new(HashMap::new()),
+            defaults: Mutex::new(HashMap::new()),
         })
     }
 
@@ -421,11 +424,48 @@ impl MarrowSchema {
     /// Register a handle as a reader of its version until every clone of it (plans, streams) is dropped.
     fn track(&self, name: &str, ds: Dataset) -> Arc<Dataset> {
         let ds = Arc::new(ds);
+        self.note_reader(name, &ds);
+        ds
+    }
+
+    fn note_reader(&self, name: &str, ds: &Arc<Dataset>) {
         let mut readers = self.readers.lock().expect("readers lock");
         let list = readers.entry(name.to_string()).or_default();
         list.retain(|w| w.strong_count() > 0);
-        list.push(Arc::downgrade(&ds));
-        ds
+        list.push(Arc::downgrade(ds));
+    }
+
+    /// Keep the dataset a commit of this process returned as the table's reusable handle, so the next statement
+    /// reads the version it already holds instead of loading that version's manifest again.
+    pub(crate) fn adopt(&self, name: &str, ds: &Arc<Dataset>) {
+        self.note_reader(name, ds);
+        let mut handles = self.handles.lock().expect("handles lock");
+        if handles
+            .get(name)
+            .is_some_and(|c| c.version_id() >= ds.version_id())
+        {
+            return;
+        }
+        handles.insert(name.to_string(), ds.clone());
+    }
+
+    /// A table's column defaults as expressions, planned once per definition.
+    fn defaults_of(&self, ds: &Dataset) -> Defaults {
+        let Some(json) = ds.schema().metadata.get(META_DEFAULTS) else {
+            return Defaults::default();
+        };
+        if let Some(d) = self.defaults.lock().expect("defaults lock").get(json) {
+            return d.clone();
+        }
+        let Ok(state) = self.new_state() else {
+            return Defaults::default();
+        };
+        let planned = plan_defaults(&ds.schema().metadata, &state);
+        self.defaults
+            .lock()
+            .expect("defaults lock")
+            .insert(json.clone(), planned.clone());
+        planned
     }
 
     /// Versions of a table that handles alive in this process are at (cleanup keeps them).
@@ -452,7 +492,7 @@ impl MarrowSchema {
     pub async fn open_table_version(&self, name: &str, version: u64) -> Result<Arc<MarrowTable>> {
         let ds = crate::catalog::versions::checkout(self, name, version).await?;
         let ds = self.track(name, ds);
-        let mut table = MarrowTable::new(ds, false, None)?;
+        let mut table = MarrowTable::new(ds, false, Defaults::default())?;
         table.hot = self.hot.get().cloned();
         Ok(Arc::new(table))
     }
@@ -473,13 +513,8 @@ impl MarrowSchema {
 
     pub async fn open_table(&self, name: &str, with_row_addr: bool) -> Result<Arc<MarrowTable>> {
         let ds = self.open_dataset(name).await?;
-        // Building a session state costs more than opening a table: only tables with defaults need one.
-        let state = if ds.schema().metadata.contains_key(META_DEFAULTS) {
-            self.new_state().ok()
-        } else {
-            None
-        };
-        let mut table = MarrowTable::new(ds, with_row_addr, state.as_ref())?;
+        let defaults = self.defaults_of(&ds);
+        let mut table = MarrowTable::new(ds, with_row_addr, defaults)?;
         table.hot = self.hot.get().cloned();
         if !with_row_addr {
             self.schemas
@@ -693,16 +728,36 @@ pub struct MarrowTable {
     dataset: Arc<Dataset>,
     primary_key: Vec<String>,
     constraints: Constraints,
-    defaults: HashMap<String, Expr>,
+    defaults: Defaults,
     default_sql: BTreeMap<String, String>,
 }
 
+/// Column defaults as planned expressions, by column.
+pub type Defaults = Arc<HashMap<String, Expr>>;
+
+fn default_sql(meta: &HashMap<String, String>) -> BTreeMap<String, String> {
+    meta.get(META_DEFAULTS)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default()
+}
+
+/// Plan the column defaults a schema's metadata declares (none for a table without them).
+fn plan_defaults(meta: &HashMap<String, String>, state: &SessionState) -> Defaults {
+    let empty = DFSchema::empty();
+    let mut defaults = HashMap::new();
+    for (col, sql) in default_sql(meta) {
+        match state.create_logical_expr(&sql, &empty) {
+            Ok(expr) => {
+                defaults.insert(col, expr);
+            }
+            Err(e) => tracing::warn!("ignoring unreadable default for column {col}: {e}"),
+        }
+    }
+    Arc::new(defaults)
+}
+
 impl MarrowTable {
-    pub fn new(
-        dataset: Arc<Dataset>,
-        with_row_addr: bool,
-        state: Option<&SessionState>,
-    ) -> Result<Self> {
+    pub fn new(dataset: Arc<Dataset>, with_row_addr: bool, defaults: Defaults) -> Result<Self> {
         let inner = LanceTableProvider::new(dataset.clone(), false, with_row_addr);
         let meta = &dataset.schema().metadata;
         let primary_key: Vec<String> = meta
@@ -724,22 +779,7 @@ impl MarrowTable {
         } else {
             Constraints::new_unverified(vec![Constraint::PrimaryKey(pk_indices)])
         };
-        let default_sql: BTreeMap<String, String> = meta
-            .get(META_DEFAULTS)
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or_default();
-        let mut defaults = HashMap::new();
-        if let Some(state) = state {
-            let empty = DFSchema::empty();
-            for (col, sql) in &default_sql {
-                match state.create_logical_expr(sql, &empty) {
-                    Ok(expr) => {
-                        defaults.insert(col.clone(), expr);
-                    }
-                    Err(e) => tracing::warn!("ignoring unreadable default for column {col}: {e}"),
-                }
-            }
-        }
+        let default_sql = default_sql(meta);
         Ok(Self {
             inner,
             with_row_addr,
@@ -750,6 +790,11 @@ impl MarrowTable {
             defaults,
             default_sql,
         })
+    }
+
+    /// The column defaults, planned.
+    pub(crate) fn defaults(&self) -> &Defaults {
+        &self.defaults
     }
 
     /// The Lance table a scan reads: the provider itself, or the table a vector search reads.

@@ -433,8 +433,12 @@ async fn open_target(session: &Session, name: &str) -> Result<Target> {
 impl Target {
     /// Providers for one statement: the snapshot with row addresses under the internal name, and the same snapshot
     /// under the table's own name so that subqueries read what the statement changes.
-    fn providers(&self, state: &SessionState) -> Result<HashMap<String, Arc<dyn TableProvider>>> {
-        let plain = MarrowTable::new(self.table.dataset().clone(), false, Some(state))?;
+    fn providers(&self) -> Result<HashMap<String, Arc<dyn TableProvider>>> {
+        let plain = MarrowTable::new(
+            self.table.dataset().clone(),
+            false,
+            self.table.defaults().clone(),
+        )?;
         Ok([
             (
                 TARGET.to_string(),
@@ -511,7 +515,7 @@ pub(crate) async fn insert_with(
         true => snapshot,
         false => open_target(session, &name).await?,
     };
-    let mut tables = target.providers(&session.state())?;
+    let mut tables = target.providers()?;
     tables.extend(extra);
     let stmt = OverlayPlanner::new(session, tables);
     let plan = stmt
@@ -549,9 +553,11 @@ pub(crate) async fn insert_with(
             .await
             .map_err(not_null)?;
         if grouped {
-            group_commit::append(session, &name, &target.table, fragments, None).await?;
+            let staged = group_commit::Staged::Files(fragments);
+            group_commit::append(session, &name, &target.table, staged, None).await?;
         } else {
-            write::commit_fragments(&ds, fragments).await?;
+            let new = write::commit_fragments(&ds, fragments).await?;
+            session.database().schema_provider().adopt(&name, &new);
         }
         return Ok(QueryOutput::Count(passed.rows()));
     }
@@ -570,15 +576,15 @@ pub(crate) async fn insert_with(
         let n = rows.iter().map(|b| b.num_rows()).sum::<usize>();
         let key = Some((pk[0].clone(), key_values(&rows, &pk[0])?));
         let rows = write::embed_missing(&ds.schema().metadata, session.database().models(), rows)?;
-        let fragments = write::stage(&ds, rows).await?;
-        group_commit::append(session, &name, &target.table, fragments, key).await?;
+        let staged = group_commit::Staged::rows(&ds, rows).await?;
+        group_commit::append(session, &name, &target.table, staged, key).await?;
         return Ok(QueryOutput::Count(n as u64));
     }
     let mem = Arc::new(MemTable::try_new(
         target.schema.clone(),
         vec![rows.clone()],
     )?);
-    let mut tables = target.providers(&session.state())?;
+    let mut tables = target.providers()?;
     tables.insert("excluded".into(), mem);
     let stmt = OverlayPlanner::new(session, tables);
 
@@ -666,7 +672,11 @@ pub(crate) async fn insert_with(
             let n = addrs.len() + fresh.iter().map(|b| b.num_rows()).sum::<usize>();
             let mut inserted = updated;
             inserted.extend(fresh);
-            write::commit(&ds, session.database().models(), addrs, inserted).await?;
+            let new = write::commit(&ds, session.database().models(), addrs, inserted).await?;
+            session
+                .database()
+                .schema_provider()
+                .adopt(&target.name, &new);
             Ok(QueryOutput::Count(n as u64))
         }
     }
@@ -850,7 +860,7 @@ pub(crate) async fn update(
         proj = projection(&target.schema, &assigned, &alias),
         target = quote(TARGET),
     );
-    let stmt = OverlayPlanner::new(session, target.providers(&session.state())?);
+    let stmt = OverlayPlanner::new(session, target.providers()?);
     let (addrs, rows) = split_rowaddr(&stmt.query(&sql, &params).await?, &target.schema)?;
     let pk = target.table.primary_key().to_vec();
     if pk.iter().any(|c| assigned.contains_key(c)) && !rows.is_empty() {
@@ -859,7 +869,7 @@ pub(crate) async fn update(
             target.schema.clone(),
             vec![rows.clone()],
         )?);
-        let mut tables = target.providers(&session.state())?;
+        let mut tables = target.providers()?;
         tables.insert("excluded".into(), mem);
         let check = OverlayPlanner::new(session, tables);
         let changing: HashSet<u64> = addrs.iter().copied().collect();
@@ -874,13 +884,17 @@ pub(crate) async fn update(
         }
     }
     let n = addrs.len();
-    write::commit(
+    let new = write::commit(
         target.table.dataset(),
         session.database().models(),
         addrs,
         rows,
     )
     .await?;
+    session
+        .database()
+        .schema_provider()
+        .adopt(&target.name, &new);
     Ok(QueryOutput::Count(n as u64))
 }
 
@@ -924,7 +938,7 @@ pub(crate) async fn delete(
         a = quote(&alias),
         target = quote(TARGET),
     );
-    let stmt = OverlayPlanner::new(session, target.providers(&session.state())?);
+    let stmt = OverlayPlanner::new(session, target.providers()?);
     let mut addrs = vec![];
     for b in stmt.query(&sql, &params).await? {
         let col = b
@@ -935,13 +949,17 @@ pub(crate) async fn delete(
         addrs.extend(col.values().iter().copied());
     }
     let n = addrs.len();
-    write::commit(
+    let new = write::commit(
         target.table.dataset(),
         session.database().models(),
         addrs,
         vec![],
     )
     .await?;
+    session
+        .database()
+        .schema_provider()
+        .adopt(&target.name, &new);
     Ok(QueryOutput::Count(n as u64))
 }
 

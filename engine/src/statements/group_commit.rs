@@ -7,6 +7,11 @@
 //! only once the commit holding it is durable, so an acknowledged write survives a crash, and a statement's rows
 //! become visible together, never in part.
 //!
+//! Small writes (a few rows: one `remember`, an access-log row, an event) are not written as files of their own:
+//! they queue their rows, and the leader writes the rows of every small writer in its group as one data file. A
+//! file costs more than its rows at that size (creating it, its footer, one more fragment in every manifest until
+//! compaction), so many clients writing a row each cost about what one client writing all those rows costs.
+//!
 //! Primary keys stay exact: under the lock the leader looks up every queued key in the latest version (by index
 //! when there is one) and across the group in queue order; a writer whose key exists fails with the same error as
 //! before and none of its rows are committed (its staged files are left unreferenced, for version cleanup).
@@ -14,6 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use lance::table::format::Fragment;
 use tokio::sync::oneshot;
@@ -23,9 +29,40 @@ use crate::catalog::MarrowTable;
 use crate::error::{Error, ErrorKind, Result};
 use crate::session::Session;
 
+/// Rows of at most this many bytes (in memory) are queued as rows and written by the group's leader.
+pub(crate) const SMALL_WRITE_BYTES: usize = 1 << 20;
+
+/// What a writer hands to the group: data files it wrote, or (a small write) rows for the leader to write.
+pub(crate) enum Staged {
+    Files(Vec<Fragment>),
+    Rows(Vec<RecordBatch>),
+}
+
+impl Staged {
+    /// Rows small enough to queue as they are, or else the data files they are written to now.
+    pub(crate) async fn rows(
+        ds: &std::sync::Arc<lance::Dataset>,
+        rows: Vec<RecordBatch>,
+    ) -> Result<Self> {
+        let bytes: usize = rows.iter().map(|b| b.get_array_memory_size()).sum();
+        if bytes <= SMALL_WRITE_BYTES {
+            Ok(Self::Rows(rows))
+        } else {
+            Ok(Self::Files(write::stage(ds, rows).await?))
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::Files(f) => f.is_empty(),
+            Self::Rows(r) => r.iter().all(|b| b.num_rows() == 0),
+        }
+    }
+}
+
 /// One writer's staged rows, waiting for a commit.
 pub(crate) struct Pending {
-    fragments: Vec<Fragment>,
+    staged: Staged,
     /// The table's schema the files were written with: a table replaced meanwhile refuses them.
     schema: lance::datatypes::Schema,
     /// A one-column primary key and this write's keys (already unique among themselves).
@@ -45,10 +82,10 @@ pub(crate) async fn append(
     session: &Session,
     table: &str,
     snapshot: &MarrowTable,
-    fragments: Vec<Fragment>,
+    staged: Staged,
     key: Option<(String, Vec<ScalarValue>)>,
 ) -> Result<()> {
-    if fragments.is_empty() {
+    if staged.is_empty() {
         return Ok(());
     }
     let db = session.database();
@@ -60,7 +97,7 @@ pub(crate) async fn append(
         .entry(table.to_string())
         .or_default()
         .push(Pending {
-            fragments,
+            staged,
             schema: snapshot.dataset().schema().clone(),
             key,
             done: tx,
@@ -107,26 +144,55 @@ async fn lead(session: &Session, table: &str, group: Vec<Pending>) {
     let mut fragments = vec![];
     let mut accepted = vec![];
     let mut written_keys = vec![];
+    // Small writes: their rows, and their keys (noted against the one file they are written to).
+    let mut rows = vec![];
+    let mut row_keys: Option<(String, Vec<ScalarValue>)> = None;
     for (i, p) in group.into_iter().enumerate() {
-        match refused.get(&i) {
-            Some(e) => {
-                let _ = p.done.send(Err(copy(e)));
-            }
-            None => {
-                if let ([fragment], Some(key)) = (p.fragments.as_slice(), p.key) {
+        if let Some(e) = refused.get(&i) {
+            let _ = p.done.send(Err(copy(e)));
+            continue;
+        }
+        match p.staged {
+            Staged::Files(files) => {
+                if let ([fragment], Some(key)) = (files.as_slice(), p.key) {
                     written_keys.push((fragment.clone(), key));
                 }
-                fragments.extend(p.fragments);
-                accepted.push(p.done);
+                fragments.extend(files);
+            }
+            Staged::Rows(batches) => {
+                rows.extend(batches);
+                if let Some((column, keys)) = p.key {
+                    row_keys
+                        .get_or_insert_with(|| (column, vec![]))
+                        .1
+                        .extend(keys);
+                }
+            }
+        }
+        accepted.push(p.done);
+    }
+    if !rows.is_empty() {
+        match write::stage(latest.dataset(), rows).await {
+            Ok(files) => {
+                if let ([fragment], Some(key)) = (files.as_slice(), row_keys) {
+                    written_keys.push((fragment.clone(), key));
+                }
+                fragments.extend(files);
+            }
+            Err(e) => {
+                for done in accepted {
+                    let _ = done.send(Err(copy(&e)));
+                }
+                return;
             }
         }
     }
     let committed = write::commit_fragments(latest.dataset(), fragments)
         .await
-        .map(|_| ());
-    if committed.is_ok() {
-        note_keys(session, &latest, written_keys);
-    }
+        .map(|new| {
+            session.database().schema_provider().adopt(table, &new);
+            note_keys(session, &latest, written_keys);
+        });
     if committed.is_ok() && accepted.len() > 1 {
         tracing::debug!(target: "marrow::write", "group commit of {} writes to {table}", accepted.len());
     }
