@@ -383,7 +383,7 @@ def connect(
     autocommit: bool = True,
     connect_timeout: float = 10.0,
     query_timeout: Optional[float] = None,
-    one_call: bool = False,
+    one_call: bool = True,
 ) -> Client:
     """Open a session with a Marrow server and check it answers.
 
@@ -395,9 +395,10 @@ def connect(
     raises :class:`marrow.MarrowConnectionError` and wrong credentials :class:`marrow.AuthenticationError` here, at
     once, rather than on first use or never. ``query_timeout`` (seconds, default none) bounds every later call.
 
-    ``one_call=True`` (experimental) sends each ``sql`` statement with its parameters in one call (DoExchange)
-    instead of Flight SQL's three: the client logs in with the Flight handshake and its ADBC and pyarrow.flight
-    connections share the session's bearer token.
+    ``sql`` (and ``execute``, ``scalar``) send a statement with its parameters in one call (DoExchange) instead of
+    Flight SQL's three (bind, plan, fetch): the client logs in with the Flight handshake and its ADBC and
+    pyarrow.flight connections share the session's bearer token. ``one_call=False`` uses Flight SQL's prepared
+    statements instead (kept per SQL text), for servers that do not answer DoExchange.
     """
     connect_args: dict[str, Any] = {
         "user": user,

@@ -163,6 +163,8 @@ def map_error(err: BaseException, context: str = "") -> MarrowError:
 # pyarrow.flight raises its own classes for a few gRPC codes and Arrow errors for the others, naming the code in the
 # message: "Flight returned invalid argument error, with message: …" (or "gRPC returned …" for some codes).
 _FLIGHT_RETURNED = re.compile(r"(?:Flight|gRPC) returned ([a-z]+(?: [a-z]+)*) error")
+# pyarrow's words for some codes ("Flight returned timeout error").
+_FLIGHT_NAMES: dict[str, str] = {"TIMEOUT": "DEADLINE_EXCEEDED", "UNAUTHORIZED": "PERMISSION_DENIED"}
 _BY_FLIGHT_CLASS: dict[str, str] = {
     "FlightUnauthenticatedError": "UNAUTHENTICATED",
     "FlightUnauthorizedError": "PERMISSION_DENIED",
@@ -182,6 +184,7 @@ def map_flight_error(err: BaseException, context: str = "") -> MarrowError:
     name = found.group(1).upper().replace(" ", "_") if found else None
     if name is None:
         name = next((n for c, n in _BY_FLIGHT_CLASS.items() if type(err).__name__ == c), "INTERNAL")
+    name = _FLIGHT_NAMES.get(name, name)
     if name == "UNAUTHENTICATED" or "UNAUTHENTICATED" in text:
         name = "UNAUTHENTICATED"
     by_name = {n: (code, cls) for code, (n, cls) in _BY_GRPC.items()}
@@ -191,6 +194,9 @@ def map_flight_error(err: BaseException, context: str = "") -> MarrowError:
     if found and ", with message: " in text:
         message = text.split(", with message: ", 1)[1]
     message = message.split(". gRPC client debug context:", 1)[0]
+    # Led by the status name, as the ADBC path's messages are.
+    if not message.startswith(f"{name}:"):
+        message = f"{name}: {message}"
     message = f"{context}: {message}" if context else message
     return cls(message, grpc_code=name, vendor_code=code)
 

@@ -23,9 +23,23 @@ def rpc_calls(server, since: int = 0) -> list[str]:
     return calls
 
 
-def test_a_query_run_again_reuses_its_prepared_statement(serve):
+def test_a_statement_is_one_call_by_default(serve):
     server = serve(extra_args=("--log", "info,marrow::rpc=trace"))
     with marrow.connect(server.uri) as db:
+        db.execute("CREATE TABLE t (id BIGINT, name TEXT)")
+        db.execute("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+        query = "SELECT name FROM t WHERE id = $1"
+        assert db.scalar(query, [1]) == "one"
+        mark = len(server.log)
+        assert db.scalar(query, [2]) == "two"
+        assert db.execute("INSERT INTO t VALUES ($1, $2)", [3, "three"]) == 1
+        assert rpc_calls(server, mark) == ["DoExchange", "DoExchange"]
+        assert db.scalar(query, [3]) == "three"
+
+
+def test_a_query_run_again_reuses_its_prepared_statement(serve):
+    server = serve(extra_args=("--log", "info,marrow::rpc=trace"))
+    with marrow.connect(server.uri, one_call=False) as db:
         db.execute("CREATE TABLE t (id BIGINT, name TEXT)")
         db.execute("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
         query = "SELECT name FROM t WHERE id = $1"
@@ -43,7 +57,7 @@ def test_a_query_run_again_reuses_its_prepared_statement(serve):
 
 
 def test_a_prepared_query_whose_table_changed_shape_is_prepared_again(server):
-    with marrow.connect(server.uri) as db:
+    with marrow.connect(server.uri, one_call=False) as db:
         db.execute("CREATE TABLE s (id BIGINT, a TEXT)")
         db.execute("INSERT INTO s VALUES (1, 'x')")
         assert db.sql("SELECT * FROM s").column_names == ["id", "a"]
