@@ -273,11 +273,13 @@ impl Session {
     ) -> Result<Option<QueryOutput>> {
         let generation = self.db.generation();
         let bound = Arc::new(deferred::BoundParams::new(params.clone()));
-        if let Some((plan, task)) = self.deferred.lookup(sql, generation, bound.clone())? {
-            let out = self.within_timeout(true, async {
+        let run = |(plan, task): deferred::Runnable| {
+            self.within_timeout(true, async move {
                 Ok(QueryOutput::Rows(execute_stream(plan, task)?))
-            });
-            return out.await.map(Some);
+            })
+        };
+        if let Some(kept) = self.deferred.lookup(sql, generation, bound.clone())? {
+            return run(kept).await.map(Some);
         }
         if self.deferred.is_rejected(sql, generation) {
             return Ok(None);
@@ -288,10 +290,7 @@ impl Session {
                     .keep(sql, generation, plan.clone(), task.clone());
                 let plan = datafusion::physical_plan::execution_plan::reset_plan_states(plan)?;
                 let task = deferred::with_params(&task, bound);
-                let out = self.within_timeout(true, async {
-                    Ok(QueryOutput::Rows(execute_stream(plan, task)?))
-                });
-                out.await.map(Some)
+                run((plan, task)).await.map(Some)
             }
             Ok(None) | Err(_) => {
                 self.deferred.reject(sql, generation);
@@ -301,15 +300,7 @@ impl Session {
     }
 
     /// The physical plan of `sql` with its placeholders left for execution, when it can be kept that way.
-    async fn plan_deferred(
-        &self,
-        sql: &str,
-    ) -> Result<
-        Option<(
-            Arc<dyn datafusion::physical_plan::ExecutionPlan>,
-            Arc<TaskContext>,
-        )>,
-    > {
+    async fn plan_deferred(&self, sql: &str) -> Result<Option<deferred::Runnable>> {
         let statement = self.parse_one(sql)?;
         if !matches!(&statement, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)))
         {

@@ -29,7 +29,7 @@ async fn count(db: &Database, table: &str) -> u64 {
 }
 
 /// The child role: `hold DIR` keeps the directory open until killed; `write DIR` commits batches forever from four
-/// concurrent writers, printing the total acknowledged after each.
+/// concurrent writers to `t` and two writers of small keyed statements to `k`, printing the totals acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_role() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
@@ -44,45 +44,15 @@ async fn child_role() {
             .execute("CREATE TABLE IF NOT EXISTS t (id BIGINT, payload VARCHAR)")
             .await
             .unwrap();
-        // Four writers at once, so that kills land inside group commits of several statements; each prints the
-        // rows acknowledged so far.
-        let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut writers = vec![];
-        for w in 0..4usize {
-            let (session, acked) = (db.session(), acked.clone());
-            writers.push(tokio::spawn(async move {
-                for round in 0usize.. {
-                    let base = (round * 4 + w) * BATCH;
-                    let sql = format!(
-                        "INSERT INTO t SELECT value + {base}, repeat('x', 200) FROM generate_series(1, {BATCH})"
-                    );
-                    session.execute(&sql).await.unwrap();
-                    let total = acked.fetch_add(BATCH, std::sync::atomic::Ordering::SeqCst) + BATCH;
-                    println!("committed {total}");
-                }
-            }));
-        }
-        // Two writers of small keyed statements: their rows are written by a group's leader, several statements
-        // to one file.
-        let keyed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         session
             .execute("CREATE TABLE IF NOT EXISTS k (id BIGINT PRIMARY KEY, payload VARCHAR)")
             .await
             .unwrap();
-        for w in 0..2usize {
-            let (session, keyed) = (db.session(), keyed.clone());
-            writers.push(tokio::spawn(async move {
-                for round in 0usize.. {
-                    let base = (round * 2 + w) * SMALL;
-                    let sql = format!(
-                        "INSERT INTO k SELECT value + {base}, 'small' FROM generate_series(1, {SMALL})"
-                    );
-                    session.execute(&sql).await.unwrap();
-                    let total = keyed.fetch_add(SMALL, std::sync::atomic::Ordering::SeqCst) + SMALL;
-                    println!("keyed {total}");
-                }
-            }));
-        }
+        // Four writers at once, so that kills land inside group commits of several statements, and two writers of
+        // small keyed statements, whose rows a group's leader writes several statements to one file. Each prints
+        // the rows acknowledged so far.
+        let mut writers = spawn_writers(&db, "t", 4, BATCH, "repeat('x', 200)", "committed");
+        writers.extend(spawn_writers(&db, "k", 2, SMALL, "'small'", "keyed"));
         for w in writers {
             w.await.unwrap();
         }
@@ -90,6 +60,35 @@ async fn child_role() {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
     }
+}
+
+/// `count` sessions inserting `rows` rows per statement into `table` forever (distinct ids), printing
+/// `{label} {total}` after each acknowledged statement.
+fn spawn_writers(
+    db: &Database,
+    table: &'static str,
+    count: usize,
+    rows: usize,
+    payload: &'static str,
+    label: &'static str,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (0..count)
+        .map(|w| {
+            let (session, acked) = (db.session(), acked.clone());
+            tokio::spawn(async move {
+                for round in 0usize.. {
+                    let base = (round * count + w) * rows;
+                    let sql = format!(
+                        "INSERT INTO {table} SELECT value + {base}, {payload} FROM generate_series(1, {rows})"
+                    );
+                    session.execute(&sql).await.unwrap();
+                    let total = acked.fetch_add(rows, std::sync::atomic::Ordering::SeqCst) + rows;
+                    println!("{label} {total}");
+                }
+            })
+        })
+        .collect()
 }
 
 fn spawn_child(

@@ -206,15 +206,6 @@ fn check_vectors(name: &str, column: &ArrayRef, allow_non_finite: bool) -> Resul
     Ok(())
 }
 
-/// Append rows as one commit. Returns the new dataset, or the old one if there was nothing to write.
-pub async fn append(
-    ds: &Arc<Dataset>,
-    models: &TextModels,
-    batches: Vec<RecordBatch>,
-) -> Result<Arc<Dataset>> {
-    commit(ds, models, vec![], batches).await
-}
-
 /// Fill the vector columns a table computes from text (its `marrow.embed` setting) where a written row leaves them
 /// NULL. Without a configured model the rows are written as they are.
 pub fn embed_missing(

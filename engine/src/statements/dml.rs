@@ -28,6 +28,8 @@ use datafusion::sql::sqlparser::ast::{
     Statement, TableFactor, TableObject, Update, UpdateTableFromKind,
 };
 
+use lance::Dataset;
+
 use crate::catalog::write::{self, coerce_batches};
 use crate::catalog::{MarrowSchema, MarrowTable};
 use crate::config::{CATALOG, SCHEMA};
@@ -430,6 +432,20 @@ async fn open_target(session: &Session, name: &str) -> Result<Target> {
     })
 }
 
+/// Replace the rows at `deleted` with `inserted` in one commit on `ds` (see [`write::commit`]), and keep the new
+/// version as the table's handle: the next statement reads it without loading its manifest again.
+async fn commit(
+    session: &Session,
+    name: &str,
+    ds: &Arc<Dataset>,
+    deleted: Vec<u64>,
+    inserted: Vec<RecordBatch>,
+) -> Result<()> {
+    let new = write::commit(ds, session.database().models(), deleted, inserted).await?;
+    session.database().schema_provider().adopt(name, &new);
+    Ok(())
+}
+
 impl Target {
     /// Providers for one statement: the snapshot with row addresses under the internal name, and the same snapshot
     /// under the table's own name so that subqueries read what the statement changes.
@@ -622,7 +638,7 @@ pub(crate) async fn insert_with(
                 )));
             }
             let n = rows.iter().map(|b| b.num_rows()).sum::<usize>();
-            write::append(&ds, session.database().models(), rows).await?;
+            commit(session, &name, &ds, vec![], rows).await?;
             Ok(QueryOutput::Count(n as u64))
         }
         Some(action) => {
@@ -672,11 +688,7 @@ pub(crate) async fn insert_with(
             let n = addrs.len() + fresh.iter().map(|b| b.num_rows()).sum::<usize>();
             let mut inserted = updated;
             inserted.extend(fresh);
-            let new = write::commit(&ds, session.database().models(), addrs, inserted).await?;
-            session
-                .database()
-                .schema_provider()
-                .adopt(&target.name, &new);
+            commit(session, &target.name, &ds, addrs, inserted).await?;
             Ok(QueryOutput::Count(n as u64))
         }
     }
@@ -884,17 +896,7 @@ pub(crate) async fn update(
         }
     }
     let n = addrs.len();
-    let new = write::commit(
-        target.table.dataset(),
-        session.database().models(),
-        addrs,
-        rows,
-    )
-    .await?;
-    session
-        .database()
-        .schema_provider()
-        .adopt(&target.name, &new);
+    commit(session, &target.name, target.table.dataset(), addrs, rows).await?;
     Ok(QueryOutput::Count(n as u64))
 }
 
@@ -949,17 +951,7 @@ pub(crate) async fn delete(
         addrs.extend(col.values().iter().copied());
     }
     let n = addrs.len();
-    let new = write::commit(
-        target.table.dataset(),
-        session.database().models(),
-        addrs,
-        vec![],
-    )
-    .await?;
-    session
-        .database()
-        .schema_provider()
-        .adopt(&target.name, &new);
+    commit(session, &target.name, target.table.dataset(), addrs, vec![]).await?;
     Ok(QueryOutput::Count(n as u64))
 }
 
