@@ -17,7 +17,10 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import marrow
 import numpy as np
@@ -44,6 +47,35 @@ def load(eval_dir: Path) -> list[dict]:
         ]
         convs.append({"name": f.stem, "turns": turns, "qa": qa})
     return convs
+
+
+class Loaded(NamedTuple):
+    db: marrow.Client
+    mem: Memory
+    questions: list[tuple[str, str]]  # (namespace, question)
+    vectors: list[Any]  # each question's embedding, by the server
+    memories: int
+
+
+@contextmanager
+def two_conversations(binary: str, eval_dir: Path, questions: int) -> Iterator[Loaded]:
+    """A `marrow serve` holding the first two LoCoMo conversations' turns as memories (one namespace each, then
+    OPTIMIZE), a one-call client with its `Memory` (access log off), and the first `questions` questions with their
+    vectors: the setup of the recall-latency benchmarks."""
+    convs = load(eval_dir)[:2]
+    with tempfile.TemporaryDirectory() as d:
+        proc, uri = start(binary, Path(d) / "data")
+        try:
+            with marrow.connect(uri, one_call=True) as db:
+                mem = Memory(db, access_log="off")
+                for c in convs:
+                    mem.remember_many([t for _, t in c["turns"]], namespace=c["name"])
+                db.sql("OPTIMIZE TABLE memories")
+                qs = [(c["name"], q["question"]) for c in convs for q in c["qa"]][:questions]
+                vs = [db.scalar("SELECT embed($1)", [q]) for _, q in qs]
+                yield Loaded(db, mem, qs, vs, sum(len(c["turns"]) for c in convs))
+        finally:
+            stop(proc)
 
 
 def score(found: list[str], evidence: list[str], k: int) -> float:

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import marrow
-from _server import start, stop
-from locomo import load
-from marrow import Memory
+from locomo import two_conversations
 
 QUESTIONS = 300
 
@@ -25,39 +21,23 @@ QUESTIONS = 300
 def main() -> None:
     binary = sys.argv[1]
     eval_dir = Path(sys.argv[2] if len(sys.argv) > 2 else "../shared/eval/locomo-dev")
-    convs = load(eval_dir)[:2]
-    with tempfile.TemporaryDirectory() as d:
-        proc, uri = start(binary, Path(d) / "data")
-        try:
-            with marrow.connect(uri, one_call=True) as db:
-                mem = Memory(db, access_log="off")
-                for c in convs:
-                    mem.remember_many([t for _, t in c["turns"]], namespace=c["name"])
-                db.sql("OPTIMIZE TABLE memories")
-                questions = [
-                    (c["name"], q["question"]) for c in convs for q in c["qa"]
-                ][:QUESTIONS]
-                vectors = [db.scalar("SELECT embed($1)", [q]) for _, q in questions]
-                one_call = db._flight
-                times: dict[str, list[float]] = {
-                    "one call (DoExchange)": [],
-                    "Flight SQL prepared (3 RPCs)": [],
-                }
-                for warm in (True, False):
-                    for (namespace, q), v in zip(questions, vectors):
-                        for path, samples in times.items():
-                            # The client falls back to ADBC's prepared statements without its Flight connection.
-                            db._flight = one_call if path.startswith("one") else None
-                            t = time.perf_counter()
-                            mem.recall(q, namespace, 10, embedding=v)
-                            if not warm:
-                                samples.append(time.perf_counter() - t)
-                db._flight = one_call
-        finally:
-            stop(proc)
-    print(
-        f"{len(questions)} hybrid recalls per path, {sum(len(c['turns']) for c in convs)} memories\n"
-    )
+    with two_conversations(binary, eval_dir, QUESTIONS) as (db, mem, questions, vectors, memories):
+        one_call = db._flight
+        times: dict[str, list[float]] = {
+            "one call (DoExchange)": [],
+            "Flight SQL prepared (3 RPCs)": [],
+        }
+        for warm in (True, False):
+            for (namespace, q), v in zip(questions, vectors):
+                for path, samples in times.items():
+                    # The client falls back to ADBC's prepared statements without its Flight connection.
+                    db._flight = one_call if path.startswith("one") else None
+                    t = time.perf_counter()
+                    mem.recall(q, namespace, 10, embedding=v)
+                    if not warm:
+                        samples.append(time.perf_counter() - t)
+        db._flight = one_call
+    print(f"{len(questions)} hybrid recalls per path, {memories} memories\n")
     print("| path | p50 ms | p95 ms |\n|---|---|---|")
     for path, ts in times.items():
         ts.sort()

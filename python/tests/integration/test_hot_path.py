@@ -23,15 +23,22 @@ def rpc_calls(server, since: int = 0) -> list[str]:
     return calls
 
 
+def run_a_query_twice(server, db) -> tuple[str, int]:
+    """Make table t with two rows, run one parameterized query on it twice; the query, and the server's log line
+    count between the two runs (for `rpc_calls`)."""
+    db.execute("CREATE TABLE t (id BIGINT, name TEXT)")
+    db.execute("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+    query = "SELECT name FROM t WHERE id = $1"
+    assert db.scalar(query, [1]) == "one"
+    mark = len(server.log)
+    assert db.scalar(query, [2]) == "two"
+    return query, mark
+
+
 def test_a_statement_is_one_call_by_default(serve):
     server = serve(extra_args=("--log", "info,marrow::rpc=trace"))
     with marrow.connect(server.uri) as db:
-        db.execute("CREATE TABLE t (id BIGINT, name TEXT)")
-        db.execute("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
-        query = "SELECT name FROM t WHERE id = $1"
-        assert db.scalar(query, [1]) == "one"
-        mark = len(server.log)
-        assert db.scalar(query, [2]) == "two"
+        query, mark = run_a_query_twice(server, db)
         assert db.execute("INSERT INTO t VALUES ($1, $2)", [3, "three"]) == 1
         assert rpc_calls(server, mark) == ["DoExchange", "DoExchange"]
         assert db.scalar(query, [3]) == "three"
@@ -40,12 +47,7 @@ def test_a_statement_is_one_call_by_default(serve):
 def test_a_query_run_again_reuses_its_prepared_statement(serve):
     server = serve(extra_args=("--log", "info,marrow::rpc=trace"))
     with marrow.connect(server.uri, one_call=False) as db:
-        db.execute("CREATE TABLE t (id BIGINT, name TEXT)")
-        db.execute("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
-        query = "SELECT name FROM t WHERE id = $1"
-        assert db.scalar(query, [1]) == "one"
-        mark = len(server.log)
-        assert db.scalar(query, [2]) == "two"
+        query, mark = run_a_query_twice(server, db)
         calls = rpc_calls(server, mark)
         # Bind, plan, fetch: no CreatePreparedStatement / ClosePreparedStatement (DoAction) the second time.
         assert calls == ["DoPut", "GetFlightInfo", "DoGet"], calls
